@@ -1,0 +1,101 @@
+// The effective configuration: defaults, the YAML file, then EBB_* environment overrides.
+// Parsing and validation live here and nowhere else; runtime code only reads a Config.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+namespace ebb {
+
+using Millis = std::uint64_t;  // durations are kept in milliseconds
+
+// "host:port"; host may be a name (resolved at start and on reload), an IPv4 address or
+// a bracketed IPv6 address. Port 0 means "pick a free port" (tests use it).
+struct HostPort {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string str() const;  // back to "host:port"
+  bool operator==(const HostPort&) const = default;
+};
+
+enum class UpstreamCheck { kTcp, kHttp, kNone };
+enum class LogFormat { kJson, kText };
+enum class LogLevel { kDebug, kInfo, kWarn, kError };
+
+struct Config {
+  HostPort listen{"0.0.0.0", 8080};
+  HostPort upstream{"127.0.0.1", 3000};
+  struct {
+    HostPort listen{"0.0.0.0", 9901};
+    std::string drain_token;
+  } admin;
+  struct {
+    Millis propagation_delay = 5000;
+    Millis quiet_period = 1000;
+    Millis propagation_max = 15000;
+    Millis drain_timeout = 25000;
+  } shutdown;
+  struct {
+    UpstreamCheck upstream_check = UpstreamCheck::kTcp;
+    std::string http_path = "/healthz";
+    Millis interval = 1000;
+    std::uint32_t failure_threshold = 3;
+  } readiness;
+  struct {
+    Millis client_header = 15000;
+    Millis client_idle = 60000;
+    Millis client_send = 30000;
+    Millis upstream_connect = 5000;
+    Millis upstream_response = 60000;
+    Millis upstream_idle = 4000;
+  } timeouts;
+  struct {
+    std::uint64_t max_header_bytes = 65536;
+    std::uint64_t max_uri_bytes = 8192;
+    std::uint64_t max_body_bytes = 0;  // 0 = unlimited
+    std::uint64_t max_connections = 10000;
+  } limits;
+  struct {
+    std::uint32_t max_idle = 64;
+  } upstream_pool;
+  struct {
+    Millis connect_retry_budget = 2000;
+  } upstream_retry;
+  struct {
+    bool on_proxy_listener = false;
+  } probes;
+  struct {
+    LogFormat format = LogFormat::kJson;
+    LogLevel level = LogLevel::kInfo;
+    bool access = false;
+  } log;
+  std::uint32_t workers = 1;
+
+  std::string source;  // the file it came from, or "(defaults)"
+};
+
+// Result of loading: either a config or a message naming file, line and key, e.g.
+// "ebb.yaml:12: shutdown.drain_timeout: expected a duration like 250ms, 5s or 1m, got \"soon\"".
+struct ConfigResult {
+  std::optional<Config> config;
+  std::string error;
+};
+
+// Loads `path` (empty: built-in defaults only), then applies `env` overrides (EBB_UPSTREAM,
+// EBB_SHUTDOWN_DRAIN_TIMEOUT, ...), then validates. `env` is passed in so tests need no setenv.
+ConfigResult load_config(const std::string& path, const std::map<std::string, std::string>& env);
+
+// The process environment's EBB_* variables.
+std::map<std::string, std::string> ebb_environment();
+
+// The effective config as YAML, every key present (for --check-config).
+std::string dump_config(const Config& c);
+
+// Parsers shared with the CLI and check-k8s; false on bad input.
+bool parse_duration(const std::string& s, Millis& out);
+bool parse_host_port(const std::string& s, HostPort& out);
+std::string format_duration(Millis ms);
+
+}  // namespace ebb
