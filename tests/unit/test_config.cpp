@@ -1,0 +1,454 @@
+// Unit tests for src/config.*: defaults, file and env layering, every kind of refusal with the
+// exact file:line and key it must name, and the dump -> load round trip.
+#include <stdlib.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "config.hpp"
+
+namespace {
+
+using ebb::Config;
+using ebb::load_config;
+using Env = std::map<std::string, std::string>;
+
+// A private directory for config files, removed with everything in it.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/ebb-config-test-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::string write(const std::string& name, const std::string& text) const {
+    std::string file = path + "/" + name;
+    std::ofstream(file) << text;
+    return file;
+  }
+};
+
+// The loaded config, or a test failure that shows the loader's message.
+Config load_ok(const std::string& path, const Env& env = {}) {
+  auto r = load_config(path, env);
+  INFO(r.error);
+  REQUIRE(r.config.has_value());
+  CHECK(r.error.empty());
+  return *r.config;
+}
+
+std::string load_error(const std::string& path, const Env& env = {}) {
+  auto r = load_config(path, env);
+  CHECK_FALSE(r.config.has_value());
+  return r.error;
+}
+
+// The dump without its first (source) comment line: equal bodies mean equal configs.
+std::string body(const Config& c) {
+  std::string d = ebb::dump_config(c);
+  return d.substr(d.find('\n') + 1);
+}
+
+}  // namespace
+
+TEST_CASE("config: no file and no environment gives the SPEC defaults", "[config]") {
+  Config c = load_ok("");
+  CHECK(c.source == "(defaults)");
+  CHECK(c.listen == ebb::HostPort{"0.0.0.0", 8080});
+  CHECK(c.upstream == ebb::HostPort{"127.0.0.1", 3000});
+  CHECK(c.admin.listen == ebb::HostPort{"0.0.0.0", 9901});
+  CHECK(c.admin.drain_token.empty());
+  CHECK(c.shutdown.propagation_delay == 5000);
+  CHECK(c.shutdown.quiet_period == 1000);
+  CHECK(c.shutdown.propagation_max == 15000);
+  CHECK(c.shutdown.drain_timeout == 25000);
+  CHECK(c.readiness.upstream_check == ebb::UpstreamCheck::kTcp);
+  CHECK(c.readiness.http_path == "/healthz");
+  CHECK(c.timeouts.upstream_idle == 4000);
+  CHECK(c.limits.max_header_bytes == 65536);
+  CHECK(c.upstream_pool.max_idle == 64);
+  CHECK(c.upstream_retry.connect_retry_budget == 2000);
+  CHECK(c.log.format == ebb::LogFormat::kJson);
+  CHECK(c.workers == 1);
+  CHECK(body(c) == body(Config{}));
+}
+
+TEST_CASE("config: an empty or comment-only file is the defaults", "[config]") {
+  TempDir dir;
+  std::string empty = dir.write("empty.yaml", "");
+  Config c = load_ok(empty);
+  CHECK(c.source == empty);
+  CHECK(body(c) == body(Config{}));
+  CHECK(body(load_ok(dir.write("comments.yaml", "# nothing set\n\n"))) == body(Config{}));
+  CHECK(body(load_ok(dir.write("sections.yaml", "admin:\nlog:\n"))) == body(Config{}));
+}
+
+TEST_CASE("config: the SPEC's flow-style example loads as the defaults", "[config]") {
+  TempDir dir;
+  std::string path = dir.write("spec.yaml", R"(listen: 0.0.0.0:8080
+upstream: 127.0.0.1:3000
+admin: {listen: 0.0.0.0:9901, drain_token: ""}
+shutdown: {propagation_delay: 5s, quiet_period: 1s, propagation_max: 15s, drain_timeout: 25s}
+readiness: {upstream_check: tcp, http_path: /healthz, interval: 1s, failure_threshold: 3}
+timeouts: {client_header: 15s, client_idle: 60s, client_send: 30s, upstream_connect: 5s, upstream_response: 60s, upstream_idle: 4s}
+limits: {max_header_bytes: 65536, max_uri_bytes: 8192, max_body_bytes: 0, max_connections: 10000}
+upstream_pool: {max_idle: 64}
+upstream_retry: {connect_retry_budget: 2s}
+probes: {on_proxy_listener: false}
+log: {format: json, level: info, access: false}
+workers: 1            # event-loop threads
+)");
+  CHECK(body(load_ok(path)) == body(Config{}));
+}
+
+TEST_CASE("config: a full block-style file sets every key", "[config]") {
+  TempDir dir;
+  std::string path = dir.write("full.yaml", R"(listen: 127.0.0.1:18080
+upstream: app.local:4000
+admin:
+  listen: "[::1]:19901"
+  drain_token: "s3cret-token"
+shutdown:
+  propagation_delay: 2s
+  quiet_period: 250ms
+  propagation_max: 1m
+  drain_timeout: 1h
+readiness:
+  upstream_check: http
+  http_path: /ready?full=1
+  interval: 500ms
+  failure_threshold: 5
+timeouts:
+  client_header: 1s
+  client_idle: 2s
+  client_send: 3s
+  upstream_connect: 4s
+  upstream_response: 5s
+  upstream_idle: 0
+limits:
+  max_header_bytes: 1024
+  max_uri_bytes: 512
+  max_body_bytes: 1048576
+  max_connections: 7
+upstream_pool:
+  max_idle: 0
+upstream_retry:
+  connect_retry_budget: 0s
+probes:
+  on_proxy_listener: true
+log:
+  format: text
+  level: debug
+  access: true
+workers: 1
+)");
+  Config c = load_ok(path);
+  CHECK(c.listen == ebb::HostPort{"127.0.0.1", 18080});
+  CHECK(c.upstream == ebb::HostPort{"app.local", 4000});
+  CHECK(c.admin.listen == ebb::HostPort{"::1", 19901});
+  CHECK(c.admin.drain_token == "s3cret-token");
+  CHECK(c.shutdown.propagation_delay == 2000);
+  CHECK(c.shutdown.quiet_period == 250);
+  CHECK(c.shutdown.propagation_max == 60000);
+  CHECK(c.shutdown.drain_timeout == 3600000);
+  CHECK(c.readiness.upstream_check == ebb::UpstreamCheck::kHttp);
+  CHECK(c.readiness.http_path == "/ready?full=1");
+  CHECK(c.readiness.interval == 500);
+  CHECK(c.readiness.failure_threshold == 5);
+  CHECK(c.timeouts.client_header == 1000);
+  CHECK(c.timeouts.client_idle == 2000);
+  CHECK(c.timeouts.client_send == 3000);
+  CHECK(c.timeouts.upstream_connect == 4000);
+  CHECK(c.timeouts.upstream_response == 5000);
+  CHECK(c.timeouts.upstream_idle == 0);
+  CHECK(c.limits.max_header_bytes == 1024);
+  CHECK(c.limits.max_uri_bytes == 512);
+  CHECK(c.limits.max_body_bytes == 1048576);
+  CHECK(c.limits.max_connections == 7);
+  CHECK(c.upstream_pool.max_idle == 0);
+  CHECK(c.upstream_retry.connect_retry_budget == 0);
+  CHECK(c.probes.on_proxy_listener);
+  CHECK(c.log.format == ebb::LogFormat::kText);
+  CHECK(c.log.level == ebb::LogLevel::kDebug);
+  CHECK(c.log.access);
+}
+
+TEST_CASE("config: durations in every unit, and their canonical form", "[config]") {
+  const std::pair<const char*, ebb::Millis> good[] = {
+      {"0", 0},      {"0s", 0},      {"0ms", 0},      {"250ms", 250},   {"5s", 5000},
+      {"1m", 60000}, {"90s", 90000}, {"1h", 3600000}, {"1500ms", 1500}, {"007s", 7000}};
+  for (auto [text, ms] : good) {
+    INFO(text);
+    ebb::Millis out = 12345;
+    CHECK(ebb::parse_duration(text, out));
+    CHECK(out == ms);
+  }
+  for (const char* bad : {"", "soon", "5", "-5s", "5 s", " 5s", "s", "1.5s", "5S", "5sec", "+5s", "1m30s",
+                          "99999999999999999999ms", "9999999999999999h"}) {
+    INFO(bad);
+    ebb::Millis out = 12345;
+    CHECK_FALSE(ebb::parse_duration(bad, out));
+    CHECK(out == 12345);
+  }
+  CHECK(ebb::format_duration(0) == "0s");
+  CHECK(ebb::format_duration(250) == "250ms");
+  CHECK(ebb::format_duration(1500) == "1500ms");
+  CHECK(ebb::format_duration(5000) == "5s");
+  CHECK(ebb::format_duration(90000) == "90s");
+  CHECK(ebb::format_duration(60000) == "1m");
+  CHECK(ebb::format_duration(3600000) == "1h");
+  for (ebb::Millis ms : {0ull, 1ull, 999ull, 1000ull, 61000ull, 7200000ull, 86400000ull}) {
+    ebb::Millis back = 1;
+    CHECK(ebb::parse_duration(ebb::format_duration(ms), back));
+    CHECK(back == ms);
+  }
+}
+
+TEST_CASE("config: host:port forms", "[config]") {
+  ebb::HostPort hp;
+  CHECK(ebb::parse_host_port("127.0.0.1:3000", hp));
+  CHECK(hp == ebb::HostPort{"127.0.0.1", 3000});
+  CHECK(ebb::parse_host_port(":8080", hp));
+  CHECK(hp == ebb::HostPort{"0.0.0.0", 8080});
+  CHECK(ebb::parse_host_port("[::1]:9901", hp));
+  CHECK(hp == ebb::HostPort{"::1", 9901});
+  CHECK(hp.str() == "[::1]:9901");
+  CHECK(ebb::parse_host_port("app-svc.default.svc:0", hp));
+  CHECK(hp == ebb::HostPort{"app-svc.default.svc", 0});
+  CHECK(hp.str() == "app-svc.default.svc:0");
+  CHECK(ebb::parse_host_port("localhost:65535", hp));
+  CHECK(hp.port == 65535);
+  for (const char* bad :
+       {"", "8080", "host", "host:", "host:port", "host:65536", "host:-1", "::1:80", "[::1]", "[::1]80",
+        "[nope]:80", "[]:80", "300.1.1.1:80", "a b:80", "h:80 ", "h:+80"}) {
+    INFO(bad);
+    ebb::HostPort out{"keep", 1};
+    CHECK_FALSE(ebb::parse_host_port(bad, out));
+    CHECK(out == ebb::HostPort{"keep", 1});
+  }
+}
+
+TEST_CASE("config: the environment overrides the file", "[config]") {
+  TempDir dir;
+  std::string path =
+      dir.write("ebb.yaml", "listen: 127.0.0.1:1000\nshutdown: {drain_timeout: 10s}\nlog: {level: warn}\n");
+  Config c = load_ok(path, {{"EBB_LISTEN", ":2000"},
+                            {"EBB_UPSTREAM", "10.0.0.7:3001"},
+                            {"EBB_ADMIN_LISTEN", "127.0.0.1:2001"},
+                            {"EBB_ADMIN_DRAIN_TOKEN", "tok"},
+                            {"EBB_SHUTDOWN_DRAIN_TIMEOUT", "3s"},
+                            {"EBB_READINESS_UPSTREAM_CHECK", "none"},
+                            {"EBB_TIMEOUTS_CLIENT_HEADER", "750ms"},
+                            {"EBB_LIMITS_MAX_BODY_BYTES", "4096"},
+                            {"EBB_UPSTREAM_POOL_MAX_IDLE", "8"},
+                            {"EBB_UPSTREAM_RETRY_CONNECT_RETRY_BUDGET", "0"},
+                            {"EBB_PROBES_ON_PROXY_LISTENER", "true"},
+                            {"EBB_LOG_FORMAT", "text"},
+                            {"EBB_LOG_ACCESS", "true"},
+                            {"EBB_WORKERS", "1"}});
+  CHECK(c.source == path);
+  CHECK(c.listen == ebb::HostPort{"0.0.0.0", 2000});
+  CHECK(c.upstream == ebb::HostPort{"10.0.0.7", 3001});
+  CHECK(c.admin.listen == ebb::HostPort{"127.0.0.1", 2001});
+  CHECK(c.admin.drain_token == "tok");
+  CHECK(c.shutdown.drain_timeout == 3000);
+  CHECK(c.readiness.upstream_check == ebb::UpstreamCheck::kNone);
+  CHECK(c.timeouts.client_header == 750);
+  CHECK(c.limits.max_body_bytes == 4096);
+  CHECK(c.upstream_pool.max_idle == 8);
+  CHECK(c.upstream_retry.connect_retry_budget == 0);
+  CHECK(c.probes.on_proxy_listener);
+  CHECK(c.log.format == ebb::LogFormat::kText);
+  CHECK(c.log.level == ebb::LogLevel::kWarn);  // from the file: not overridden
+  CHECK(c.log.access);
+}
+
+TEST_CASE("config: environment only, and the harness variables are ignored", "[config]") {
+  Config c = load_ok("", {{"EBB_LOG_LEVEL", "error"},
+                          {"EBB_SHUTDOWN_PROPAGATION_DELAY", "0s"},
+                          {"EBB_BIN", "build/ebb"},
+                          {"EBB_TEST_ANYTHING", "x"},
+                          {"EBB_ZD_RESTARTS", "20"},
+                          {"PATH", "/usr/bin"}});
+  CHECK(c.source == "(defaults)");
+  CHECK(c.log.level == ebb::LogLevel::kError);
+  CHECK(c.shutdown.propagation_delay == 0);
+}
+
+TEST_CASE("config: ebb_environment reads the process's EBB_ variables", "[config]") {
+  REQUIRE(setenv("EBB_TEST_UNIT_PROBE", "a=b", 1) == 0);
+  auto env = ebb::ebb_environment();
+  unsetenv("EBB_TEST_UNIT_PROBE");
+  CHECK(env["EBB_TEST_UNIT_PROBE"] == "a=b");
+  for (const auto& [name, value] : env) CHECK(name.rfind("EBB_", 0) == 0);
+}
+
+TEST_CASE("config: refusals name the file, the line and the key", "[config]") {
+  TempDir dir;
+  auto error_for = [&](const std::string& text) {
+    std::string path = dir.write("ebb.yaml", text);
+    std::string e = load_error(path);
+    REQUIRE(e.rfind(path + ":", 0) == 0);
+    return e.substr(path.size());  // ":LINE: key: problem"
+  };
+
+  // Unknown keys, top-level and nested, with a hint.
+  CHECK(error_for("listen: :8080\nupstream: :3000\nlisen: :1\n") ==
+        ":3: lisen: unknown key (did you mean listen?)");
+  CHECK(error_for("admin:\n  listen: :9901\n  drain_tokn: x\n") ==
+        ":3: admin.drain_tokn: unknown key (did you mean admin.drain_token?)");
+  CHECK(error_for("drain_timeout: 5s\n") ==
+        ":1: drain_timeout: unknown key (did you mean shutdown.drain_timeout?)");
+  CHECK(error_for("log: {format: json, colour: true}\n") == ":1: log.colour: unknown key");
+  CHECK(error_for("admin.listen: :1\n") ==
+        ":1: admin.listen: unknown key (sections nest, keys are not dotted)");
+  CHECK(error_for("listen: :1\nlisten: :2\n") == ":2: listen: duplicate key (first at line 1)");
+
+  // Wrong types.
+  CHECK(error_for("admin: 0.0.0.0:9901\n") ==
+        ":1: admin: expected a map of admin.* keys, got \"0.0.0.0:9901\"");
+  CHECK(error_for("\nlisten:\n  host: x\n") == ":2: listen: expected host:port, got a map");
+  CHECK(error_for("shutdown:\n  drain_timeout: [1, 2]\n") ==
+        ":2: shutdown.drain_timeout: expected a duration like 250ms, 5s or 1m, got a list");
+  CHECK(error_for("workers:\n") == ":1: workers: expected a non-negative integer, got nothing");
+  CHECK(error_for("- listen\n") == ":1: expected a map of keys at the top level, got a list");
+
+  // Bad values.
+  CHECK(error_for("# c\n\nshutdown:\n  propagation_delay: 1s\n  drain_timeout: soon\n") ==
+        ":5: shutdown.drain_timeout: expected a duration like 250ms, 5s or 1m, got \"soon\"");
+  CHECK(error_for("shutdown: {drain_timeout: -5s}\n") ==
+        ":1: shutdown.drain_timeout: must not be negative, got \"-5s\"");
+  CHECK(error_for("readiness:\n  interval: 5\n") ==
+        ":2: readiness.interval: expected a duration like 250ms, 5s or 1m, got \"5\" (add a unit)");
+  CHECK(error_for("limits: {max_body_bytes: -1}\n") ==
+        ":1: limits.max_body_bytes: must not be negative, got \"-1\"");
+  CHECK(error_for("limits: {max_body_bytes: 1e6}\n") ==
+        ":1: limits.max_body_bytes: expected a non-negative integer, got \"1e6\"");
+  CHECK(error_for("listen: 0.0.0.0:70000\n") ==
+        ":1: listen: port out of range (0-65535) in \"0.0.0.0:70000\"");
+  CHECK(error_for("upstream: localhost\n") ==
+        ":1: upstream: expected host:port like 127.0.0.1:3000, got \"localhost\"");
+  CHECK(error_for("readiness: {upstream_check: udp}\n") ==
+        ":1: readiness.upstream_check: expected one of tcp, http, none, got \"udp\"");
+  CHECK(error_for("log:\n  format: xml\n") == ":2: log.format: expected one of json, text, got \"xml\"");
+  CHECK(error_for("log:\n  level: loud\n") ==
+        ":2: log.level: expected one of debug, info, warn, error, got \"loud\"");
+  CHECK(error_for("probes: {on_proxy_listener: yes}\n") ==
+        ":1: probes.on_proxy_listener: expected true or false, got \"yes\"");
+
+  // Impossible combinations and limits.
+  CHECK(error_for("listen: :8080\nadmin:\n  listen: 127.0.0.1:8080\n") ==
+        ":3: admin.listen: port 8080 is used by both listen and admin.listen");
+  CHECK(load_config(dir.write("zero.yaml", "listen: :0\nadmin: {listen: :0}\n"), {}).config.has_value());
+  CHECK(error_for("upstream: 127.0.0.1:8080\n") ==
+        ":1: upstream: 127.0.0.1:8080 is ebb's own listener, not the app");
+  CHECK(error_for("shutdown:\n  propagation_delay: 20s\n") ==
+        ":2: shutdown.propagation_delay: shutdown.propagation_max (15s) is below shutdown.propagation_delay "
+        "(20s)");
+  CHECK(
+      error_for("shutdown:\n  propagation_delay: 2s\n  propagation_max: 1s\n") ==
+      ":3: shutdown.propagation_max: shutdown.propagation_max (1s) is below shutdown.propagation_delay (2s)");
+  CHECK(error_for("readiness: {failure_threshold: 0}\n") ==
+        ":1: readiness.failure_threshold: must be at least 1");
+  CHECK(error_for("readiness: {interval: 0s}\n") == ":1: readiness.interval: must be above 0");
+  CHECK(error_for("readiness: {http_path: healthz}\n") ==
+        ":1: readiness.http_path: must start with /, got \"healthz\"");
+  CHECK(error_for("workers: 4\n") ==
+        ":1: workers: workers above 1 come with the multi-core work; only 1 is supported");
+  CHECK(error_for("limits: {max_header_bytes: 0}\n") == ":1: limits.max_header_bytes: must be above 0");
+  CHECK(error_for("limits: {max_uri_bytes: 0}\n") == ":1: limits.max_uri_bytes: must be above 0");
+  CHECK(error_for("limits: {max_connections: 0}\n") == ":1: limits.max_connections: must be above 0");
+  CHECK(error_for("upstream_pool: {max_idle: 100001}\n") ==
+        ":1: upstream_pool.max_idle: must be at most 100000");
+  CHECK(load_config(dir.write("idle.yaml", "upstream_pool: {max_idle: 100000}\n"), {}).config.has_value());
+
+  // YAML syntax errors keep file:line too.
+  CHECK(error_for("log: {format: json\nworkers: 1\n") == ":2: YAML syntax error: end of map flow not found");
+  CHECK(error_for("listen: [::1]:8080\n") ==
+        ":1: YAML syntax error: end of map not found (quote IPv6 addresses: \"[::1]:8080\")");
+}
+
+TEST_CASE("config: a missing or unreadable file is named", "[config]") {
+  TempDir dir;
+  CHECK(load_error(dir.path + "/nope.yaml") ==
+        dir.path + "/nope.yaml: cannot read config file: No such file or directory");
+  CHECK(load_error(dir.path) == dir.path + ": cannot read config file: Is a directory");
+}
+
+TEST_CASE("config: environment refusals name the variable", "[config]") {
+  CHECK(load_error("", {{"EBB_SHUTDOWN_DRAIN_TIMEOUT", "soon"}}) ==
+        "env EBB_SHUTDOWN_DRAIN_TIMEOUT: expected a duration like 250ms, 5s or 1m, got \"soon\"");
+  CHECK(load_error("", {{"EBB_FOO", "1"}}) == "env EBB_FOO: unknown key");
+  CHECK(load_error("", {{"EBB_LISTN", ":1"}}) == "env EBB_LISTN: unknown key (did you mean EBB_LISTEN?)");
+  CHECK(load_error("", {{"EBB_ADMIN", ":1"}}) == "env EBB_ADMIN: unknown key");
+  CHECK(load_error("", {{"EBB_LOG_ACCESS", "1"}}) == "env EBB_LOG_ACCESS: expected true or false, got \"1\"");
+  CHECK(load_error("", {{"EBB_ADMIN_LISTEN", ":8080"}}) ==
+        "env EBB_ADMIN_LISTEN: port 8080 is used by both listen and admin.listen");
+
+  // A file value that only the environment makes impossible is blamed on the environment.
+  TempDir dir;
+  std::string path = dir.write("ebb.yaml", "shutdown:\n  propagation_max: 6s\n");
+  CHECK(load_error(path, {{"EBB_SHUTDOWN_PROPAGATION_DELAY", "10s"}}) ==
+        "env EBB_SHUTDOWN_PROPAGATION_DELAY: shutdown.propagation_max (6s) is below "
+        "shutdown.propagation_delay (10s)");
+}
+
+TEST_CASE("config: dump -> load gives the same config back", "[config]") {
+  TempDir dir;
+  std::string path = dir.write("in.yaml", R"(listen: "[::]:18080"
+upstream: app:4000
+admin: {listen: 127.0.0.1:0}
+shutdown: {propagation_delay: 1500ms, quiet_period: 0s, propagation_max: 2m, drain_timeout: 1h}
+readiness: {upstream_check: http, http_path: "/h?x=\"1\"#frag", interval: 250ms, failure_threshold: 9}
+timeouts: {client_idle: 90s, upstream_idle: 0}
+limits: {max_body_bytes: 123456789012}
+upstream_pool: {max_idle: 100000}
+probes: {on_proxy_listener: true}
+log: {format: text, level: debug, access: true}
+)");
+  Config first = load_ok(path);
+  std::string dumped = ebb::dump_config(first);
+  CHECK(dumped.find("{") == std::string::npos);  // block style
+  CHECK(dumped.find("propagation_delay: 1500ms") != std::string::npos);
+  CHECK(dumped.find("propagation_max: 2m") != std::string::npos);
+  CHECK(dumped.find("client_idle: 90s") != std::string::npos);
+  Config second = load_ok(dir.write("out.yaml", dumped));
+  CHECK(body(second) == body(first));
+  CHECK(second.readiness.http_path == "/h?x=\"1\"#frag");
+  CHECK(second.listen == ebb::HostPort{"::", 18080});
+  CHECK(body(load_ok(dir.write("defaults.yaml", ebb::dump_config(Config{})))) == body(Config{}));
+}
+
+TEST_CASE("config: the dump hides the drain token", "[config]") {
+  Config c;
+  c.admin.drain_token = "hunter2";
+  std::string dumped = ebb::dump_config(c);
+  CHECK(dumped.find("hunter2") == std::string::npos);
+  CHECK(dumped.find("drain_token: \"***\"") != std::string::npos);
+  CHECK(dumped.find("# drain_token is set and hidden") != std::string::npos);
+  CHECK(ebb::dump_config(Config{}).find("drain_token: \"\"") != std::string::npos);
+}
+
+TEST_CASE("config: the shipped config files load, and ebb.yaml documents the defaults", "[config]") {
+  // __FILE__ is absolute under CMake; a relative one works from the repository root.
+  std::filesystem::path dir = std::filesystem::path(__FILE__).parent_path() / ".." / ".." / "config";
+  REQUIRE(std::filesystem::exists(dir / "ebb.yaml"));
+  CHECK(body(load_ok((dir / "ebb.yaml").string())) == body(Config{}));
+  Config demo = load_ok((dir / "ebb.demo.yaml").string());
+  CHECK(demo.listen == ebb::HostPort{"127.0.0.1", 8080});
+  CHECK(demo.upstream == ebb::HostPort{"127.0.0.1", 3000});
+  CHECK(demo.admin.listen == ebb::HostPort{"127.0.0.1", 9901});
+  CHECK(demo.log.format == ebb::LogFormat::kText);
+  CHECK(demo.log.access);
+  CHECK(demo.shutdown.propagation_delay == 1000);
+  CHECK(demo.shutdown.quiet_period == 500);
+  CHECK(demo.shutdown.propagation_max == 3000);
+  CHECK(demo.shutdown.drain_timeout == 5000);
+}
