@@ -47,7 +47,7 @@ static: deps
 	@cmake --build $(STATIC_BUILD) -j$(JOBS) --target ebb
 
 run: build
-	@python3 tests/demo/run_demo.py $(BUILD)/ebb config/ebb.yaml
+	@python3 tests/demo/run_demo.py $(BUILD)/ebb config/ebb.demo.yaml
 
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit $(CTEST_ARGS)
