@@ -1,0 +1,304 @@
+// `ebb check-k8s`: the command line, reading (multi-document) files, finding each workload's ebb
+// config, and the report. The rules themselves live in pod_rules.cpp and object_rules.cpp.
+#include "k8s/check_k8s.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "k8s/rules.hpp"
+
+namespace ebb {
+namespace {
+
+using k8s::child;
+using k8s::meta;
+using k8s::same_namespace;
+using k8s::seq_at;
+using k8s::str_at;
+using k8s::string_map;
+using k8s::Workload;
+
+struct Doc {
+  std::string file;
+  YAML::Node node;
+};
+
+bool load_file(const std::string& path, std::vector<Doc>& docs, std::string& error) {
+  std::ifstream in(path);
+  if (!in) {
+    error = path + ": cannot read the file";
+    return false;
+  }
+  try {
+    for (const auto& node : YAML::LoadAll(in)) {
+      if (node.IsMap()) docs.push_back(Doc{path, node});
+    }
+  } catch (const YAML::Exception& ex) {
+    error = path + ":" + std::to_string(ex.mark.line + 1) + ":" +
+            std::to_string(ex.mark.column + 1) + ": not valid YAML: " + ex.msg;
+    return false;
+  }
+  return true;
+}
+
+// The ebb.yaml of the ConfigMap that the ebb container mounts, when that ConfigMap is among the
+// files read; lets `check-k8s deployment.yaml configmap.yaml` check the token without --config.
+std::optional<std::pair<std::string, std::string>> mounted_config(
+    const Workload& w, const std::vector<Doc>& docs) {
+  std::map<std::string, std::string> volume_to_cm;
+  for (const auto& v : seq_at(w.pod.spec, "volumes")) {
+    auto cm = str_at(child(v, "configMap"), "name");
+    if (cm) volume_to_cm[str_at(v, "name").value_or("")] = *cm;
+  }
+  for (const auto& mount : seq_at(w.ebb.node, "volumeMounts")) {
+    auto it = volume_to_cm.find(str_at(mount, "name").value_or(""));
+    if (it == volume_to_cm.end()) continue;
+    for (const auto& d : docs) {
+      if (str_at(d.node, "kind") != "ConfigMap" || meta(d.node, "name") != it->second) continue;
+      if (!same_namespace(meta(d.node, "namespace"), w.ns)) continue;
+      auto data = string_map(child(d.node, "data"));
+      for (const auto& [key, text] : data) {
+        bool yaml = key.ends_with(".yaml") || key.ends_with(".yml");
+        if (key == "ebb.yaml" || (yaml && !data.count("ebb.yaml"))) {
+          return std::make_pair("ConfigMap/" + it->second + " key " + key, text);
+        }
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+// load_config reads files, so a ConfigMap's text goes through a private temporary file.
+ConfigResult load_config_text(const std::string& label, const std::string& text,
+                              const std::map<std::string, std::string>& env) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "ebb-check-k8s-XXXXXX").string();
+  int fd = ::mkstemp(tmpl.data());
+  if (fd < 0) return {std::nullopt, label + ": cannot write a temporary file"};
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  ConfigResult r = ok ? load_config(tmpl, env)
+                      : ConfigResult{std::nullopt, label + ": cannot write a temporary file"};
+  std::remove(tmpl.c_str());
+  for (auto p = r.error.find(tmpl); p != std::string::npos; p = r.error.find(tmpl)) {
+    r.error.replace(p, tmpl.size(), label);
+  }
+  return r;
+}
+
+// The config ebb runs with in this pod: --config, else the mounted ConfigMap, else defaults;
+// then the container's literal EBB_* env, then the caller's EBB_* env (the runtime's order).
+bool resolve_settings(Workload& w, const CheckOptions& opts, const std::vector<Doc>& docs,
+                      CheckResult& result) {
+  std::map<std::string, std::string> env;
+  bool token_from_secret = false;
+  for (const auto& e : seq_at(w.ebb.node, "env")) {
+    std::string name = str_at(e, "name").value_or("");
+    if (name.rfind("EBB_", 0) != 0) continue;
+    if (auto v = str_at(e, "value")) {
+      env[name] = *v;
+    } else if (name == "EBB_ADMIN_DRAIN_TOKEN" && child(e, "valueFrom").IsDefined()) {
+      token_from_secret = true;
+    }
+  }
+  for (const auto& [k, v] : opts.env) env[k] = v;
+
+  ConfigResult cfg;
+  std::string where = w.kind + "/" + w.name;
+  if (!opts.config_path.empty()) {
+    cfg = load_config(opts.config_path, env);
+  } else if (auto mounted = mounted_config(w, docs)) {
+    cfg = load_config_text(mounted->first, mounted->second, env);
+  } else {
+    cfg = load_config("", env);
+    result.notes.push_back(where + ": ebb's config is not among the files; checked against the "
+                           "built-in defaults (pass --config FILE)");
+  }
+  if (!cfg.config) {
+    result.error = "ebb config for " + where + ": " + cfg.error;
+    return false;
+  }
+  w.settings = k8s::settings_from(*cfg.config);
+  if (token_from_secret && w.settings.token_state == k8s::EbbSettings::Token::kNone) {
+    w.settings.token_state = k8s::EbbSettings::Token::kUnknown;
+    result.notes.push_back(where + ": EBB_ADMIN_DRAIN_TOKEN comes from a Secret; the hook's "
+                           "token is not compared (pass --config or EBB_ADMIN_DRAIN_TOKEN)");
+  }
+  return true;
+}
+
+
+bool workload_spec(const YAML::Node& obj, const std::string& kind, YAML::Node& spec,
+                   std::string& path, YAML::Node& labels) {
+  if (kind == "Pod") {
+    spec = child(obj, "spec");
+    path = "spec";
+    labels = child(child(obj, "metadata"), "labels");
+    return true;
+  }
+  if (kind == "Deployment" || kind == "StatefulSet" || kind == "DaemonSet" ||
+      kind == "ReplicaSet") {
+    YAML::Node tmpl = child(child(obj, "spec"), "template");
+    spec = child(tmpl, "spec");
+    path = "spec.template.spec";
+    labels = child(child(tmpl, "metadata"), "labels");
+    return true;
+  }
+  return false;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+const char* kUsage =
+    "usage: ebb check-k8s FILE.yaml [FILE.yaml...] [--config FILE] [--json]\n"
+    "  Reads Deployments, StatefulSets, DaemonSets, Pods, Services and ConfigMaps (multi-document\n"
+    "  files too) and reports what would drop requests during a rollout with ebb as a sidecar.\n"
+    "  --config FILE  ebb's config (default: the ConfigMap ebb mounts, if among the files, else\n"
+    "                 the built-in defaults); EBB_* environment variables apply on top\n"
+    "  --json         a JSON array of findings instead of one line each\n"
+    "  Exit 0 clean, 1 findings, 2 unreadable file or config.\n";
+
+}  // namespace
+
+CheckResult check_k8s_files(const CheckOptions& opts) {
+  CheckResult result;
+  try {
+    std::vector<Doc> docs;
+    for (const auto& f : opts.files) {
+      if (!load_file(f, docs, result.error)) return result;
+    }
+    std::vector<Workload> workloads;
+    for (const auto& d : docs) {
+      Workload w;
+      w.kind = str_at(d.node, "kind").value_or("");
+      YAML::Node labels;
+      if (!workload_spec(d.node, w.kind, w.pod.spec, w.pod.spec_path, labels)) continue;
+      w.file = d.file;
+      w.name = meta(d.node, "name");
+      w.ns = meta(d.node, "namespace");
+      w.object = d.node;
+      w.labels = string_map(labels);
+      w.pod.file = d.file;
+      w.pod.kind = w.kind;
+      w.pod.name = w.name;
+      w.ebb = k8s::find_ebb_container(w.pod.spec);
+      if (!w.ebb.found) {
+        result.notes.push_back(w.kind + "/" + w.name + ": no ebb container; not checked");
+        continue;
+      }
+      if (!resolve_settings(w, opts, docs, result)) return result;
+      k8s::check_pod(w.pod, w.ebb, w.settings, result.findings);
+      if (!w.ebb.bad_init) k8s::check_rollout(w, result.findings);
+      ++result.workloads;
+      workloads.push_back(std::move(w));
+    }
+    for (const auto& d : docs) {
+      if (str_at(d.node, "kind") == "Service") k8s::check_service(d.file, d.node, workloads, result.findings);
+    }
+  } catch (const std::exception& ex) {
+    // yaml-cpp throws on shapes the accessors did not foresee; report, never crash.
+    result.error = std::string("cannot check: ") + ex.what();
+  }
+  return result;
+}
+
+std::string format_findings_text(const std::vector<Finding>& findings) {
+  std::string out;
+  for (const auto& f : findings) {
+    out += f.file + ": " + f.kind + "/" + f.name;
+    if (!f.container.empty()) out += " container " + f.container;
+    out += ": " + f.path + ": " + f.message + "\n";
+  }
+  return out;
+}
+
+std::string format_findings_json(const std::vector<Finding>& findings) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < findings.size(); ++i) {
+    const auto& f = findings[i];
+    out += i ? ",\n " : "\n ";
+    out += "{\"file\":" + json_string(f.file) + ",\"kind\":" + json_string(f.kind) +
+           ",\"name\":" + json_string(f.name) + ",\"container\":" + json_string(f.container) +
+           ",\"path\":" + json_string(f.path) + ",\"message\":" + json_string(f.message) +
+           ",\"severity\":" + json_string(f.severity) + ",\"rule\":" + json_string(f.rule) + "}";
+  }
+  return out + (findings.empty() ? "]\n" : "\n]\n");
+}
+
+int run_check_k8s(const std::vector<std::string>& args,
+                  const std::map<std::string, std::string>& env, std::ostream& out) {
+  CheckOptions opts;
+  opts.env = env;
+  bool json = false;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "-h" || a == "--help") {
+      out << kUsage;
+      return 0;
+    } else if (a == "--json") {
+      json = true;
+    } else if (a == "--config" && i + 1 < args.size()) {
+      opts.config_path = args[++i];
+    } else if (a.rfind("--config=", 0) == 0) {
+      opts.config_path = a.substr(9);
+    } else if (!a.empty() && a[0] == '-') {
+      out << "check-k8s: unknown or incomplete option " << a << "\n" << kUsage;
+      return 2;
+    } else {
+      opts.files.push_back(a);
+    }
+  }
+  if (opts.files.empty()) {
+    out << "check-k8s: no file given\n" << kUsage;
+    return 2;
+  }
+  CheckResult r = check_k8s_files(opts);
+  if (!r.error.empty()) {
+    out << "check-k8s: " << r.error << "\n";
+    return 2;
+  }
+  if (json) {
+    out << format_findings_json(r.findings);
+  } else {
+    for (const auto& n : r.notes) out << "note: " << n << "\n";
+    out << format_findings_text(r.findings);
+    if (r.findings.empty()) {
+      out << "ok: " << r.workloads << " workload(s) with ebb checked, no findings\n";
+    } else {
+      out << r.findings.size() << " finding(s) in " << r.workloads << " workload(s) with ebb\n";
+    }
+  }
+  return r.findings.empty() ? 0 : 1;
+}
+
+int check_k8s_main(int argc, char** argv) {
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+  return run_check_k8s(args, ebb_environment(), std::cout);
+}
+
+}  // namespace ebb

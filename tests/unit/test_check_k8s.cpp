@@ -1,0 +1,267 @@
+// check-k8s: every rule against a fixture of its own under tests/k8s/fixtures/ (exactly one
+// finding, at the exact path), the clean fixtures (classic, native, multi-document), where the
+// config comes from, the exit codes and both output formats. No sockets, no process.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "k8s/check_k8s.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The fixtures sit beside this file's directory; __FILE__ is absolute in the CMake build.
+std::string fixture(const std::string& name) {
+  return (fs::path(__FILE__).parent_path().parent_path() / "k8s" / "fixtures" / name).string();
+}
+
+const std::string kConfig = fixture("config/ebb.yaml");
+
+ebb::CheckResult check(const std::string& name, const std::string& config = kConfig,
+                       std::map<std::string, std::string> env = {}) {
+  ebb::CheckOptions opts;
+  opts.files = {fixture(name)};
+  opts.config_path = config;
+  opts.env = std::move(env);
+  return ebb::check_k8s_files(opts);
+}
+
+struct Run {
+  int rc;
+  std::string out;
+};
+
+Run run(std::vector<std::string> args, std::map<std::string, std::string> env = {}) {
+  std::ostringstream out;
+  int rc = ebb::run_check_k8s(args, env, out);
+  return {rc, out.str()};
+}
+
+// A manifest written for one test, removed when it ends.
+struct TempManifest {
+  fs::path path;
+  explicit TempManifest(const std::string& text) {
+    path = fs::temp_directory_path() /
+           ("ebb-test-check-k8s-" + std::to_string(reinterpret_cast<std::uintptr_t>(this)) +
+            ".yaml");
+    std::ofstream(path) << text;
+  }
+  ~TempManifest() { fs::remove(path); }
+};
+
+struct Expected {
+  const char* file;
+  const char* kind;
+  const char* name;
+  const char* container;
+  const char* path;
+  const char* rule;
+};
+
+const Expected kFailing[] = {
+    {"grace-short.yaml", "Deployment", "web", "ebb",
+     "spec.template.spec.terminationGracePeriodSeconds", "grace-period"},
+    {"grace-default-pod.yaml", "Pod", "web-pod", "ebb", "spec.terminationGracePeriodSeconds",
+     "grace-period"},
+    {"readiness-missing.yaml", "Deployment", "web", "ebb",
+     "spec.template.spec.containers[1].readinessProbe", "readiness-probe"},
+    {"readiness-wrong-path.yaml", "Deployment", "web", "ebb",
+     "spec.template.spec.containers[1].readinessProbe.httpGet.path", "readiness-probe"},
+    {"readiness-wrong-port.yaml", "Deployment", "web", "ebb",
+     "spec.template.spec.containers[1].readinessProbe.httpGet.port", "readiness-probe"},
+    {"readiness-slow.yaml", "Deployment", "web", "ebb",
+     "spec.template.spec.containers[1].readinessProbe.periodSeconds", "readiness-slow"},
+    {"liveness-readyz.yaml", "Deployment", "web", "ebb",
+     "spec.template.spec.containers[1].livenessProbe.httpGet.path", "liveness-readyz"},
+    {"prestop-sleep-exec.yaml", "Deployment", "web", "ebb",
+     "spec.template.spec.containers[1].lifecycle.preStop.exec.command", "prestop-sleep"},
+    {"prestop-sleep-action.yaml", "StatefulSet", "web", "ebb",
+     "spec.template.spec.containers[1].lifecycle.preStop.sleep.seconds", "prestop-sleep"},
+    {"prestop-drain-missing.yaml", "Deployment", "web", "app",
+     "spec.template.spec.containers[0].lifecycle.preStop", "prestop-drain"},
+    {"drain-no-header.yaml", "Deployment", "web", "app",
+     "spec.template.spec.containers[0].lifecycle.preStop.httpGet.httpHeaders", "drain-token"},
+    {"drain-wrong-token.yaml", "Deployment", "web", "app",
+     "spec.template.spec.containers[0].lifecycle.preStop.httpGet.httpHeaders[0].value",
+     "drain-token"},
+    {"max-unavailable.yaml", "Deployment", "web", "",
+     "spec.strategy.rollingUpdate.maxUnavailable", "max-unavailable"},
+    {"max-unavailable-percent.yaml", "Deployment", "web", "",
+     "spec.strategy.rollingUpdate.maxUnavailable", "max-unavailable"},
+    {"max-unavailable-absent.yaml", "Deployment", "web", "",
+     "spec.strategy.rollingUpdate.maxUnavailable", "max-unavailable"},
+    {"service-app-port.yaml", "Service", "web", "app", "spec.ports[0].targetPort",
+     "service-target"},
+    {"init-not-sidecar.yaml", "Deployment", "web-native", "proxy",
+     "spec.template.spec.initContainers[0].restartPolicy", "native-sidecar"},
+};
+
+}  // namespace
+
+TEST_CASE("check-k8s: each failing fixture has exactly its own finding", "[check_k8s]") {
+  for (const auto& e : kFailing) {
+    INFO("fixture " << e.file);
+    auto r = check(e.file);
+    REQUIRE(r.error.empty());
+    REQUIRE(r.findings.size() == 1);
+    const auto& f = r.findings[0];
+    CHECK(f.kind == e.kind);
+    CHECK(f.name == e.name);
+    CHECK(f.container == e.container);
+    CHECK(f.path == e.path);
+    CHECK(f.rule == e.rule);
+    CHECK(f.file == fixture(e.file));
+    CHECK(!f.message.empty());
+    CHECK((f.severity == "error" || f.severity == "warning"));
+    CHECK(run({fixture(e.file), "--config", kConfig}).rc == 1);
+  }
+}
+
+TEST_CASE("check-k8s: clean fixtures, classic and native", "[check_k8s]") {
+  for (const char* name : {"clean-classic.yaml", "clean-native.yaml", "clean-exec-drain.yaml",
+                           "service-unrelated.yaml"}) {
+    INFO("fixture " << name);
+    auto r = check(name);
+    REQUIRE(r.error.empty());
+    CHECK(r.findings.empty());
+    CHECK(r.workloads == 1);
+    auto out = run({fixture(name), "--config", kConfig});
+    CHECK(out.rc == 0);
+    CHECK(out.out.find("no findings") != std::string::npos);
+  }
+}
+
+TEST_CASE("check-k8s: a multi-document file takes ebb's config from the mounted ConfigMap",
+          "[check_k8s]") {
+  auto r = check("clean-multi.yaml", "");
+  REQUIRE(r.error.empty());
+  CHECK(r.findings.empty());
+  CHECK(r.workloads == 1);  // the DaemonSet without ebb is only noted
+  bool noted = false;
+  for (const auto& n : r.notes) noted = noted || n.find("DaemonSet/node-agent") != std::string::npos;
+  CHECK(noted);
+  // --config wins over the ConfigMap: the fixture's 35s grace and token then fall short.
+  auto with = check("clean-multi.yaml");
+  REQUIRE(with.findings.size() == 2);
+  CHECK(with.findings[0].rule == "grace-period");
+  CHECK(with.findings[1].rule == "drain-token");
+}
+
+TEST_CASE("check-k8s: a /drain hook with no token configured is refused", "[check_k8s]") {
+  auto r = check("clean-classic.yaml", "");
+  REQUIRE(r.findings.size() == 1);
+  CHECK(r.findings[0].rule == "drain-token");
+  CHECK(r.findings[0].path == "spec.template.spec.containers[0].lifecycle.preStop.httpGet");
+  // The same config given through the environment, as for `ebb --check-config`.
+  CHECK(check("clean-classic.yaml", "", {{"EBB_ADMIN_DRAIN_TOKEN", "fixture-token"}})
+            .findings.empty());
+}
+
+TEST_CASE("check-k8s: a token from a Secret is compared once it is known", "[check_k8s]") {
+  auto unknown = check("token-from-secret.yaml", "");
+  CHECK(unknown.findings.empty());
+  bool noted = false;
+  for (const auto& n : unknown.notes) noted = noted || n.find("Secret") != std::string::npos;
+  CHECK(noted);
+  auto mismatch = check("token-from-secret.yaml");
+  REQUIRE(mismatch.findings.size() == 1);
+  CHECK(mismatch.findings[0].path ==
+        "spec.template.spec.containers[0].lifecycle.preStop.httpGet.httpHeaders[0].value");
+  CHECK(check("token-from-secret.yaml", kConfig, {{"EBB_ADMIN_DRAIN_TOKEN", "secret-token"}})
+            .findings.empty());
+}
+
+TEST_CASE("check-k8s: the ebb container's literal EBB_* env changes its timing", "[check_k8s]") {
+  std::ifstream in(fixture("clean-classic.yaml"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string anchor = "          image: ghcr.io/acme/ebb:0.1.0\n";
+  REQUIRE(text.find(anchor) != std::string::npos);
+  text.replace(text.find(anchor), anchor.size(),
+               anchor + "          env:\n            - {name: EBB_SHUTDOWN_DRAIN_TIMEOUT, "
+                        "value: 40s}\n");
+  TempManifest m(text);
+  ebb::CheckOptions opts;
+  opts.files = {m.path.string()};
+  opts.config_path = kConfig;
+  auto r = ebb::check_k8s_files(opts);
+  REQUIRE(r.findings.size() == 1);
+  CHECK(r.findings[0].rule == "grace-period");
+  CHECK(r.findings[0].message.find("drain_timeout 40s + 5s margin = 60s") != std::string::npos);
+}
+
+TEST_CASE("check-k8s: ebb is found by image, name or command, not by a look-alike",
+          "[check_k8s]") {
+  TempManifest m(R"(apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+    - {name: webb, image: example.com/webb:1}
+    - {name: side, image: example.com/proxy:1, command: [/usr/local/bin/ebb, --config, /c.yaml]}
+)");
+  ebb::CheckOptions opts;
+  opts.files = {m.path.string()};
+  opts.config_path = kConfig;
+  auto r = ebb::check_k8s_files(opts);
+  REQUIRE(r.error.empty());
+  REQUIRE(r.workloads == 1);
+  bool drain_on_webb = false, readiness_on_side = false;
+  for (const auto& f : r.findings) {
+    drain_on_webb = drain_on_webb || (f.container == "webb" && f.rule == "prestop-drain");
+    readiness_on_side = readiness_on_side || (f.container == "side" && f.rule == "readiness-probe");
+  }
+  CHECK(drain_on_webb);      // "webb" is the app here, and it has no drain hook
+  CHECK(readiness_on_side);  // "side" runs ebb, and it has no readiness probe
+}
+
+TEST_CASE("check-k8s: exit 2 for what cannot be read, and for usage errors", "[check_k8s]") {
+  auto broken = run({fixture("broken.yaml")});
+  CHECK(broken.rc == 2);
+  CHECK(broken.out.find("broken.yaml:4:") != std::string::npos);
+  CHECK(run({fixture("no-such-file.yaml")}).rc == 2);
+  CHECK(run({}).rc == 2);
+  CHECK(run({"--json"}).rc == 2);
+  CHECK(run({fixture("clean-classic.yaml"), "--frobnicate"}).rc == 2);
+  CHECK(run({fixture("clean-classic.yaml"), "--config"}).rc == 2);
+  auto bad = run({fixture("clean-classic.yaml"), "--config", fixture("config/ebb-bad.yaml")});
+  CHECK(bad.rc == 2);
+  CHECK(bad.out.find("drain_timeout") != std::string::npos);
+  CHECK(run({"--help"}).rc == 0);
+}
+
+TEST_CASE("check-k8s: the human-readable line", "[check_k8s]") {
+  auto out = run({fixture("readiness-wrong-path.yaml"), "--config=" + kConfig});
+  CHECK(out.rc == 1);
+  std::string want = fixture("readiness-wrong-path.yaml") +
+                     ": Deployment/web container ebb: "
+                     "spec.template.spec.containers[1].readinessProbe.httpGet.path: ";
+  auto at = out.out.find(want);
+  REQUIRE(at != std::string::npos);
+  CHECK((at == 0 || out.out[at - 1] == '\n'));
+  // No container for object-level findings.
+  auto mu = run({fixture("max-unavailable.yaml"), "--config", kConfig});
+  CHECK(mu.out.find(fixture("max-unavailable.yaml") +
+                    ": Deployment/web: spec.strategy.rollingUpdate.maxUnavailable: ") !=
+        std::string::npos);
+}
+
+TEST_CASE("check-k8s: --json", "[check_k8s]") {
+  auto out = run({fixture("max-unavailable.yaml"), "--config", kConfig, "--json"});
+  CHECK(out.rc == 1);
+  CHECK(out.out.front() == '[');
+  CHECK(out.out.find("note:") == std::string::npos);
+  CHECK(out.out.find("\"kind\":\"Deployment\",\"name\":\"web\",\"container\":\"\","
+                     "\"path\":\"spec.strategy.rollingUpdate.maxUnavailable\",") !=
+        std::string::npos);
+  CHECK(out.out.find("\"severity\":\"warning\",\"rule\":\"max-unavailable\"}") !=
+        std::string::npos);
+  auto clean = run({fixture("clean-native.yaml"), "--config", kConfig, "--json"});
+  CHECK(clean.rc == 0);
+  CHECK(clean.out == "[]\n");
+  ebb::Finding f{"a\"b.yaml", "Pod", "p", "c", "spec", "line\nbreak\\", "error", "r"};
+  CHECK(ebb::format_findings_json({f}).find("\"a\\\"b.yaml\"") != std::string::npos);
+  CHECK(ebb::format_findings_json({f}).find("\"line\\nbreak\\\\\"") != std::string::npos);
+}
