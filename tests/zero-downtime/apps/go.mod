@@ -1,0 +1,3 @@
+module ebb.test/zero-downtime
+
+go 1.19

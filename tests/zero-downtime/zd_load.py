@@ -1,0 +1,179 @@
+"""Load during the deploy: wrk on keep-alive connections, and a Python client that opens a new
+connection per request and mixes fast GETs, POSTs whose echo is checked, and slow requests
+(0.3-3 s) so that requests are always in flight when a pod is deleted. Every failure is counted
+by kind: connect, reset (the connection broke or closed before a whole answer), timeout,
+non2xx, wrong_body."""
+
+import http.client
+import random
+import re
+import signal
+import threading
+import time
+
+from zd_procs import Proc
+
+KINDS = ("connect", "reset", "timeout", "non2xx", "wrong_body")
+
+
+class Wrk:
+    """wrk -t1 -c16 on keep-alive connections. It runs with a duration longer than any deploy and
+    is stopped with SIGINT when the deploy is done (wrk then prints its summary as usual)."""
+
+    def __init__(self, url, workdir, connections=16, timeout_s=10, max_seconds=900):
+        self.url = url
+        self.workdir = workdir
+        self.connections = connections
+        self.timeout_s = timeout_s
+        self.max_seconds = max_seconds
+        self.proc = None
+        self.summary = None
+
+    def start(self):
+        self.proc = Proc("wrk", ["wrk", "-t1", f"-c{self.connections}", f"-d{self.max_seconds}s",
+                                 "--timeout", f"{self.timeout_s}s", self.url], self.workdir,
+                         capture=False)
+
+    def stop(self):
+        """Stops wrk and returns its parsed summary. Raises if wrk ended before it was told to:
+        then the load did not cover the whole deploy."""
+        ran_to_the_end = self.proc.alive()
+        self.proc.stop(grace=10.0, sig=signal.SIGINT)
+        text = self.proc.log_path.read_text(errors="replace")
+        if not ran_to_the_end:
+            raise RuntimeError(f"wrk ended before the deploy did (exit {self.proc.popen.returncode}):\n{text}")
+        m = re.search(r"(\d+) requests in ", text)
+        if not m:
+            raise RuntimeError(f"no summary in wrk's output:\n{text}")
+        s = {"requests": int(m.group(1)), "connect": 0, "read": 0, "write": 0, "timeout": 0, "non2xx": 0}
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+        if m:
+            s.update(connect=int(m.group(1)), read=int(m.group(2)), write=int(m.group(3)),
+                     timeout=int(m.group(4)))
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+        if m:
+            s["non2xx"] = int(m.group(1))
+        self.summary = s
+        return s
+
+    @staticmethod
+    def kinds(s):
+        """wrk's counts in the harness's kinds (read and write errors are broken connections)."""
+        return {"connect": s["connect"], "reset": s["read"] + s["write"], "timeout": s["timeout"],
+                "non2xx": s["non2xx"], "wrong_body": 0}
+
+
+class MixClient:
+    """Threads that each open a new connection per request: slow workers keep requests of
+    0.3-3 s in flight all the time; mix workers send fast GETs, POSTs with bodies of 1 B-64 KiB
+    (the echo is compared), and short slow requests. Bounded in time and in count."""
+
+    def __init__(self, port, slow_workers=8, mix_workers=3, timeout_s=10.0, max_seconds=900,
+                 max_requests_per_worker=200000, seed=None):
+        self.port = port
+        self.slow_workers = slow_workers
+        self.mix_workers = mix_workers
+        self.timeout_s = timeout_s
+        self.max_seconds = max_seconds
+        self.max_requests = max_requests_per_worker
+        self.seed = seed if seed is not None else random.randrange(1 << 30)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = []
+        self.requests = 0
+        self.ok = 0
+        self.in_flight = 0
+        self.failures = []  # dicts: t (sent), end (failed), kind, method, path, cport, detail
+
+    def start(self):
+        for i in range(self.slow_workers):
+            self._threads.append(threading.Thread(target=self._run, args=("slow", i), daemon=True))
+        for i in range(self.mix_workers):
+            self._threads.append(threading.Thread(target=self._run, args=("mix", i), daemon=True))
+        for t in self._threads:
+            t.start()
+
+    def stop(self):
+        """Lets every request in flight finish (each is bounded by the timeout), then returns."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=self.timeout_s + 5)
+        if any(t.is_alive() for t in self._threads):
+            raise RuntimeError("load client threads did not stop")
+
+    def wait_busy(self, completed, in_flight, timeout):
+        """Waits until `completed` requests have been answered and `in_flight` are in flight."""
+        deadline = time.monotonic() + timeout
+        while not (self.requests >= completed and self.in_flight >= in_flight):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"load did not start: {self.requests} requests, "
+                                   f"{self.in_flight} in flight, failures {self.failures[:3]}")
+            time.sleep(0.02)  # polling the client's own counters
+
+    def kinds(self):
+        k = dict.fromkeys(KINDS, 0)
+        for f in self.failures:
+            k[f["kind"]] += 1
+        return k
+
+    def _run(self, role, idx):
+        rng = random.Random(self.seed * 100 + idx * 2 + (role == "slow"))
+        end = time.monotonic() + self.max_seconds
+        n = 0
+        while not self._stop.is_set() and time.monotonic() < end and n < self.max_requests:
+            n += 1
+            if role == "slow":
+                ms = rng.randint(300, 3000)
+                self._one("GET", f"/slow?ms={ms}", None, f"slept {ms}\n".encode())
+                continue
+            r = rng.random()
+            if r < 0.45:
+                self._one("GET", "/", None, b"ok\n")
+            elif r < 0.9:
+                body = rng.randbytes(rng.randint(1, 65536))
+                self._one("POST", "/echo", body, body)
+            else:
+                ms = rng.randint(300, 1000)
+                self._one("GET", f"/slow?ms={ms}", None, f"slept {ms}\n".encode())
+
+    def _fail(self, t, kind, method, path, cport, detail):
+        with self._lock:
+            self.failures.append({"t": t, "end": time.time(), "kind": kind, "method": method,
+                                  "path": path, "cport": cport, "detail": detail})
+
+    def _one(self, method, path, body, expect):
+        t = time.time()
+        cport = None
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout_s)
+        with self._lock:
+            self.in_flight += 1
+        try:
+            try:
+                conn.connect()
+            except TimeoutError as e:
+                return self._fail(t, "timeout", method, path, cport, f"connect: {e!r}")
+            except OSError as e:
+                return self._fail(t, "connect", method, path, cport, repr(e))
+            cport = conn.sock.getsockname()[1]
+            headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            if not 200 <= resp.status < 300:
+                err = resp.getheader("X-Ebb-Error")
+                return self._fail(t, "non2xx", method, path, cport,
+                                  f"{resp.status} X-Ebb-Error={err} body={data[:100]!r}")
+            if data != expect:
+                return self._fail(t, "wrong_body", method, path, cport,
+                                  f"{len(data)} bytes, expected {len(expect)}: {data[:60]!r}")
+            with self._lock:
+                self.ok += 1
+        except TimeoutError as e:
+            self._fail(t, "timeout", method, path, cport, repr(e))
+        except (OSError, http.client.HTTPException) as e:
+            self._fail(t, "reset", method, path, cport, repr(e))
+        finally:
+            conn.close()
+            with self._lock:
+                self.in_flight -= 1
+                self.requests += 1

@@ -1,0 +1,275 @@
+"""A rolling deploy under load, as a Deployment with replicas 2, maxSurge 1, maxUnavailable 0
+does it: start a new pod, wait until the balancer has seen it pass /readyz (and minReadySeconds),
+then delete the oldest pod the way the kubelet does. Like the Deployment controller, the rollout
+does not wait for a terminating pod to be gone before it goes on; the kubelet's work on each
+deleted pod runs on its own thread.
+
+Run by hand: python3 zd_rollout.py [--restarts N] [--keep] [SCENARIO ...]"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zd_balancer import Balancer
+from zd_load import KINDS, MixClient, Wrk
+from zd_procs import HERE, Pod, build_apps
+
+REPLICAS = 2
+MIN_READY_SECONDS = 1.0  # the Deployment's minReadySeconds: a new pod serves a while before an old one goes
+READY_TIMEOUT = 15.0
+
+# ebb's shutdown settings in the ebb scenarios (zd_procs.Pod writes them into each pod's config).
+PROPAGATION_MAX = 3
+DRAIN_TIMEOUT = 10
+# terminationGracePeriodSeconds: what `ebb check-k8s` asks for, propagation_max + drain_timeout + 5s.
+GRACE_SECONDS = PROPAGATION_MAX + DRAIN_TIMEOUT + 5
+# The graceful app keeps serving after SIGTERM for longer than ebb's propagation phase can last.
+GRACEFUL_ARGS = ["-keep-serving", f"{PROPAGATION_MAX + 1}s", "-shutdown-timeout", f"{DRAIN_TIMEOUT}s"]
+
+
+@dataclass
+class Scenario:
+    name: str
+    app: str                 # "naive" or "graceful"
+    ebb: bool                # ebb in front of the app
+    prestop: bool            # the app container's preStop httpGet /drain?wait=true
+    control: bool = False    # a negative control: must show errors
+    ebb_shutdown: dict = field(default_factory=dict)
+
+
+SCENARIOS = [
+    Scenario("control-naive-direct", "naive", ebb=False, prestop=False, control=True),
+    Scenario("naive-prestop", "naive", ebb=True, prestop=True),
+    Scenario("graceful-prestop", "graceful", ebb=True, prestop=True),
+    Scenario("graceful-no-prestop", "graceful", ebb=True, prestop=False),
+    # ebb with no propagation and no drain: the harness must see drops through ebb too.
+    Scenario("control-ebb-nodrain", "naive", ebb=True, prestop=False, control=True,
+             ebb_shutdown={"propagation_delay": "0s", "quiet_period": "0s", "propagation_max": "0s",
+                           "drain_timeout": "0s"}),
+]
+BY_NAME = {s.name: s for s in SCENARIOS}
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    restarts: int
+    requests: int = 0
+    kinds: dict = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    wrk: dict = field(default_factory=dict)
+    client_requests: int = 0
+    failures: list = field(default_factory=list)
+    pods: list = field(default_factory=list)
+    sessions: list = field(default_factory=list)
+    t0: float = 0.0
+    seconds: float = 0.0
+    deploy_seconds: float = 0.0
+    workdir: str = ""
+    problems: list = field(default_factory=list)  # pod-level faults in ebb scenarios (SIGKILL, exit code)
+
+    @property
+    def errors(self):
+        return sum(self.kinds.values())
+
+    def line(self):
+        s = (f"scenario={self.scenario.name} restarts={self.restarts} requests={self.requests} "
+             f"errors={self.errors}")
+        if self.errors:
+            s += " " + " ".join(f"{k}={v}" for k, v in self.kinds.items() if v)
+        return s
+
+    def details(self):
+        w = self.wrk
+        lines = [f"  deploy {self.deploy_seconds:.1f}s of {self.seconds:.1f}s; wrk: {w.get('requests')} requests, connect {w.get('connect')} "
+                 f"read {w.get('read')} write {w.get('write')} timeout {w.get('timeout')} "
+                 f"non2xx {w.get('non2xx')}; client: {self.client_requests} requests, "
+                 f"{len(self.failures)} failed"]
+        drained = [p.prestop for p in self.pods if p.prestop]
+        if drained:
+            dr = sum(d.get("drained_requests", 0) for d in drained)
+            cut = sum(d.get("cut_requests", 0) for d in drained)
+            waited = max(d.get("seconds_waited", 0) for d in drained)
+            lines.append(f"  preStop /drain?wait=true: {len(drained)} answered, drained_requests={dr} "
+                         f"cut_requests={cut}, longest wait {waited}s")
+        inflight = [p.in_flight_at_delete for p in self.pods if p.in_flight_at_delete is not None]
+        if inflight:
+            lines.append(f"  ebb requests in flight when a pod was deleted: min {min(inflight)} "
+                         f"max {max(inflight)}")
+        for p in self.problems:
+            lines.append(f"  PROBLEM: {p}")
+        return "\n".join(lines)
+
+    def analysis(self, max_failures=25):
+        """The evidence for failures: each failed client request with the pod HAProxy sent it to
+        and how HAProxy saw the session end, the server-side session aborts, and pod timelines."""
+        rel = lambda t: f"+{t - self.t0:7.3f}s"
+        by_port = {}
+        for s in self.sessions:
+            by_port.setdefault(s["cport"], []).append(s)
+        out = ["  failed client requests (sent, failed, kind, request, client port -> HAProxy session):"]
+        for f in self.failures[:max_failures]:
+            sess = [s for s in by_port.get(f["cport"], []) if abs(s["t"] - f["t"]) < 15]
+            where = ", ".join(f"{s['server']} ts={s['ts']} Tc={s['tc']} Tt={s['tt']} up={s['up']} down={s['down']}"
+                              for s in sess) or "no session logged"
+            out.append(f"    {rel(f['t'])} {rel(f['end'])} {f['kind']} {f['method']} {f['path']} port={f['cport']} -> {where}; "
+                       f"{f['detail']}")
+        if len(self.failures) > max_failures:
+            out.append(f"    ... {len(self.failures) - max_failures} more")
+        aborted = [s for s in self.sessions if s["ts"][0] in "SPRI"]
+        counts = {}
+        for s in aborted:
+            counts[(s["server"], s["ts"])] = counts.get((s["server"], s["ts"]), 0) + 1
+        out.append("  HAProxy sessions that ended on the server side or in HAProxy (server, state: count): "
+                   + (", ".join(f"{k[0]} {k[1]}: {v}" for k, v in sorted(counts.items())) or "none"))
+        for s in aborted[:10]:
+            out.append(f"    accepted {rel(s['t'])} {s['server']} ts={s['ts']} Tc={s['tc']} Tt={s['tt']} "
+                       f"up={s['up']} down={s['down']}")
+        out.append("  pod timelines:")
+        for p in self.pods:
+            for t, text in p.events:
+                out.append(f"    {rel(t)} {p.name}: {text}")
+            for rec in p.ebb_log():
+                if rec.get("msg") not in ("listening",) or rec.get("level") in ("warn", "error", "raw"):
+                    fields = {k: v for k, v in rec.items() if k not in ("ts", "level", "msg")}
+                    out.append(f"        ebb {rec.get('ts', '')} {rec.get('level')} {rec.get('msg')} {fields}")
+        out.append(f"  logs kept in {self.workdir}")
+        return "\n".join(out)
+
+
+def run_scenario(sc, restarts, bins, ebb_bin, workdir, log=print):
+    """Runs one scenario; returns its Result. Everything it starts is stopped by pid, always."""
+    wd = Path(tempfile.mkdtemp(prefix=f"{sc.name}-", dir=workdir))
+    res = Result(sc, restarts, workdir=str(wd))
+    lb = Balancer(wd)
+    pods, deleting, counter = [], [], [0]
+    load_wrk = load_client = None
+
+    def new_pod():
+        counter[0] += 1
+        pod = Pod(f"p{counter[0]}", wd, bins[sc.app],
+                  GRACEFUL_ARGS if sc.app == "graceful" else [],
+                  ebb_bin if sc.ebb else None, sc.ebb_shutdown)
+        res.pods.append(pod)
+        pod.start()
+        lb.add(pod.name, pod.serve_port, pod.check_port)
+        lb.wait_up(pod.name, READY_TIMEOUT)
+        pod.event("UP in the balancer")
+        return pod
+
+    def kubelet_delete(pod):
+        try:
+            pod.delete(prestop=sc.prestop, grace=GRACE_SECONDS)
+        finally:
+            if not lb.remove(pod.name):
+                pod.event("HAProxy refused to delete the server; left in maintenance")
+            pod.event("removed from the balancer")
+
+    try:
+        res.t0 = time.time()
+        lb.start()
+        live = [new_pod() for _ in range(REPLICAS)]
+        load_wrk = Wrk(f"http://127.0.0.1:{lb.port}/", wd)
+        load_client = MixClient(lb.port)
+        load_wrk.start()
+        load_client.start()
+        load_client.wait_busy(completed=10, in_flight=load_client.slow_workers, timeout=15)
+        t_deploy = time.time()
+        for _ in range(restarts):
+            pod = new_pod()
+            live.append(pod)
+            # maxUnavailable 0: an old pod goes only while all the others are available.
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not lb.all_up([p.name for p in live]):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"pods not all UP: {lb.servers()}")
+                time.sleep(0.02)  # polling the balancer's view
+            time.sleep(MIN_READY_SECONDS)  # minReadySeconds: the pacing of the rollout is the behaviour
+            old = live.pop(0)
+            t = threading.Thread(target=kubelet_delete, args=(old,), daemon=True)
+            t.start()
+            deleting.append(t)
+        for t in deleting:
+            t.join(GRACE_SECONDS + 30)
+            if t.is_alive():
+                raise RuntimeError("a pod deletion did not finish")
+        res.deploy_seconds = time.time() - t_deploy
+        res.wrk = load_wrk.stop()
+        load_client.stop()
+    finally:
+        # Stop everything by pid, whatever happened: load first, then pods, then the balancer.
+        for p in (load_wrk and load_wrk.proc,):
+            if p:
+                p.stop(grace=5.0)
+        if load_client:
+            try:
+                load_client.stop()
+            except RuntimeError as e:
+                res.problems.append(str(e))
+        for t in deleting:
+            t.join(GRACE_SECONDS + 30)
+        for pod in res.pods:
+            pod.stop()
+        lb.stop()
+    res.seconds = time.time() - res.t0
+    res.sessions = lb.sessions()
+    res.client_requests = load_client.requests
+    res.failures = sorted(load_client.failures, key=lambda f: f["t"])
+    k = Wrk.kinds(res.wrk)
+    for name, v in load_client.kinds().items():
+        k[name] += v
+    res.kinds = k
+    res.requests = res.wrk["requests"] + load_client.requests
+    if sc.ebb:
+        for pod in res.pods[:-REPLICAS]:  # the deleted ones; the last REPLICAS were stopped at the end
+            for p in pod.procs():
+                if p.killed:
+                    res.problems.append(f"{p.name} needed SIGKILL after {GRACE_SECONDS}s")
+            if pod.ebb and pod.ebb.popen.returncode != 0:
+                res.problems.append(f"{pod.ebb.name} exited {pod.ebb.popen.returncode}")
+            if sc.prestop and (not pod.prestop or pod.prestop.get("status") != 200):
+                res.problems.append(f"{pod.name} preStop /drain?wait=true: {pod.prestop}")
+    return res
+
+
+def restarts_from_env():
+    return int(os.environ.get("EBB_ZD_RESTARTS", "2"))
+
+
+def ebb_bin_from_env():
+    return Path(os.environ.get("EBB_BIN", HERE.parent.parent / "build" / "ebb"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--restarts", type=int, default=restarts_from_env())
+    ap.add_argument("--keep", action="store_true", help="keep the logs")
+    ap.add_argument("scenarios", nargs="*", default=[s.name for s in SCENARIOS])
+    args = ap.parse_args()
+    workdir = tempfile.mkdtemp(prefix="ebb-zd-")
+    failed = False
+    try:
+        bins = build_apps(Path(workdir) / "bin")
+        for name in args.scenarios:
+            res = run_scenario(BY_NAME[name], args.restarts, bins, ebb_bin_from_env(), workdir)
+            print(res.line(), flush=True)
+            print(res.details(), flush=True)
+            bad = (res.errors == 0) if res.scenario.control else (res.errors > 0 or res.problems)
+            if bad or res.errors:
+                print(res.analysis(), flush=True)
+            failed |= bool(bad)
+    finally:
+        if args.keep or failed:
+            print(f"logs in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
