@@ -94,6 +94,8 @@ template <class... F>
 Overloaded(F...) -> Overloaded<F...>;
 
 constexpr std::string_view kDurationNoun = "a duration like 250ms, 5s or 1m";
+// A year is "forever" for any timeout here, and keeps sums and ms->ns conversions far from overflow.
+constexpr Millis kMaxDuration = 8760ull * 3'600'000;
 
 const Key* find_key(std::string_view path) {
   for (const Key& k : kKeys)
@@ -228,7 +230,7 @@ std::string duration_error(std::string_view s, Millis& out) {
   else
     return "expected " + std::string(kDurationNoun) + ", got " + quote(s);
   if (s[0] == '-' && n != 0) return "must not be negative, got " + quote(s);
-  if (n > std::numeric_limits<Millis>::max() / scale) return "duration too large, got " + quote(s);
+  if (n > kMaxDuration / scale) return "must be at most 8760h (a year), got " + quote(s);
   out = n * scale;
   return {};
 }

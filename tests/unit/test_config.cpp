@@ -1,11 +1,13 @@
 // Unit tests for src/config.*: defaults, file and env layering, every kind of refusal with the
 // exact file:line and key it must name, and the dump -> load round trip.
-#include <stdlib.h>
-
+#include <stdlib.h>  // mkdtemp, setenv
 #include <catch2/catch.hpp>
+
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 
 #include "config.hpp"
@@ -182,8 +184,8 @@ workers: 1
 
 TEST_CASE("config: durations in every unit, and their canonical form", "[config]") {
   const std::pair<const char*, ebb::Millis> good[] = {
-      {"0", 0},      {"0s", 0},      {"0ms", 0},      {"250ms", 250},   {"5s", 5000},
-      {"1m", 60000}, {"90s", 90000}, {"1h", 3600000}, {"1500ms", 1500}, {"007s", 7000}};
+      {"0", 0},       {"0s", 0},       {"0ms", 0},       {"250ms", 250}, {"5s", 5000},          {"1m", 60000},
+      {"90s", 90000}, {"1h", 3600000}, {"1500ms", 1500}, {"007s", 7000}, {"8760h", 31536000000}};
   for (auto [text, ms] : good) {
     INFO(text);
     ebb::Millis out = 12345;
@@ -191,7 +193,7 @@ TEST_CASE("config: durations in every unit, and their canonical form", "[config]
     CHECK(out == ms);
   }
   for (const char* bad : {"", "soon", "5", "-5s", "5 s", " 5s", "s", "1.5s", "5S", "5sec", "+5s", "1m30s",
-                          "99999999999999999999ms", "9999999999999999h"}) {
+                          "99999999999999999999ms", "9999999999999999h", "8761h", "31536000001ms"}) {
     INFO(bad);
     ebb::Millis out = 12345;
     CHECK_FALSE(ebb::parse_duration(bad, out));
@@ -323,6 +325,8 @@ TEST_CASE("config: refusals name the file, the line and the key", "[config]") {
   // Bad values.
   CHECK(error_for("# c\n\nshutdown:\n  propagation_delay: 1s\n  drain_timeout: soon\n") ==
         ":5: shutdown.drain_timeout: expected a duration like 250ms, 5s or 1m, got \"soon\"");
+  CHECK(error_for("shutdown: {drain_timeout: 9000h}\n") ==
+        ":1: shutdown.drain_timeout: must be at most 8760h (a year), got \"9000h\"");
   CHECK(error_for("shutdown: {drain_timeout: -5s}\n") ==
         ":1: shutdown.drain_timeout: must not be negative, got \"-5s\"");
   CHECK(error_for("readiness:\n  interval: 5\n") ==
@@ -451,4 +455,45 @@ TEST_CASE("config: the shipped config files load, and ebb.yaml documents the def
   CHECK(demo.shutdown.quiet_period == 500);
   CHECK(demo.shutdown.propagation_max == 3000);
   CHECK(demo.shutdown.drain_timeout == 5000);
+}
+
+TEST_CASE("config: every key of the dump can be set from the environment alone", "[config]") {
+  TempDir dir;
+  Config from_file = load_ok(dir.write("ebb.yaml", R"(listen: 127.0.0.1:1
+upstream: "[::1]:2"
+admin: {listen: 127.0.0.1:3}
+shutdown: {propagation_delay: 1s, quiet_period: 2s, propagation_max: 3s, drain_timeout: 4s}
+readiness: {upstream_check: none, http_path: /r, interval: 5s, failure_threshold: 6}
+timeouts: {client_header: 7s, client_idle: 8s, client_send: 9s, upstream_connect: 10s,
+           upstream_response: 11s, upstream_idle: 12s}
+limits: {max_header_bytes: 13, max_uri_bytes: 14, max_body_bytes: 15, max_connections: 16}
+upstream_pool: {max_idle: 17}
+upstream_retry: {connect_retry_budget: 18s}
+probes: {on_proxy_listener: true}
+log: {format: text, level: error, access: true}
+)"));
+  // Turn each "key: value" line of the dump into EBB_SECTION_KEY=value.
+  Env env;
+  std::string section;
+  std::istringstream lines(ebb::dump_config(from_file));
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    auto colon = line.find(':');
+    std::string key = line.substr(0, colon), value = line.substr(colon + 1);
+    if (value.empty()) {
+      section = key;
+      continue;
+    }
+    bool nested = key.rfind("  ", 0) == 0;
+    if (!nested) section.clear();
+    std::string path = nested ? section + "_" + key.substr(2) : key;
+    value = value.substr(1);
+    if (value.size() >= 2 && value.front() == '"') value = value.substr(1, value.size() - 2);
+    std::string name = "EBB_";
+    for (char ch : path) name += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    env[name] = value;
+  }
+  CHECK(env.size() == 29);
+  CHECK(env["EBB_UPSTREAM_RETRY_CONNECT_RETRY_BUDGET"] == "18s");
+  CHECK(body(load_ok("", env)) == body(from_file));
 }
