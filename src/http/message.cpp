@@ -1,0 +1,332 @@
+// Header rules and head serialisation. Field names keep their original case on the wire.
+#include "http/message.hpp"
+
+#include <charconv>
+#include <cstring>
+
+namespace ebb::http {
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    unsigned char x = static_cast<unsigned char>(a[i]), y = static_cast<unsigned char>(b[i]);
+    if (x >= 'A' && x <= 'Z') x = static_cast<unsigned char>(x + 32);
+    if (y >= 'A' && y <= 'Z') y = static_cast<unsigned char>(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+void MessageHead::clear() {
+  buf_.clear();
+  fields_.clear();
+  target_len_ = 0;
+  in_value_ = false;
+}
+
+void MessageHead::shrink_if_large() {
+  if (buf_.capacity() > 8192) std::string().swap(buf_);
+  if (fields_.capacity() > 128) std::vector<Field>().swap(fields_);
+}
+
+size_t MessageHead::add_target(const char* at, size_t len) {
+  buf_.append(at, len);
+  target_len_ += static_cast<std::uint32_t>(len);
+  return buf_.size();
+}
+
+size_t MessageHead::add_name(const char* at, size_t len) {
+  if (fields_.empty() || in_value_) {
+    auto off = static_cast<std::uint32_t>(buf_.size());
+    fields_.push_back(Field{off, 0, off, 0});
+    in_value_ = false;
+  }
+  buf_.append(at, len);
+  Field& f = fields_.back();
+  f.name_len += static_cast<std::uint32_t>(len);
+  f.value_off = static_cast<std::uint32_t>(buf_.size());
+  return buf_.size();
+}
+
+size_t MessageHead::add_value(const char* at, size_t len) {
+  if (fields_.empty()) return buf_.size();  // llhttp never sends a value before a name
+  in_value_ = true;
+  buf_.append(at, len);
+  fields_.back().value_len += static_cast<std::uint32_t>(len);
+  return buf_.size();
+}
+
+void ConnectionOptions::parse(std::string_view value) {
+  while (!value.empty()) {
+    size_t comma = value.find(',');
+    std::string_view tok = trim(value.substr(0, comma));
+    value = comma == std::string_view::npos ? std::string_view{} : value.substr(comma + 1);
+    if (tok.empty()) continue;
+    if (iequals(tok, "close")) close = true;
+    else if (iequals(tok, "keep-alive")) keep_alive = true;
+    else if (iequals(tok, "upgrade")) upgrade = true;
+    if (named_count < kMaxNamed) named[named_count++] = tok;
+    else too_many = true;
+  }
+}
+
+bool ConnectionOptions::names(std::string_view header) const {
+  for (size_t i = 0; i < named_count; ++i) {
+    if (iequals(named[i], header)) return true;
+  }
+  return false;
+}
+
+bool is_hop_by_hop(std::string_view n) {
+  switch (n.size()) {
+    case 2: return iequals(n, "te");
+    case 7: return iequals(n, "upgrade");
+    case 10: return iequals(n, "connection") || iequals(n, "keep-alive");
+    case 16: return iequals(n, "proxy-connection");
+    case 17: return iequals(n, "transfer-encoding");
+    default: return false;
+  }
+}
+
+bool valid_field_value(std::string_view v) {
+  for (unsigned char c : v) {
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  }
+  return true;
+}
+
+bool valid_host(std::string_view v) {
+  if (v.empty()) return true;  // RFC 9112 §3.2: empty when the target has no authority
+  std::string_view host = v;
+  std::string_view port;
+  if (host.front() == '[') {
+    size_t close = host.find(']');
+    if (close == std::string_view::npos) return false;
+    for (char c : host.substr(1, close - 1)) {
+      if (!(std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.')) return false;
+    }
+    std::string_view rest = host.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return false;
+      port = rest.substr(1);
+    }
+  } else {
+    size_t colon = host.rfind(':');
+    if (colon != std::string_view::npos) {
+      port = host.substr(colon + 1);
+      host = host.substr(0, colon);
+    }
+    if (host.empty()) return false;
+    static const char* allowed = "-._~%!$&'()*+,;=";
+    for (char c : host) {
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || std::strchr(allowed, c))) return false;
+    }
+  }
+  if (port.size() > 5) return false;
+  for (char c : port) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+RequestInfo analyse_request(const MessageHead& head, bool http11) {
+  RequestInfo info;
+  for (size_t i = 0; i < head.count(); ++i) {
+    std::string_view n = head.name(i), v = head.value(i);
+    if (!valid_field_value(v)) {
+      info.error = "invalid character in header value";
+      return info;
+    }
+    switch (n.size()) {
+      case 4:
+        if (iequals(n, "host")) {
+          if (++info.host_count == 1) info.host_index = static_cast<int>(i);
+        }
+        break;
+      case 6:
+        if (iequals(n, "expect") && iequals(trim(v), "100-continue")) info.expect_continue = true;
+        break;
+      case 7:
+        if (iequals(n, "upgrade")) {
+          info.has_upgrade = true;
+          if (iequals(trim(v), "websocket")) info.websocket = true;
+        }
+        break;
+      case 10:
+        if (iequals(n, "connection")) info.connection.parse(v);
+        break;
+      case 12:
+        if (iequals(n, "x-request-id")) info.has_request_id = true;
+        break;
+      case 16:
+        if (iequals(n, "x-forwarded-host")) info.has_forwarded_host = true;
+        break;
+      case 17:
+        if (iequals(n, "transfer-encoding")) {
+          // llhttp has checked that chunked is final; any other coding is one ebb cannot
+          // re-frame faithfully, and a classic smuggling vector, so it is refused.
+          if (!iequals(trim(v), "chunked") || info.chunked) {
+            info.error = "unsupported transfer-encoding";
+            return info;
+          }
+          info.chunked = true;
+        } else if (iequals(n, "x-forwarded-proto")) {
+          info.has_forwarded_proto = true;
+        }
+        break;
+      default:
+        break;
+    }
+  }
+  if (info.host_count > 1) {
+    info.error = "more than one Host header";
+  } else if (info.host_count == 0 && http11) {
+    info.error = "missing Host header";
+  } else if (info.host_index >= 0 && !valid_host(trim(head.value(static_cast<size_t>(info.host_index))))) {
+    info.error = "invalid Host header";
+  } else if (info.connection.too_many) {
+    info.error = "too many Connection options";
+  }
+  return info;
+}
+
+namespace {
+
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out.append(": ", 2);
+  out.append(value);
+  out.append("\r\n", 2);
+}
+
+bool dropped(std::string_view name, const ConnectionOptions& c) {
+  return is_hop_by_hop(name) || (c.named_count > 0 && c.names(name));
+}
+
+}  // namespace
+
+void write_request_head(std::string& out, const MessageHead& head, const RequestInfo& info,
+                        const ForwardContext& ctx) {
+  out.append(ctx.method);
+  out += ' ';
+  out.append(head.target());
+  out.append(" HTTP/1.1\r\n", 11);
+  std::string_view host;
+  size_t xff_at = std::string::npos;  // where the (merged) X-Forwarded-For goes
+  std::string_view xff_values[8];
+  size_t xff_count = 0;
+  for (size_t i = 0; i < head.count(); ++i) {
+    std::string_view n = head.name(i), v = head.value(i);
+    if (dropped(n, info.connection)) {
+      if (ctx.upgrade && iequals(n, "upgrade")) append_field(out, n, v);
+      continue;
+    }
+    if (n.size() == 15 && iequals(n, "x-forwarded-for")) {
+      if (xff_count < 8) xff_values[xff_count++] = trim(v);
+      continue;
+    }
+    if (static_cast<int>(i) == info.host_index) host = trim(v);
+    append_field(out, n, v);
+  }
+  (void)xff_at;
+  if (info.host_index < 0) append_field(out, "Host", ctx.default_host);
+  if (ctx.upgrade) out.append("Connection: upgrade\r\n");
+  if (ctx.body_chunked) out.append("Transfer-Encoding: chunked\r\n");
+  out.append("X-Forwarded-For: ");
+  for (size_t i = 0; i < xff_count; ++i) {
+    if (xff_values[i].empty()) continue;
+    out.append(xff_values[i]);
+    out.append(", ", 2);
+  }
+  out.append(ctx.client_ip);
+  out.append("\r\n", 2);
+  if (!info.has_forwarded_proto) out.append("X-Forwarded-Proto: http\r\n");
+  if (!info.has_forwarded_host && info.host_index >= 0) append_field(out, "X-Forwarded-Host", host);
+  if (!info.has_request_id) append_field(out, "X-Request-Id", ctx.request_id);
+  out.append("\r\n", 2);
+}
+
+ResponseInfo analyse_response(const MessageHead& head) {
+  ResponseInfo info;
+  for (size_t i = 0; i < head.count(); ++i) {
+    std::string_view n = head.name(i);
+    if (n.size() == 10 && iequals(n, "connection")) info.connection.parse(head.value(i));
+    else if (n.size() == 14 && iequals(n, "content-length")) info.has_content_length = true;
+  }
+  return info;
+}
+
+void write_response_head(std::string& out, const MessageHead& head, const ResponseInfo& info,
+                         const ResponseFraming& f) {
+  char num[8];
+  out.append("HTTP/1.1 ", 9);
+  auto r = std::to_chars(num, num + sizeof num, f.status);
+  out.append(num, r.ptr);
+  out += ' ';
+  std::string_view reason = head.target();
+  out.append(reason.empty() ? std::string_view(status_text(f.status)) : reason);
+  out.append("\r\n", 2);
+  for (size_t i = 0; i < head.count(); ++i) {
+    std::string_view n = head.name(i), v = head.value(i);
+    if (dropped(n, info.connection)) {
+      if (f.upgrade && iequals(n, "upgrade")) append_field(out, n, v);
+      continue;
+    }
+    append_field(out, n, v);
+  }
+  if (f.upgrade) out.append("Connection: upgrade\r\n");
+  else if (f.close) out.append("Connection: close\r\n");
+  else if (f.keep_alive_10) out.append("Connection: keep-alive\r\n");
+  if (f.chunked) out.append("Transfer-Encoding: chunked\r\n");
+  out.append("\r\n", 2);
+}
+
+void write_error_response(std::string& out, int status, std::string_view reason, bool close) {
+  char num[24];
+  out.append("HTTP/1.1 ");
+  auto r = std::to_chars(num, num + sizeof num, status);
+  out.append(num, r.ptr);
+  out += ' ';
+  out.append(status_text(status));
+  out.append("\r\nContent-Type: text/plain; charset=utf-8\r\nX-Ebb-Error: ");
+  out.append(reason);
+  out.append("\r\nContent-Length: ");
+  r = std::to_chars(num, num + sizeof num, reason.size() + 1);
+  out.append(num, r.ptr);
+  out.append(close ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n");
+  out.append(reason);
+  out += '\n';
+}
+
+const char* status_text(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 204: return "No Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+  }
+}
+
+}  // namespace ebb::http

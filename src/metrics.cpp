@@ -1,0 +1,137 @@
+// Prometheus text exposition (format 0.0.4) of ebb's counters.
+#include "metrics.hpp"
+
+#include <cstdio>
+
+namespace ebb {
+
+const char* upstream_error_name(UpstreamError e) {
+  switch (e) {
+    case UpstreamError::kConnectRefused: return "connect_refused";
+    case UpstreamError::kConnectTimeout: return "connect_timeout";
+    case UpstreamError::kConnectOther: return "connect_error";
+    case UpstreamError::kResponseTimeout: return "response_timeout";
+    case UpstreamError::kClosedEarly: return "closed_early";
+    case UpstreamError::kBadResponse: return "bad_response";
+    case UpstreamError::kStaleRetried: return "stale_retried";
+    case UpstreamError::kCount: break;
+  }
+  return "unknown";
+}
+
+void Metrics::count_request(int code, double seconds) {
+  if (code >= 100 && code < 600) ++requests_by_code[static_cast<size_t>(code)];
+  ++duration_count;
+  duration_sum += seconds;
+  for (size_t i = 0; i < kDurationBuckets.size(); ++i) {
+    if (seconds <= kDurationBuckets[i]) {
+      ++duration_buckets[i];
+      break;
+    }
+  }
+}
+
+void Metrics::add(const Metrics& o) {
+  for (size_t i = 0; i < requests_by_code.size(); ++i) requests_by_code[i] += o.requests_by_code[i];
+  requests_in_flight += o.requests_in_flight;
+  connections_active += o.connections_active;
+  connections_accepted += o.connections_accepted;
+  connections_rejected += o.connections_rejected;
+  for (size_t i = 0; i < upstream_errors.size(); ++i) upstream_errors[i] += o.upstream_errors[i];
+  for (size_t i = 0; i < duration_buckets.size(); ++i) duration_buckets[i] += o.duration_buckets[i];
+  duration_count += o.duration_count;
+  duration_sum += o.duration_sum;
+  drain_cut_requests += o.drain_cut_requests;
+  client_send_timeouts += o.client_send_timeouts;
+  backpressure_pauses_client += o.backpressure_pauses_client;
+  backpressure_pauses_upstream += o.backpressure_pauses_upstream;
+  upstream_connections_opened += o.upstream_connections_opened;
+  upstream_connections_reused += o.upstream_connections_reused;
+}
+
+namespace {
+
+void line(std::string& out, const char* fmt, auto... args) {
+  char buf[256];
+  int n = std::snprintf(buf, sizeof buf, fmt, args...);
+  if (n > 0) out.append(buf, static_cast<size_t>(n) < sizeof buf ? static_cast<size_t>(n) : sizeof buf - 1);
+}
+
+void header(std::string& out, const char* name, const char* type, const char* help) {
+  line(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void counter(std::string& out, const char* name, const char* help, std::uint64_t v) {
+  header(out, name, "counter", help);
+  line(out, "%s %llu\n", name, static_cast<unsigned long long>(v));
+}
+
+void gauge(std::string& out, const char* name, const char* help, std::uint64_t v) {
+  header(out, name, "gauge", help);
+  line(out, "%s %llu\n", name, static_cast<unsigned long long>(v));
+}
+
+}  // namespace
+
+std::string render_prometheus(const Metrics& m, const ProcessFigures& p) {
+  std::string out;
+  out.reserve(4096);
+  header(out, "ebb_requests_total", "counter", "Requests answered, by status code.");
+  bool any = false;
+  for (size_t code = 100; code < m.requests_by_code.size(); ++code) {
+    if (m.requests_by_code[code] == 0) continue;
+    any = true;
+    line(out, "ebb_requests_total{code=\"%zu\"} %llu\n", code,
+         static_cast<unsigned long long>(m.requests_by_code[code]));
+  }
+  if (!any) out += "ebb_requests_total{code=\"200\"} 0\n";
+  gauge(out, "ebb_requests_in_flight", "Requests and tunnels in progress.", m.requests_in_flight);
+  gauge(out, "ebb_connections_active", "Open client connections.", m.connections_active);
+  counter(out, "ebb_connections_accepted_total", "Client connections accepted.", m.connections_accepted);
+  counter(out, "ebb_connections_rejected_total",
+          "Client connections closed at once because limits.max_connections was reached.",
+          m.connections_rejected);
+  header(out, "ebb_upstream_errors_total", "counter", "Failures talking to the app, by kind.");
+  for (size_t i = 0; i < m.upstream_errors.size(); ++i) {
+    line(out, "ebb_upstream_errors_total{kind=\"%s\"} %llu\n",
+         upstream_error_name(static_cast<UpstreamError>(i)),
+         static_cast<unsigned long long>(m.upstream_errors[i]));
+  }
+  header(out, "ebb_request_duration_seconds", "histogram",
+         "Time from a request's first byte to the end of its response.");
+  std::uint64_t cumulative = 0;
+  for (size_t i = 0; i < kDurationBuckets.size(); ++i) {
+    cumulative += m.duration_buckets[i];
+    line(out, "ebb_request_duration_seconds_bucket{le=\"%g\"} %llu\n", kDurationBuckets[i],
+         static_cast<unsigned long long>(cumulative));
+  }
+  line(out, "ebb_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+       static_cast<unsigned long long>(m.duration_count));
+  line(out, "ebb_request_duration_seconds_sum %.6f\n", m.duration_sum);
+  line(out, "ebb_request_duration_seconds_count %llu\n", static_cast<unsigned long long>(m.duration_count));
+  header(out, "ebb_lifecycle_state", "gauge", "1 for the current lifecycle state.");
+  for (const char* s : {"starting", "ready", "draining", "drained"}) {
+    line(out, "ebb_lifecycle_state{state=\"%s\"} %d\n", s, std::string_view(s) == p.state ? 1 : 0);
+  }
+  counter(out, "ebb_drain_cut_requests_total", "Requests and tunnels cut at the drain timeout.",
+          m.drain_cut_requests);
+  counter(out, "ebb_client_send_timeouts_total",
+          "Clients closed because they stopped reading a response.", m.client_send_timeouts);
+  header(out, "ebb_backpressure_pauses_total", "counter",
+         "Times reading one side stopped because the other side could not take more.");
+  line(out, "ebb_backpressure_pauses_total{side=\"client\"} %llu\n",
+       static_cast<unsigned long long>(m.backpressure_pauses_client));
+  line(out, "ebb_backpressure_pauses_total{side=\"upstream\"} %llu\n",
+       static_cast<unsigned long long>(m.backpressure_pauses_upstream));
+  counter(out, "ebb_upstream_connections_opened_total", "Connections opened to the app.",
+          m.upstream_connections_opened);
+  counter(out, "ebb_upstream_connections_reused_total", "Requests sent on a pooled connection.",
+          m.upstream_connections_reused);
+  counter(out, "ebb_admin_refused_total", "Refused /drain calls (wrong token or not loopback).",
+          p.admin_refused);
+  header(out, "ebb_build_info", "gauge", "Build information.");
+  line(out, "ebb_build_info{version=\"%s\"} 1\n", p.version.c_str());
+  return out;
+}
+
+}  // namespace ebb

@@ -1,0 +1,58 @@
+// Counters of one event loop, and their rendering as Prometheus text. Each loop owns a
+// Metrics and touches it without locks; a scrape sums the loops' copies.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ebb {
+
+enum class UpstreamError : std::uint8_t {
+  kConnectRefused,
+  kConnectTimeout,
+  kConnectOther,
+  kResponseTimeout,
+  kClosedEarly,   // closed or reset before a complete response
+  kBadResponse,   // unparsable response
+  kStaleRetried,  // pooled connection found closed, request replayed
+  kCount
+};
+const char* upstream_error_name(UpstreamError e);
+
+inline constexpr std::array<double, 12> kDurationBuckets = {
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+
+struct Metrics {
+  std::array<std::uint64_t, 600> requests_by_code{};
+  std::uint64_t requests_in_flight = 0;
+  std::uint64_t connections_active = 0;
+  std::uint64_t connections_accepted = 0;
+  std::uint64_t connections_rejected = 0;  // over limits.max_connections
+  std::array<std::uint64_t, static_cast<size_t>(UpstreamError::kCount)> upstream_errors{};
+  std::array<std::uint64_t, kDurationBuckets.size()> duration_buckets{};  // non-cumulative
+  std::uint64_t duration_count = 0;
+  double duration_sum = 0;
+  std::uint64_t drain_cut_requests = 0;
+  std::uint64_t client_send_timeouts = 0;
+  std::uint64_t backpressure_pauses_client = 0;    // stopped reading the client
+  std::uint64_t backpressure_pauses_upstream = 0;  // stopped reading the app
+  std::uint64_t upstream_connections_opened = 0;
+  std::uint64_t upstream_connections_reused = 0;
+
+  void count_request(int code, double seconds);
+  void count_upstream_error(UpstreamError e) { ++upstream_errors[static_cast<size_t>(e)]; }
+  void add(const Metrics& other);
+};
+
+// Figures that belong to the process, not to a loop.
+struct ProcessFigures {
+  const char* state = "starting";
+  std::uint64_t admin_refused = 0;
+  std::string version;
+};
+
+std::string render_prometheus(const Metrics& m, const ProcessFigures& p);
+
+}  // namespace ebb

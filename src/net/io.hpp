@@ -1,0 +1,44 @@
+// The libuv helpers every socket user shares: writes that try the kernel first and copy only
+// what it could not take, socket options, addresses.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include <cstddef>
+#include <string>
+
+#include "config.hpp"
+
+namespace ebb::net {
+
+// Called when a queued write finished (status 0), failed, or was cancelled by a close
+// (UV_ECANCELED, a normal ending).
+using WriteDone = void (*)(uv_stream_t* stream, int status);
+
+// Writes `bufs` in order after whatever is already queued. The kernel gets them at once when
+// nothing is queued (uv_try_write); the remainder is copied into one block that the write
+// request owns until its callback, so callers may reuse their buffers on return.
+// Returns 0, or a negative errno when the stream is broken. `done` fires only for queued bytes.
+int write(uv_stream_t* stream, const uv_buf_t* bufs, unsigned nbufs, WriteDone done);
+
+inline size_t queued(const uv_stream_t* s) { return uv_stream_get_write_queue_size(s); }
+
+// TCP_NODELAY (libuv does not set it): without it a response that arrives in two pieces
+// stalls on Nagle and delayed ACK.
+void set_nodelay(uv_tcp_t* tcp);
+
+// Resolves host:port once (blocking; at start and on reload only).
+int resolve(const HostPort& hp, sockaddr_storage& out, std::string& error);
+
+// "1.2.3.4" / "::1" for the peer of `tcp`; empty on failure.
+std::string peer_ip(const uv_tcp_t* tcp);
+// "1.2.3.4:80" / "[::1]:80" for the local address of `tcp`.
+std::string sock_name(const uv_tcp_t* tcp);
+bool is_loopback(const sockaddr_storage& ss);
+
+// Binds and listens; returns 0 or a negative errno.
+int listen_tcp(uv_tcp_t* tcp, const sockaddr_storage& addr, uv_connection_cb cb, int backlog = 4096);
+
+}  // namespace ebb::net

@@ -1,0 +1,466 @@
+// The client side of a connection: reading and parsing requests, limits, timeouts, writing
+// answers, and closing (gracefully: write side first, then read and discard for a while, so
+// that the last response is not destroyed by a reset; RFC 9112 §9.6).
+#include "proxy/client.hpp"
+
+#include <cstring>
+
+#include "http/parser.hpp"
+#include "log.hpp"
+#include "net/io.hpp"
+#include "proxy/upstream.hpp"
+#include "proxy/worker.hpp"
+
+namespace ebb {
+
+namespace {
+constexpr std::uint64_t kLingerMs = 2000;
+constexpr std::uint64_t kWsCloseWaitMs = 1000;
+}  // namespace
+
+const llhttp_settings_t* ClientConn::settings() {
+  static const llhttp_settings_t s = [] {
+    llhttp_settings_t t;
+    llhttp_settings_init(&t);
+    using B = http::Bind<ClientConn>;
+    t.on_message_begin = B::cb<&ClientConn::on_message_begin>;
+    t.on_url = B::data<&ClientConn::on_url>;
+    t.on_header_field = B::data<&ClientConn::on_header_field>;
+    t.on_header_value = B::data<&ClientConn::on_header_value>;
+    t.on_headers_complete = B::cb<&ClientConn::on_headers_complete>;
+    t.on_body = B::data<&ClientConn::on_body>;
+    t.on_message_complete = B::cb<&ClientConn::on_message_complete>;
+    return t;
+  }();
+  return &s;
+}
+
+ClientConn::ClientConn(Worker& w, std::uint64_t id) : w_(w), id_(id) {
+  uv_tcp_init(w_.loop(), &tcp_);
+  uv_timer_init(w_.loop(), &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+  llhttp_init(&parser_, HTTP_REQUEST, settings());
+  parser_.data = this;
+  w_.link(this);
+  ++w_.metrics().connections_active;
+}
+
+void ClientConn::start() {
+  net::set_nodelay(&tcp_);
+  std::string ip = net::peer_ip(&tcp_);
+  std::strncpy(client_ip_, ip.c_str(), sizeof client_ip_ - 1);
+  ++w_.metrics().connections_accepted;
+  refresh_timer(false);
+  update_read();
+}
+
+// ---- reading ----------------------------------------------------------------------------
+
+void ClientConn::update_read() {
+  bool want;
+  if (closing_) want = false;
+  else if (lingering_) want = true;
+  else if (tunnel_) want = up_ != nullptr && up_->queued() <= Worker::kHighWatermark;
+  else if (!ex_.active) want = pending_in_.empty();
+  else if (!ex_.head_done) want = true;
+  else if (ex_.request_complete) want = false;  // pipelined requests wait in the socket
+  else if (ex_.local) want = true;
+  else want = up_ != nullptr && up_->connected() && pending_body_.empty() &&
+              up_->queued() <= Worker::kHighWatermark;
+  if (want == reading_) return;
+  auto* s = reinterpret_cast<uv_stream_t*>(&tcp_);
+  if (want) {
+    uv_read_start(s, Worker::alloc_cb, [](uv_stream_t* st, ssize_t n, const uv_buf_t* b) {
+      static_cast<ClientConn*>(st->data)->on_read(n, b);
+    });
+  } else {
+    uv_read_stop(s);
+    if (up_ != nullptr && up_->queued() > Worker::kHighWatermark) ++w_.metrics().backpressure_pauses_client;
+  }
+  reading_ = want;
+  refresh_timer(false);
+}
+
+void ClientConn::on_read(ssize_t nread, const uv_buf_t* buf) {
+  if (closing_ || nread == 0) return;
+  if (nread < 0) {
+    if (tunnel_ && up_ != nullptr && nread == UV_EOF) {
+      // The client is done sending; let the app see the end after what is queued to it.
+      up_->shutdown_write();
+      uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+      reading_ = false;
+      return;
+    }
+    if (ex_.active && ex_.head_done && !ex_.request_complete && !ex_.response_started) {
+      LOG_DEBUG("client closed mid-request", {"conn", id_});
+    }
+    close();
+    return;
+  }
+  if (lingering_) return;  // discarded: the connection is closing
+  if (tunnel_) {
+    uv_buf_t b = uv_buf_init(buf->base, static_cast<unsigned>(nread));
+    if (up_ == nullptr || up_->send(&b, 1) < 0) {
+      close();
+      return;
+    }
+    update_read();
+    return;
+  }
+  parse(buf->base, static_cast<size_t>(nread));
+  if (resume_pending_ && !closing_) resume_input();
+}
+
+void ClientConn::parse(const char* data, size_t len) {
+  parsing_ = true;
+  llhttp_errno_t err = llhttp_execute(&parser_, data, len);
+  parsing_ = false;
+  if (closing_) return;
+  bool from_pending = !pending_in_.empty() && data == pending_in_.data();
+  if (err == HPE_OK) {
+    if (from_pending) pending_in_.clear();
+  } else if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    const char* pos = llhttp_get_error_pos(&parser_);
+    size_t used = static_cast<size_t>(pos - data);
+    size_t rest = len - used;
+    if (ex_.upgrade) {
+      // Bytes after an upgrade request belong to the new protocol: hold them for the tunnel.
+      if (rest > 0) pending_body_.append(pos, rest);
+      if (from_pending) pending_in_.clear();
+    } else if (from_pending) {
+      pending_in_.erase(0, used);
+    } else if (rest > 0) {
+      pending_in_.assign(pos, rest);
+    }
+    if (ex_.local && ex_.request_complete) {
+      finish_exchange();
+      return;
+    }
+  } else {
+    if (from_pending) pending_in_.clear();
+    if (lingering_) return;  // an upstream failure already answered and ended the exchange
+    int status = 400;
+    const char* reason = llhttp_get_error_reason(&parser_);
+    if (err == HPE_USER && reject_reason_ != nullptr) {
+      status = reject_status_;
+      reason = reject_reason_;
+    }
+    if (reason == nullptr || *reason == '\0') reason = llhttp_errno_name(err);
+    LOG_INFO("bad request", {"conn", id_}, {"status", status}, {"reason", reason},
+             {"error", llhttp_errno_name(err)});
+    send_error(status, reason);
+    return;
+  }
+  update_read();
+}
+
+// Requests that were pipelined behind the one just answered.
+void ClientConn::resume_input() {
+  resume_pending_ = false;
+  while (!closing_ && !lingering_ && !ex_.active && !pending_in_.empty()) {
+    parse(pending_in_.data(), pending_in_.size());
+  }
+  update_read();
+}
+
+int ClientConn::reject(int status, const char* reason) {
+  reject_status_ = status;
+  reject_reason_ = reason;
+  return http::fail(&parser_, reason);
+}
+
+int ClientConn::on_message_begin() {
+  ex_ = Exchange{};
+  ex_.active = true;
+  ex_.started_ms = w_.now_ms();
+  head_.clear();
+  out_.clear();
+  pending_body_.clear();
+  reject_reason_ = nullptr;
+  ++w_.metrics().requests_in_flight;
+  refresh_timer(false);
+  return 0;
+}
+
+int ClientConn::on_url(const char* at, size_t len) {
+  size_t n = head_.add_target(at, len);
+  if (head_.target().size() > w_.cfg().limits.max_uri_bytes) return reject(414, "request target too long");
+  if (n > w_.cfg().limits.max_header_bytes) return reject(431, "request head too large");
+  return 0;
+}
+
+int ClientConn::on_header_field(const char* at, size_t len) {
+  if (head_.add_name(at, len) > w_.cfg().limits.max_header_bytes) return reject(431, "request head too large");
+  return 0;
+}
+
+int ClientConn::on_header_value(const char* at, size_t len) {
+  if (head_.add_value(at, len) > w_.cfg().limits.max_header_bytes) return reject(431, "request head too large");
+  return 0;
+}
+
+int ClientConn::on_headers_complete() {
+  ex_.head_done = true;
+  const Config& cfg = w_.cfg();
+  if (parser_.http_major != 1 || parser_.http_minor > 1) return reject(505, "only HTTP/1.0 and HTTP/1.1 are supported");
+  ex_.http10 = parser_.http_minor == 0;
+  auto method = static_cast<llhttp_method_t>(parser_.method);
+  if (method == HTTP_CONNECT) return reject(405, "CONNECT is not supported");
+  info_ = http::analyse_request(head_, !ex_.http10);
+  if (info_.error != nullptr) return reject(400, info_.error);
+  bool has_cl = (parser_.flags & F_CONTENT_LENGTH) != 0;
+  if (cfg.limits.max_body_bytes > 0 && has_cl && parser_.content_length > cfg.limits.max_body_bytes) {
+    return reject(413, "request body too large");
+  }
+  ex_.head_method = method == HTTP_HEAD;
+  ex_.body_chunked = info_.chunked;
+  ex_.upgrade = info_.has_upgrade && info_.connection.upgrade && !ex_.http10;
+  ex_.close_after = !llhttp_should_keep_alive(&parser_) || w_.phase() != Phase::kServing;
+  bool has_body = ex_.body_chunked || (has_cl && parser_.content_length > 0);
+  bool idempotent = method == HTTP_GET || method == HTTP_HEAD || method == HTTP_OPTIONS ||
+                    method == HTTP_PUT || method == HTTP_DELETE || method == HTTP_TRACE;
+  ex_.replayable = idempotent && !has_body;
+  if (cfg.probes.on_proxy_listener && answer_probe()) return 0;
+  begin_forward();
+  return 0;
+}
+
+int ClientConn::on_body(const char* at, size_t len) {
+  if (ex_.local) return 0;
+  ex_.body_bytes += len;
+  std::uint64_t max = w_.cfg().limits.max_body_bytes;
+  if (max > 0 && ex_.body_bytes > max) return reject(413, "request body too large");
+  return forward_body(at, len);
+}
+
+int ClientConn::on_message_complete() {
+  if (!ex_.local && ex_.body_chunked) {
+    static const char kLast[] = "0\r\n\r\n";
+    int r = forward_body(kLast, 0);  // len 0 with body_chunked writes the last chunk
+    if (r != 0) return r;
+  }
+  ex_.request_complete = true;
+  if (up_ != nullptr && up_->connected() && !ex_.response_started) up_->arm_response_timer();
+  return HPE_PAUSED;
+}
+
+// ---- writing and closing ----------------------------------------------------------------
+
+void ClientConn::send(const uv_buf_t* bufs, unsigned n) {
+  if (closing_) return;
+  int r = net::write(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n, [](uv_stream_t* s, int status) {
+    static_cast<ClientConn*>(s->data)->on_write_done(status);
+  });
+  if (r < 0) {
+    LOG_DEBUG("client write failed", {"conn", id_}, {"error", uv_err_name(r)});
+    close();
+    return;
+  }
+  if (net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) > 0) refresh_timer(false);
+}
+
+void ClientConn::on_write_done(int status) {
+  if (closing_) return;
+  if (status < 0) {
+    close();
+    return;
+  }
+  size_t q = net::queued(reinterpret_cast<uv_stream_t*>(&tcp_));
+  if (up_ != nullptr && q <= Worker::kLowWatermark) up_->set_client_blocked(false);
+  if (lingering_ && q == 0 && !shutdown_sent_) {
+    graceful_close();  // the last bytes are out: now the FIN
+    return;
+  }
+  refresh_timer(true);
+}
+
+void ClientConn::send_error(int status, const char* reason) {
+  if (closing_) return;
+  if (!ex_.active) {
+    ex_ = Exchange{};
+    ex_.active = true;
+    ex_.started_ms = w_.now_ms();
+    ++w_.metrics().requests_in_flight;
+  }
+  if (ex_.response_started) {  // the status line is out: all we can do is close
+    ex_.status = ex_.status ? ex_.status : status;
+    close();
+    return;
+  }
+  if (up_ != nullptr) {
+    up_->close();
+    up_ = nullptr;
+  }
+  bool close_after = !ex_.request_complete || ex_.close_after || ex_.upgrade ||
+                     w_.phase() != Phase::kServing || status == 400 || status == 408;
+  ex_.close_after = close_after;
+  ex_.status = status;
+  ex_.response_started = true;
+  ex_.local = true;
+  scratch_.clear();
+  http::write_error_response(scratch_, status, reason, close_after);
+  uv_buf_t b = uv_buf_init(scratch_.data(), static_cast<unsigned>(scratch_.size()));
+  send(&b, 1);
+  if (closing_) return;
+  finish_exchange();
+}
+
+void ClientConn::graceful_close() {
+  if (closing_) return;
+  if (up_ != nullptr) {
+    up_->close();
+    up_ = nullptr;
+  }
+  if (!lingering_) {
+    lingering_ = true;
+    tunnel_ = false;
+    arm(TimerFor::kLinger, kLingerMs);
+  }
+  update_read();
+  if (net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) > 0 || shutdown_sent_) return;
+  shutdown_sent_ = true;
+  int r = uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), [](uv_shutdown_t* req, int status) {
+    auto* self = static_cast<ClientConn*>(req->handle->data);
+    if (status < 0 && !self->closing_) self->close();
+  });
+  if (r < 0) close();
+}
+
+void ClientConn::close() {
+  if (closing_) return;
+  closing_ = true;
+  if (up_ != nullptr) {
+    up_->close();
+    up_ = nullptr;
+  }
+  if (ex_.active) {
+    ex_.active = false;
+    --w_.metrics().requests_in_flight;
+  }
+  pending_closes_ = 2;
+  auto done = [](uv_handle_t* h) {
+    auto* self = static_cast<ClientConn*>(h->data);
+    if (--self->pending_closes_ > 0) return;
+    Worker& w = self->w_;
+    w.unlink(self);
+    --w.metrics().connections_active;
+    delete self;
+    if (w.observer()) w.observer()->on_connection_closed();
+  };
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), done);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), done);
+}
+
+// ---- lifecycle --------------------------------------------------------------------------
+
+void ClientConn::on_phase() {
+  if (closing_ || lingering_) return;
+  // Connections that served requests and sit idle go now; a fresh one may have its first
+  // request on the wire, so it is served (with Connection: close) rather than reset.
+  if (w_.phase() == Phase::kDrain && !ex_.active && requests_ > 0 && pending_in_.empty()) graceful_close();
+}
+
+void ClientConn::cut() {
+  if (closing_) return;
+  if (!ex_.active || lingering_) {
+    close();
+    return;
+  }
+  ++w_.metrics().drain_cut_requests;
+  LOG_WARN("request cut at drain timeout", {"conn", id_}, {"tunnel", tunnel_});
+  if (tunnel_ && ex_.websocket) {
+    ws_close_pending_ = true;
+    if (ws_.at_boundary()) {
+      send_ws_close_and_close();
+    } else {
+      arm(TimerFor::kWsClose, kWsCloseWaitMs);  // the app's frame in progress may still end
+    }
+    return;
+  }
+  close();
+}
+
+void ClientConn::send_ws_close_and_close() {
+  uv_buf_t b = uv_buf_init(reinterpret_cast<char*>(const_cast<unsigned char*>(WsFrameTracker::kGoingAway)), 4);
+  send(&b, 1);
+  if (closing_) return;
+  if (ex_.active) {
+    ex_.active = false;
+    --w_.metrics().requests_in_flight;
+  }
+  ws_close_pending_ = false;
+  graceful_close();
+}
+
+// ---- timers -----------------------------------------------------------------------------
+
+void ClientConn::arm(TimerFor t, std::uint64_t ms) {
+  timer_for_ = t;
+  if (t == TimerFor::kNone) {
+    uv_timer_stop(&timer_);
+    return;
+  }
+  uv_timer_start(&timer_, [](uv_timer_t* h) { static_cast<ClientConn*>(h->data)->on_timer(); }, ms, 0);
+}
+
+void ClientConn::refresh_timer(bool progress) {
+  if (closing_ || lingering_ || ws_close_pending_ || timer_for_ == TimerFor::kRetry) return;
+  const auto& t = w_.cfg().timeouts;
+  TimerFor want = TimerFor::kNone;
+  std::uint64_t ms = 0;
+  if (net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) > 0) {
+    want = TimerFor::kSend, ms = t.client_send;
+  } else if (!ex_.active) {
+    if (requests_ == 0) want = TimerFor::kHeader, ms = t.client_header;
+    else want = TimerFor::kIdle, ms = t.client_idle;
+  } else if (!ex_.head_done) {
+    want = TimerFor::kHeader, ms = t.client_header;
+  } else if (!tunnel_ && !ex_.request_complete && reading_) {
+    want = TimerFor::kBody, ms = t.client_idle;
+  }
+  bool restart = progress && (want == TimerFor::kSend || want == TimerFor::kBody);
+  if (want == timer_for_ && !restart) return;
+  arm(want, ms);
+}
+
+void ClientConn::on_timer() {
+  TimerFor t = timer_for_;
+  timer_for_ = TimerFor::kNone;
+  switch (t) {
+    case TimerFor::kHeader:
+      if (ex_.active) send_error(408, "request head not received in time");
+      else close();  // nothing ever arrived
+      break;
+    case TimerFor::kIdle:
+      graceful_close();
+      break;
+    case TimerFor::kBody:
+      send_error(408, "request body stalled");
+      break;
+    case TimerFor::kSend:
+      ++w_.metrics().client_send_timeouts;
+      LOG_INFO("client stopped reading; closing", {"conn", id_});
+      close();
+      break;
+    case TimerFor::kRetry:
+      connect_upstream();
+      break;
+    case TimerFor::kLinger:
+    case TimerFor::kWsClose:
+      close();
+      break;
+    case TimerFor::kNone:
+      break;
+  }
+}
+
+void ClientConn::log_access() {
+  if (!w_.cfg().log.access) return;
+  std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
+  LOG_INFO("access", {"conn", id_}, {"client", client_ip_}, {"method", method},
+           {"target", head_.target()}, {"status", ex_.status}, {"bytes", ex_.response_bytes},
+           {"ms", w_.now_ms() - ex_.started_ms});
+}
+
+}  // namespace ebb

@@ -1,0 +1,144 @@
+// One client connection and its current exchange: reads and parses requests, forwards each to
+// the app through an UpstreamConn, streams the answer back, then keeps the connection alive or
+// closes it. Requests on one connection are handled one at a time, in order (pipelining).
+#pragma once
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+
+#include "http/message.hpp"
+#include "metrics.hpp"
+#include "proxy/websocket.hpp"
+
+namespace ebb {
+
+class Worker;
+class UpstreamConn;
+
+class ClientConn {
+ public:
+  ClientConn(Worker& w, std::uint64_t id);
+  ClientConn(const ClientConn&) = delete;
+  ClientConn& operator=(const ClientConn&) = delete;
+
+  uv_tcp_t* tcp() { return &tcp_; }
+  void start();     // after accept: timers, reading
+  void close();     // abortive and idempotent; the object is freed in the last close callback
+  void on_phase();  // the worker's lifecycle phase changed
+  void cut();       // drain deadline
+  bool in_flight() const { return ex_.active; }
+  std::uint64_t id() const { return id_; }
+
+  // From the upstream side.
+  void upstream_connected(UpstreamConn* up, int status);
+  int upstream_informational(UpstreamConn* up);  // 1xx other than 101
+  int upstream_head(UpstreamConn* up);           // 0, 1 (no body) or 2 (upgrade)
+  int upstream_body(const char* at, size_t len);
+  void upstream_done(UpstreamConn* up);          // final response complete
+  void upstream_failed(UpstreamConn* up, UpstreamError kind, int err);
+  void upstream_tunnel(const char* at, size_t len);
+  void upstream_eof();                           // close-delimited end, or tunnel closed
+  void upstream_writable();                      // queue to the app fell to the low watermark
+
+  ClientConn* prev_ = nullptr;
+  ClientConn* next_ = nullptr;
+
+ private:
+  enum class TimerFor { kNone, kHeader, kIdle, kBody, kSend, kRetry, kLinger, kWsClose };
+
+  struct Exchange {
+    bool active = false;
+    bool head_done = false;
+    bool request_complete = false;
+    bool response_started = false;  // the client has bytes of the answer
+    bool response_chunked = false;
+    bool close_after = false;
+    bool http10 = false;
+    bool head_method = false;
+    bool body_chunked = false;
+    bool upgrade = false;
+    bool websocket = false;
+    bool replayable = false;
+    bool body_forwarded = false;
+    bool retried = false;
+    bool early_response = false;  // answered before the request body was read
+    bool local = false;           // answered by ebb itself (probe or error)
+    int status = 0;
+    std::uint64_t body_bytes = 0;
+    std::uint64_t started_ms = 0;
+    std::uint64_t retry_until_ms = 0;
+    std::uint64_t retry_delay_ms = 0;
+    std::uint64_t response_bytes = 0;
+  };
+
+  // Reading and parsing requests.
+  void on_read(ssize_t nread, const uv_buf_t* buf);
+  void parse(const char* data, size_t len);
+  int on_message_begin();
+  int on_url(const char* at, size_t len);
+  int on_header_field(const char* at, size_t len);
+  int on_header_value(const char* at, size_t len);
+  int on_headers_complete();
+  int on_body(const char* at, size_t len);
+  int on_message_complete();
+  static const llhttp_settings_t* settings();
+  int reject(int status, const char* reason);  // from a parser callback
+
+  // Forwarding (exchange.cpp).
+  void begin_forward();
+  void connect_upstream();
+  void send_request_head();
+  int forward_body(const char* at, size_t len);
+  void finish_exchange();
+  void replay_or_fail(UpstreamConn* up, UpstreamError kind, int err);
+  void release_upstream(bool reusable);
+  bool answer_probe();
+
+  // Writing to the client, closing, timers.
+  void send(const uv_buf_t* bufs, unsigned n);
+  void send_error(int status, const char* reason);
+  void graceful_close();
+  void update_read();
+  void refresh_timer(bool progress);
+  void arm(TimerFor t, std::uint64_t ms);
+  void on_timer();
+  void on_write_done(int status);
+  void send_ws_close_and_close();
+  void log_access();
+  void resume_input();
+
+  Worker& w_;
+  std::uint64_t id_;
+  uv_tcp_t tcp_;
+  uv_timer_t timer_;
+  uv_shutdown_t shutdown_req_;
+  llhttp_t parser_;
+  http::MessageHead head_;
+  http::RequestInfo info_;
+  Exchange ex_;
+  std::string out_;           // the request head for the app, kept until it may be replayed
+  std::string pending_body_;  // request bytes read before the app could take them
+  std::string pending_in_;    // pipelined requests waiting for the current one to finish
+  std::string scratch_;       // response heads and error answers
+  char client_ip_[46] = {0};
+  UpstreamConn* up_ = nullptr;
+  WsFrameTracker ws_;
+  TimerFor timer_for_ = TimerFor::kNone;
+  std::uint64_t requests_ = 0;
+  int pending_closes_ = 0;
+  bool reading_ = false;
+  bool closing_ = false;
+  bool lingering_ = false;
+  bool shutdown_sent_ = false;
+  bool tunnel_ = false;
+  bool ws_close_pending_ = false;
+  bool parsing_ = false;
+  bool resume_pending_ = false;
+  const char* reject_reason_ = nullptr;
+  int reject_status_ = 0;
+};
+
+}  // namespace ebb

@@ -1,0 +1,94 @@
+// The per-event-loop context of the data path: the loop, the shared read buffer, the current
+// config, the upstream pool and the client connections. Nothing here is global, so a second
+// loop on a second thread is a second Worker.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "config.hpp"
+#include "metrics.hpp"
+#include "proxy/upstream.hpp"
+
+namespace ebb {
+
+class ClientConn;
+
+// How connections behave at this point of the lifecycle.
+enum class Phase {
+  kServing,      // keep-alive as usual
+  kPropagation,  // answer everything with Connection: close
+  kDrain,        // also close connections as soon as they have nothing in flight
+};
+
+// What the data path asks of the lifecycle (implemented by the Server).
+class WorkerObserver {
+ public:
+  virtual ~WorkerObserver() = default;
+  virtual void on_connection_closed() = 0;
+  // probes.on_proxy_listener: answer /healthz and /readyz on the proxy port.
+  virtual bool probe(std::string_view path, int& status, std::string& body) = 0;
+};
+
+class Worker {
+ public:
+  // Backpressure watermarks on bytes queued to one side: above kHigh stop reading the other
+  // side, resume at or below kLow.
+  static constexpr size_t kReadBufferSize = 64 * 1024;
+  static constexpr size_t kHighWatermark = 64 * 1024;
+  static constexpr size_t kLowWatermark = 16 * 1024;
+
+  Worker(uv_loop_t* loop, const Config* cfg, WorkerObserver* observer);
+  ~Worker();
+
+  void set_config(const Config* cfg) { cfg_ = cfg; }
+  void set_upstream(const sockaddr_storage& addr, std::string host_header);
+  void on_accept(uv_stream_t* listener);  // from the listener's connection callback
+  void adopt(int fd);                     // a connection accepted by hand (backlog drain)
+  void set_phase(Phase p);
+  void cut_all();    // drain timeout: close what remains, counting it
+  void close_all();  // exit: close every connection and the pool
+
+  uv_loop_t* loop() const { return loop_; }
+  const Config& cfg() const { return *cfg_; }
+  Metrics& metrics() { return metrics_; }
+  Pool& pool() { return pool_; }
+  Phase phase() const { return phase_; }
+  WorkerObserver* observer() const { return observer_; }
+  char* read_buffer() { return read_buf_; }
+  const sockaddr_storage& upstream_addr() const { return upstream_addr_; }
+  const std::string& upstream_host() const { return upstream_host_; }
+  size_t connections() const { return conn_count_; }
+  size_t in_flight() const { return metrics_.requests_in_flight; }
+  // "<16 hex of random>-<counter>": unique without a syscall per request.
+  std::string_view next_request_id();
+  std::uint64_t now_ms() const { return uv_now(loop_); }
+
+  // Registry of client connections (intrusive, so removal is O(1) with no allocation).
+  void link(ClientConn* c);
+  void unlink(ClientConn* c);
+
+  static void alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+
+ private:
+  uv_loop_t* loop_;
+  const Config* cfg_;
+  WorkerObserver* observer_;
+  Metrics metrics_;
+  Pool pool_;
+  Phase phase_ = Phase::kServing;
+  sockaddr_storage upstream_addr_{};
+  std::string upstream_host_;
+  ClientConn* head_ = nullptr;
+  size_t conn_count_ = 0;
+  std::uint64_t next_conn_id_ = 1;
+  std::uint64_t request_counter_ = 0;
+  char request_id_[40] = {0};
+  char request_prefix_[17] = {0};
+  char* read_buf_;
+};
+
+}  // namespace ebb
