@@ -218,9 +218,7 @@ void write_request_head(std::string& out, const MessageHead& head, const Request
   out.append(head.target());
   out.append(" HTTP/1.1\r\n", 11);
   std::string_view host;
-  size_t xff_at = std::string::npos;  // where the (merged) X-Forwarded-For goes
-  std::string_view xff_values[8];
-  size_t xff_count = 0;
+  bool xff_written = false;
   for (size_t i = 0; i < head.count(); ++i) {
     std::string_view n = head.name(i), v = head.value(i);
     if (dropped(n, info.connection)) {
@@ -228,24 +226,29 @@ void write_request_head(std::string& out, const MessageHead& head, const Request
       continue;
     }
     if (n.size() == 15 && iequals(n, "x-forwarded-for")) {
-      if (xff_count < 8) xff_values[xff_count++] = trim(v);
+      if (xff_written) continue;
+      // Every X-Forwarded-For line merges into one, in order, with the client's address last.
+      xff_written = true;
+      out.append(n);
+      out.append(": ", 2);
+      for (size_t k = i; k < head.count(); ++k) {
+        if (head.name(k).size() != 15 || !iequals(head.name(k), "x-forwarded-for")) continue;
+        std::string_view val = trim(head.value(k));
+        if (val.empty()) continue;
+        out.append(val);
+        out.append(", ", 2);
+      }
+      out.append(ctx.client_ip);
+      out.append("\r\n", 2);
       continue;
     }
     if (static_cast<int>(i) == info.host_index) host = trim(v);
     append_field(out, n, v);
   }
-  (void)xff_at;
   if (info.host_index < 0) append_field(out, "Host", ctx.default_host);
   if (ctx.upgrade) out.append("Connection: upgrade\r\n");
   if (ctx.body_chunked) out.append("Transfer-Encoding: chunked\r\n");
-  out.append("X-Forwarded-For: ");
-  for (size_t i = 0; i < xff_count; ++i) {
-    if (xff_values[i].empty()) continue;
-    out.append(xff_values[i]);
-    out.append(", ", 2);
-  }
-  out.append(ctx.client_ip);
-  out.append("\r\n", 2);
+  if (!xff_written) append_field(out, "X-Forwarded-For", ctx.client_ip);
   if (!info.has_forwarded_proto) out.append("X-Forwarded-Proto: http\r\n");
   if (!info.has_forwarded_host && info.host_index >= 0) append_field(out, "X-Forwarded-Host", host);
   if (!info.has_request_id) append_field(out, "X-Request-Id", ctx.request_id);

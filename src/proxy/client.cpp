@@ -3,6 +3,7 @@
 // that the last response is not destroyed by a reset; RFC 9112 §9.6).
 #include "proxy/client.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "http/parser.hpp"
@@ -16,6 +17,7 @@ namespace ebb {
 namespace {
 constexpr std::uint64_t kLingerMs = 2000;
 constexpr std::uint64_t kWsCloseWaitMs = 1000;
+constexpr std::uint64_t kFreshGraceMs = 1000;
 }  // namespace
 
 const llhttp_settings_t* ClientConn::settings() {
@@ -358,7 +360,14 @@ void ClientConn::on_phase() {
   if (closing_ || lingering_) return;
   // Connections that served requests and sit idle go now; a fresh one may have its first
   // request on the wire, so it is served (with Connection: close) rather than reset.
-  if (w_.phase() == Phase::kDrain && !ex_.active && requests_ > 0 && pending_in_.empty()) graceful_close();
+  if (w_.phase() != Phase::kDrain || ex_.active || !pending_in_.empty()) return;
+  if (requests_ > 0) {
+    graceful_close();
+  } else if (timer_for_ == TimerFor::kHeader) {
+    // Its request would have arrived within a round trip; do not hold the drain for the
+    // full client_header timeout on a connection that never speaks.
+    arm(TimerFor::kHeader, std::min<std::uint64_t>(kFreshGraceMs, w_.cfg().timeouts.client_header));
+  }
 }
 
 void ClientConn::cut() {
