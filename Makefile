@@ -53,7 +53,7 @@ test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit $(CTEST_ARGS)
 
 # The whole suite, then the same suite under ASan+UBSan.
-test: build asan
+test: build asan static
 	cd $(BUILD) && ctest --output-on-failure -j2 -LE bench $(CTEST_ARGS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j2 -L 'unit|e2e' $(CTEST_ARGS)

@@ -1,0 +1,184 @@
+#!/usr/bin/env node
+// Strict Kubernetes API schema validation of the manifests in deploy/kubernetes/ (make test).
+// kubernetes-models' validate() checks types and required fields but lets unknown fields through,
+// and a misspelled field (`periodSecond: 1`) is silently dropped by the API server. So this also
+// rejects every field the schema does not read, and proves it on fixtures that must fail.
+//
+//   node validate.js            deploy/kubernetes/*.yaml must pass, tests/k8s/fixtures/schema/*
+//                               must fail with the error their "# expect:" line names
+//   node validate.js FILE...    validate these files only
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const YAML = require('yaml');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const DEPLOY_DIR = path.join(ROOT, 'deploy', 'kubernetes');
+const BAD_DIR = path.join(__dirname, 'fixtures', 'schema');
+
+// The model class for an apiVersion/kind, e.g. apps/v1 Deployment -> kubernetes-models/apps/v1.
+function modelFor(apiVersion, kind) {
+  if (typeof apiVersion !== 'string' || typeof kind !== 'string') return null;
+  let group;
+  try {
+    group = require('kubernetes-models/' + apiVersion);
+  } catch (e) {
+    return null;
+  }
+  const cls = group[kind];
+  return cls && cls.prototype && typeof cls.prototype.validate === 'function' ? cls : null;
+}
+
+// The validators that kubernetes-models ships are compiled JSON schema: each reads exactly the
+// properties its schema declares (`data.periodSeconds`), and enumerates the keys only of objects
+// that are maps (labels, ConfigMap data). Running it on proxies that record those reads tells,
+// for every object in the manifest, which of its keys the schema knows. What no proxy saw read is
+// a field the schema does not have. (An opaque object, e.g. x-kubernetes-preserve-unknown-fields,
+// would have its fields reported too; none of the kinds in deploy/ has one.)
+function tracked(root) {
+  const records = new Map();  // raw object -> {keys: Set, enumerated: bool}
+  const proxies = new Map();
+  function wrap(value) {
+    if (value === null || typeof value !== 'object') return value;
+    if (proxies.has(value)) return proxies.get(value);
+    const rec = { keys: new Set(), enumerated: false };
+    records.set(value, rec);
+    const proxy = new Proxy(value, {
+      get(target, key, receiver) {
+        if (typeof key === 'string') rec.keys.add(key);
+        return wrap(Reflect.get(target, key, receiver));
+      },
+      has(target, key) {
+        if (typeof key === 'string') rec.keys.add(key);
+        return Reflect.has(target, key);
+      },
+      getOwnPropertyDescriptor(target, key) {
+        if (typeof key === 'string') rec.keys.add(key);
+        return Reflect.getOwnPropertyDescriptor(target, key);
+      },
+      ownKeys(target) {
+        rec.enumerated = true;
+        return Reflect.ownKeys(target);
+      },
+    });
+    proxies.set(value, proxy);
+    return proxy;
+  }
+  return { proxy: wrap(root), records };
+}
+
+function unknownFields(value, records, where, out) {
+  if (value === null || typeof value !== 'object') return;
+  const rec = records.get(value);
+  if (!rec) return;  // under a field already reported, or never reached because of a type error
+  if (Array.isArray(value)) {
+    value.forEach((item, i) => unknownFields(item, records, where + '[' + i + ']', out));
+    return;
+  }
+  for (const key of Object.keys(value)) {
+    const at = where ? where + '.' + key : key;
+    if (!rec.enumerated && !rec.keys.has(key)) {
+      out.push('unknown field ' + at);
+      continue;
+    }
+    unknownFields(value[key], records, at, out);
+  }
+}
+
+// Every problem in one document, as strings; empty when the document is valid.
+function validateObject(obj) {
+  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) return ['not an object'];
+  const cls = modelFor(obj.apiVersion, obj.kind);
+  if (!cls) return ['unknown apiVersion/kind ' + obj.apiVersion + ' ' + obj.kind];
+  const problems = [];
+  const { proxy, records } = tracked(obj);
+  try {
+    cls.prototype.validate.call(proxy);
+  } catch (e) {
+    problems.push('schema: ' + (e && e.message ? e.message : String(e)));
+  }
+  unknownFields(obj, records, '', problems);
+  return problems;
+}
+
+// {docs, problems}: problems prefixed with the document's place and name.
+function validateFile(file) {
+  const problems = [];
+  let docs = [];
+  try {
+    docs = YAML.parseAllDocuments(fs.readFileSync(file, 'utf8'), { uniqueKeys: true });
+  } catch (e) {
+    return { docs: 0, problems: ['cannot read: ' + e.message] };
+  }
+  let count = 0;
+  docs.forEach((doc, i) => {
+    if (doc.errors && doc.errors.length) {
+      doc.errors.forEach((err) => problems.push('document ' + (i + 1) + ': YAML: ' + err.message));
+      return;
+    }
+    const obj = doc.toJS();
+    if (obj === null || obj === undefined) return;  // an empty document between `---`s
+    count += 1;
+    const name = (obj.kind || '?') + '/' + ((obj.metadata && obj.metadata.name) || '?');
+    validateObject(obj).forEach((p) => problems.push('document ' + (i + 1) + ' ' + name + ': ' + p));
+  });
+  if (count === 0 && problems.length === 0) problems.push('no Kubernetes object in the file');
+  return { docs: count, problems };
+}
+
+function yamlFiles(dir) {
+  return fs.readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml') || f.endsWith('.yml'))
+    .sort()
+    .map((f) => path.join(dir, f));
+}
+
+function rel(file) {
+  return path.relative(ROOT, file);
+}
+
+function main(argv) {
+  let failed = 0;
+  let passed = 0;
+  const explicit = argv.length > 0;
+  const good = explicit ? argv.map((f) => path.resolve(f)) : yamlFiles(DEPLOY_DIR);
+  if (good.length === 0) {
+    console.log('FAIL: no manifest found in ' + rel(DEPLOY_DIR));
+    failed += 1;
+  }
+  for (const file of good) {
+    const r = validateFile(file);
+    if (r.problems.length) {
+      failed += 1;
+      console.log('FAIL ' + rel(file));
+      r.problems.forEach((p) => console.log('  ' + p));
+    } else {
+      passed += 1;
+      console.log('ok   ' + rel(file) + ' (' + r.docs + ' object' + (r.docs === 1 ? '' : 's') + ')');
+    }
+  }
+  // The negative fixtures prove the check has teeth: each must fail, and for its stated reason.
+  const bad = explicit ? [] : yamlFiles(BAD_DIR);
+  for (const file of bad) {
+    const m = /^# expect: (.+)$/m.exec(fs.readFileSync(file, 'utf8'));
+    const r = validateFile(file);
+    const hit = m && r.problems.some((p) => p.includes(m[1].trim()));
+    if (hit) {
+      passed += 1;
+      console.log('ok   ' + rel(file) + ' rejected: ' + m[1].trim());
+    } else {
+      failed += 1;
+      console.log('FAIL ' + rel(file) + ' should be rejected with "' + (m ? m[1].trim() : '(no # expect: line)') + '"');
+      r.problems.forEach((p) => console.log('  got: ' + p));
+    }
+  }
+  if (!explicit && bad.length < 2) {
+    failed += 1;
+    console.log('FAIL: expected negative fixtures (a wrong type and an unknown field) in ' + rel(BAD_DIR));
+  }
+  console.log(passed + ' passed, ' + failed + ' failed');
+  return failed === 0 ? 0 : 1;
+}
+
+process.exitCode = main(process.argv.slice(2));
