@@ -69,7 +69,10 @@ class RollingDeployTest(unittest.TestCase):
     def test_3_graceful_no_prestop(self):
         self.run_named("graceful-no-prestop")
 
-    def test_4_control_ebb_nodrain(self):
+    def test_4_naive_prestop_classic_sidecar(self):
+        self.run_named("naive-prestop-classic-sidecar")
+
+    def test_5_control_ebb_nodrain(self):
         self.run_named("control-ebb-nodrain")
 
 

@@ -68,7 +68,7 @@ class MixClient:
     0.3-3 s in flight all the time; mix workers send fast GETs, POSTs with bodies of 1 B-64 KiB
     (the echo is compared), and short slow requests. Bounded in time and in count."""
 
-    def __init__(self, port, slow_workers=8, mix_workers=3, timeout_s=10.0, max_seconds=900,
+    def __init__(self, port, slow_workers=12, mix_workers=3, timeout_s=10.0, max_seconds=900,
                  max_requests_per_worker=200000, seed=None):
         self.port = port
         self.slow_workers = slow_workers

@@ -238,15 +238,20 @@ class Pod:
                     return None
         return None
 
-    def delete(self, prestop, grace):
+    def delete(self, prestop, grace, classic_sidecar=False):
         """What the kubelet does to a deleted pod: the app container's preStop httpGet of
         /drain?wait=true (blocking, bounded only by the grace period), then SIGTERM to ebb and
-        the app at the same time, then SIGKILL to whatever is left when the grace period ends."""
+        the app at the same time, then SIGKILL to whatever is left when the grace period ends.
+        With classic_sidecar, ebb is an ordinary container without a hook, and the kubelet sends
+        it SIGTERM at once, while the app container's preStop is still waiting on /drain."""
         t0 = time.time()
         deadline = time.monotonic() + grace
         self.in_flight_at_delete = self.ebb_in_flight()
         self.event("delete" + (f" (ebb in flight: {self.in_flight_at_delete})"
                                if self.in_flight_at_delete is not None else ""))
+        if classic_sidecar and self.ebb:
+            self.ebb.send(signal.SIGTERM)
+            self.event(f"SIGTERM to {self.ebb.name} (no hook on its container)")
         if prestop and self.admin_port:
             self.prestop = {}
             try:
@@ -265,9 +270,10 @@ class Pod:
                 self.prestop = {"error": repr(e)}  # the kubelet ignores a failed hook too
             self.prestop["seconds_waited"] = round(time.time() - t0, 3)
             self.event(f"preStop answered {self.prestop}")
-        for p in self.procs():
+        targets = [self.app] if classic_sidecar and self.ebb else self.procs()
+        for p in targets:
             p.send(signal.SIGTERM)
-        self.event("SIGTERM to " + " and ".join(p.name for p in self.procs()))
+        self.event("SIGTERM to " + " and ".join(p.name for p in targets))
         for p in self.procs():
             rc = p.wait(deadline - time.monotonic())
             if rc is None:
