@@ -1,0 +1,206 @@
+"""SPEC §2 / issue 3, signals: SIGINT drains like SIGTERM; a second SIGTERM during a drain is logged
+and ignored; a second SIGINT exits at once; SIGHUP reloads the config file (a changed
+drain_timeout is proven by behaviour: a request is cut sooner, or survives longer) and refuses a
+listen-address change with a log line, keeping the old config whole."""
+
+import signal
+import time
+import unittest
+
+from ebbtest import EbbTestCase, answer_target, dl, never_answer, ok, route, unused_port
+from lifecycle_util import (EARLY, PROPAGATION_DELAY, PROPAGATION_MAX, QUIET_PERIOD, SHORT, Gate,
+                            assert_lifecycle_once, exit_timed, healthz, readyz, rewrite_config,
+                            shutdown_config, try_connect, wait_ready)
+
+# Shorter propagation for the SIGHUP tests: only the drain phase matters there.
+FAST_PROPAGATION = (0.3, 0.1, 1.0)
+
+
+class SecondSignals(EbbTestCase):
+    ebb_config = SHORT
+
+    def test_sigint_starts_the_same_drain(self):
+        fake, ebb = self.proxy(ok())
+        wait_ready(ebb)
+        t0 = time.monotonic()
+        ebb.signal(signal.SIGINT)
+        rec = ebb.wait_log("drain started", dl(2))
+        self.assertEqual(rec.get("trigger"), "SIGINT", rec)
+        self.assertEqual(readyz(ebb), (503, "draining"))
+        code, elapsed = exit_timed(ebb, t0, dl(10))
+        self.assertEqual(code, 0)
+        self.assertGreaterEqual(elapsed, PROPAGATION_DELAY - EARLY, "SIGINT drains too")
+        assert_lifecycle_once(self, ebb)
+
+    def test_second_sigterm_during_drain_is_logged_and_ignored(self):
+        gate = Gate()
+        self.on_teardown(gate.release)
+        fake, ebb = self.proxy(gate, shutdown_config(PROPAGATION_DELAY, QUIET_PERIOD,
+                                                     PROPAGATION_MAX, 5.0))
+        wait_ready(ebb)
+        c = self.connect(ebb)
+        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertTrue(gate.arrived.wait(dl(5)))
+        t0 = time.monotonic()
+        ebb.signal(signal.SIGTERM)
+        ebb.wait_log("drain started", dl(2))
+        ebb.signal(signal.SIGTERM)
+        rec = ebb.wait_log("signal during drain ignored", dl(2))
+        self.assertEqual(rec.get("signal"), "SIGTERM", rec)
+        # Ignored: the drain goes on, through propagation and into the drain phase.
+        ebb.wait_log("listener closed", dl(5))
+        self.assertTrue(ebb.alive(), "a second SIGTERM must not end the process")
+        self.assertEqual(readyz(ebb), (503, "draining"))
+        self.assertEqual(healthz(ebb), (200, "ok"))
+        self.assertGreaterEqual(time.monotonic() - t0, PROPAGATION_DELAY - EARLY)
+        gate.release()
+        r = c.read_response(timeout=dl(5))
+        self.assertOk(r, b"released", "the in-flight request was not cut by the second SIGTERM")
+        c.close()
+        code, _ = exit_timed(ebb, t0, dl(10))
+        self.assertEqual(code, 0)
+        self.assertEqual(len(ebb.logs("signal during drain ignored")), 1)
+        self.assertEqual(ebb.logs("drained")[0].get("cut"), 0)
+        assert_lifecycle_once(self, ebb)
+
+    def test_second_sigint_exits_at_once(self):
+        fake, ebb = self.proxy(never_answer, shutdown_config(PROPAGATION_DELAY, QUIET_PERIOD,
+                                                             PROPAGATION_MAX, 10.0))
+        wait_ready(ebb)
+        c = self.connect(ebb)
+        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
+        fake.wait_requests(1, dl(5))
+        ebb.signal(signal.SIGINT)
+        rec = ebb.wait_log("drain started", dl(2))
+        self.assertEqual(rec.get("trigger"), "SIGINT", rec)
+        self.assertTrue(ebb.alive())
+        t1 = time.monotonic()
+        ebb.signal(signal.SIGINT)
+        code, elapsed = exit_timed(ebb, t1, dl(10))
+        self.assertLessEqual(elapsed, dl(1.0), "a second SIGINT must exit at once, not drain")
+        self.assertTrue(ebb.logs("second SIGINT: exiting now"), "the second SIGINT is logged")
+        self.assertEqual(code, 1, "a request in flight was cut: exit 1 (SPEC §2)")
+        self.assertTrue(c.wait_closed(dl(2)))
+        self.assertEqual(c.after_close, b"")
+        self.assertEqual(len(ebb.logs("exiting")), 1, ebb.logs("exiting"))
+        self.assertEqual(ebb.logs("exiting")[0].get("code"), 1)
+        self.assertEqual(len(ebb.logs("drain started")), 1)
+
+
+class Reload(EbbTestCase):
+    ebb_config = SHORT
+
+    def test_sighup_shortens_drain_timeout(self):
+        fake, ebb = self.proxy(never_answer, shutdown_config(*FAST_PROPAGATION, 10.0))
+        wait_ready(ebb)
+        rewrite_config(ebb, shutdown_config(*FAST_PROPAGATION, 0.5))
+        ebb.signal(signal.SIGHUP)
+        rec = ebb.wait_log("config reloaded", dl(5))
+        self.assertEqual(rec.get("drain_timeout_s"), 0.5, rec)
+        self.assertTrue(ebb.alive(), "SIGHUP must not stop ebb")
+        self.assertEqual(readyz(ebb), (200, "ready"), "a reload does not start a drain")
+        c = self.connect(ebb)
+        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
+        fake.wait_requests(1, dl(5))
+        t0 = time.monotonic()
+        ebb.signal(signal.SIGTERM)
+        code, elapsed = exit_timed(ebb, t0, dl(15))
+        self.assertEqual(code, 1, "the held request is cut")
+        expected = FAST_PROPAGATION[0] + 0.5
+        self.assertGreaterEqual(elapsed, expected - EARLY)
+        # With the original 10s drain_timeout the cut would come at ~10.3s.
+        self.assertLessEqual(elapsed, expected + dl(2.0),
+                             f"cut {elapsed:.2f}s after SIGTERM: the reloaded drain_timeout (0.5s) "
+                             f"was not applied (the original was 10s)")
+        self.assertEqual(ebb.logs("drained")[0].get("cut"), 1)
+        assert_lifecycle_once(self, ebb)
+
+    def test_sighup_lengthens_drain_timeout(self):
+        gate = Gate()
+        self.on_teardown(gate.release)
+        fake, ebb = self.proxy(gate, shutdown_config(*FAST_PROPAGATION, 0.5))
+        wait_ready(ebb)
+        rewrite_config(ebb, shutdown_config(*FAST_PROPAGATION, 5.0))
+        ebb.signal(signal.SIGHUP)
+        ebb.wait_log("config reloaded", dl(5))
+        c = self.connect(ebb)
+        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertTrue(gate.arrived.wait(dl(5)))
+        t0 = time.monotonic()
+        ebb.signal(signal.SIGTERM)
+        ebb.wait_log("listener closed", dl(5))
+        t_closed = time.monotonic()
+        # The old drain_timeout (0.5s) would cut the request now; the reloaded one (5s) does not.
+        time.sleep(1.0)  # the elapsed time past the old deadline is the behaviour under test
+        self.assertTrue(ebb.alive(), "ebb ended the drain at the old drain_timeout")
+        self.assertEqual(ebb.logs("drained"), [],
+                         f"drained {time.monotonic() - t_closed:.2f}s into the drain phase: the old "
+                         f"0.5s drain_timeout is still in force")
+        gate.release()
+        r = c.read_response(timeout=dl(5))
+        self.assertOk(r, b"released", "a request longer than the old drain_timeout completes")
+        c.close()
+        code, _ = exit_timed(ebb, t0, dl(10))
+        self.assertEqual(code, 0)
+        self.assertEqual(ebb.logs("drained")[0].get("cut"), 0)
+        assert_lifecycle_once(self, ebb)
+
+    def test_sighup_refuses_a_listen_change_and_keeps_the_old_config(self):
+        gate = Gate()
+        self.on_teardown(gate.release)
+        fake, ebb = self.proxy(route({"/held": gate}, default=answer_target),
+                               shutdown_config(*FAST_PROPAGATION, 5.0))
+        wait_ready(ebb)
+        other = unused_port()
+        # The refused file also shortens drain_timeout: none of it may be applied.
+        rewrite_config(ebb, {"listen": f"127.0.0.1:{other}", **shutdown_config(*FAST_PROPAGATION, 0.3)})
+        ebb.signal(signal.SIGHUP)
+        deadline = time.monotonic() + dl(5)
+        refused = []
+        while not refused:
+            refused = [r for r in ebb.logs() if str(r.get("msg", "")).startswith("reload refused")]
+            self.assertLess(time.monotonic(), deadline, "no `reload refused` log line after SIGHUP")
+            time.sleep(0.01)
+        self.assertIn(refused[0].get("level"), ("error", "warn"), refused[0])
+        self.assertEqual(ebb.logs("config reloaded"), [], "the reload was refused, not applied")
+        self.assertTrue(ebb.alive())
+        # The old port still serves; nothing listens on the new one.
+        c = self.connect(ebb)
+        self.assertOk(c.request("GET", "/still-here"), b"/still-here")
+        self.assertEqual(try_connect(other), "refused", f"ebb must not listen on {other}")
+        self.assertEqual(readyz(ebb), (200, "ready"))
+        # The old drain_timeout (5s) is still in force: a request held 1s into the drain phase
+        # (past the refused file's 0.3s) completes.
+        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertTrue(gate.arrived.wait(dl(5)))
+        t0 = time.monotonic()
+        ebb.signal(signal.SIGTERM)
+        ebb.wait_log("listener closed", dl(5))
+        time.sleep(1.0)  # past the refused file's drain_timeout: the behaviour under test
+        self.assertEqual(ebb.logs("drained"), [], "the refused file's drain_timeout was applied")
+        gate.release()
+        self.assertOk(c.read_response(timeout=dl(5)), b"released")
+        c.close()
+        code, _ = exit_timed(ebb, t0, dl(10))
+        self.assertEqual(code, 0)
+        assert_lifecycle_once(self, ebb)
+
+    def test_sighup_refuses_an_admin_listen_change(self):
+        fake, ebb = self.proxy(ok())
+        wait_ready(ebb)
+        old_admin = ebb.admin_port
+        other = unused_port()
+        rewrite_config(ebb, {"admin": {"listen": f"127.0.0.1:{other}"}})
+        ebb.signal(signal.SIGHUP)
+        deadline = time.monotonic() + dl(5)
+        while not [r for r in ebb.logs() if str(r.get("msg", "")).startswith("reload refused")]:
+            self.assertLess(time.monotonic(), deadline, "no `reload refused` log line after SIGHUP")
+            time.sleep(0.01)
+        self.assertEqual(ebb.logs("config reloaded"), [])
+        self.assertEqual(ebb.admin_port, old_admin)
+        self.assertEqual(healthz(ebb), (200, "ok"), "the old admin port still answers")
+        self.assertEqual(try_connect(other), "refused")
+
+
+if __name__ == "__main__":
+    unittest.main()
