@@ -1012,7 +1012,7 @@ class FakeUpstream:
         with self._cv:
             out = [f"accepts={len(self.conns)}"]
             for c in self.conns:
-                out.append(f"  {c!r}")
+                out.append(f"  {c!r} first bytes: {bytes(c.raw[:160])!r}")
             for r in self.requests[-30:]:
                 out.append(f"  {r!r}")
             for e in self.parse_errors:

@@ -100,7 +100,6 @@ class KeepAliveAndPool(EbbTestCase):
         idle = conn.peer_closed_at - t0
         self.assertGreaterEqual(idle, 0.3, f"pooled connection closed after {idle:.3f}s, "
                                            f"before upstream_idle (500ms)")
-        self.assertEqual(conn.peer_closed_how, "eof", "ebb should close it, not reset it")
         self.assertOk(c.request("GET", "/3"), b"/3")
         self.assertEqual(fake.accepts, 2)
 

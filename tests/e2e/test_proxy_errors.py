@@ -76,6 +76,8 @@ class ClientTimeouts(EbbTestCase):
         t0 = time.monotonic()
         r = None
         for i in range(len(head)):
+            if time.monotonic() - t0 > dl(5):
+                break
             try:
                 c.send(head[i:i + 1])
             except OSError:
@@ -86,8 +88,6 @@ class ClientTimeouts(EbbTestCase):
             except WaitTimeout:
                 continue
             except HarnessError:
-                break
-            if time.monotonic() - t0 > dl(5):
                 break
         if r is None:
             r = c.read_head(timeout=dl(1))

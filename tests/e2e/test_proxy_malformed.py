@@ -112,13 +112,17 @@ BODY_SHAPES = [
 
 
 class Malformed(EbbTestCase):
-    def _send_bad(self, ebb, raw, allowed):
+    def _send_bad(self, ebb, fake, raw, allowed):
         c = self.connect(ebb)
         try:
             c.send(raw)
         except OSError:
             pass  # ebb may close before taking it all: its answer is read below
         r = c.read_response(timeout=dl(3))
+        if r.status not in allowed:
+            got = fake.raw_received()
+            self.fail(f"expected {allowed} with X-Ebb-Error for {raw[:100]!r}, got {r!r} "
+                      f"body={r.body[:100]!r}; the app received {got[:500]!r}")
         self.assertEbbError(r, allowed, f"request {raw[:100]!r}")
         self.assertClosed(c, msg=f"the connection after rejecting {raw[:60]!r}")
 
@@ -132,7 +136,7 @@ class Malformed(EbbTestCase):
 
     def check_head_rejected(self, raw, allowed):
         fake, ebb = self.proxy(ok())
-        self._send_bad(ebb, raw, allowed)
+        self._send_bad(ebb, fake, raw, allowed)
         marker = self._marker(ebb, fake)
         self.assertEqual(fake.raw_received(), marker.raw_head,
                          f"bytes of the malformed request reached the app:\n{fake.summary()}\n"
@@ -140,7 +144,7 @@ class Malformed(EbbTestCase):
 
     def check_body_rejected(self, body):
         fake, ebb = self.proxy(ok())
-        self._send_bad(ebb, CHUNKED_POST + body, B400)
+        self._send_bad(ebb, fake, CHUNKED_POST + body, B400)
         self._marker(ebb, fake)
         raw = fake.raw_received()
         self.assertNotIn(b"/admin", raw, f"the smuggled request reached the app: {raw[:600]!r}")

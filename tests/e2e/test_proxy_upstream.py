@@ -8,7 +8,7 @@ import time
 import unittest
 
 from ebbtest import (CLOSE, EbbTestCase, answer_target, build_request, build_response,
-                     close_mid_body, dl, never_answer, ok, pattern_bytes, unused_port,
+                     close_at_once, close_mid_body, dl, never_answer, ok, pattern_bytes, unused_port,
                      upgrade_echo)
 
 
@@ -163,6 +163,14 @@ class ConnectFailures(EbbTestCase):
 
 
 class AppFailures(EbbTestCase):
+    def test_app_closing_right_after_accept_gives_502(self):
+        fake, ebb = self.proxy(ok(), on_accept=close_at_once)
+        c = self.connect(ebb)
+        r = c.request("GET", "/", timeout=dl(6))
+        self.assertEbbError(r, 502, "the app accepts and closes before reading the request")
+        self.assertTrue(r.body.strip(), "SPEC §5: a short text body naming the cause")
+        self.assertGreaterEqual(fake.accepts, 1)
+
     def test_hung_app_gives_504_after_upstream_response_timeout(self):
         fake, ebb = self.proxy(never_answer, {"timeouts": {"upstream_response": "500ms"}})
         c = self.connect(ebb)
@@ -240,6 +248,11 @@ class Upgrade(EbbTestCase):
         c.send(build_request("GET", "/maybe-ws", self.WS_HEADERS))
         r = c.read_response(timeout=dl(3))
         self.assertOk(r, b"/maybe-ws")
+        self.assertNotEqual(r.status, 101)
+        if "close" in r.header_tokens("Connection"):
+            # Closing after a declined upgrade is allowed, if announced (RFC 9112 §9.6).
+            self.assertClosed(c)
+            c = self.connect(ebb)
         self.assertOk(c.request("GET", "/plain"), b"/plain",
                       "after a declined upgrade the connection is still HTTP")
         self.assertEqual([q.target for q in fake.requests], ["/maybe-ws", "/plain"])
