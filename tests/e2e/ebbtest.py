@@ -815,9 +815,9 @@ class FakeConn:
 
     def send_pattern(self, total: int, chunk: int = MIB, check: StreamCheck | None = None):
         for c in pattern_chunks(total, chunk):
-            self.send(c)
             if check is not None:
-                check.update(c)
+                check.update(c)  # before the send: the reader may get the last byte first
+            self.send(c)
 
     def wait_peer_close(self) -> bool:
         """Reads (and keeps) whatever comes until ebb closes: True, or the fake stops: False."""

@@ -20,14 +20,14 @@ import json, signal, socket, sys, time
 cfg = open(sys.argv[2]).read()
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(8)
 a = socket.socket(); a.bind(("127.0.0.1", 0)); a.listen(8)
+def term(*_):
+    log("exiting", code=0); sys.exit(0)
+signal.signal(signal.SIGTERM, term)  # before `listening`: a test may signal right after it
 def log(msg, **kw):
     sys.stderr.write(json.dumps({"ts": "t", "level": "info", "msg": msg, **kw}) + "\n"); sys.stderr.flush()
 log("listening", proxy="127.0.0.1:%d" % s.getsockname()[1], admin="127.0.0.1:%d" % a.getsockname()[1])
 sys.stderr.write("not json\n"); sys.stderr.flush()
 log("config", text=cfg)
-def term(*_):
-    log("exiting", code=0); sys.exit(0)
-signal.signal(signal.SIGTERM, term)
 while True: time.sleep(1)
 """
 
