@@ -461,7 +461,8 @@ class WsEchoApp:
     """A minimal WebSocket app for FakeUpstream: answers the handshake (Sec-WebSocket-Accept per
     §4.2.2), checks that every client frame is masked, echoes text/binary frames unmasked, and
     answers a close frame with a close frame, then closes. The message b"big" makes it send one
-    binary frame of `big_size` bytes: the header and `big_first` bytes of payload, then it sets
+    binary frame of `big_size` bytes: the header and `big_first` bytes of payload (a negative
+    `big_first` stops that many bytes short of the end of the 10-byte header), then it sets
     `mid_frame` and waits for `release()`, then sends the rest of the frame followed by a text
     frame b"after" in the same write."""
 
