@@ -634,7 +634,7 @@ class Request(Headers):
                 n = int(size_part, 16)
                 if n == 0:
                     break
-                conn.read_exact_into(n, deliver, self.body_raw if keep_raw else None)
+                conn.read_exact_into(n, deliver, self.body_raw if keep_raw and sink is None else None)
                 crlf = conn.read_exact(2)
                 self.body_raw += crlf
                 if crlf != b"\r\n":
