@@ -139,6 +139,10 @@ RequestInfo analyse_request(const MessageHead& head, bool http11) {
   RequestInfo info;
   for (size_t i = 0; i < head.count(); ++i) {
     std::string_view n = head.name(i), v = head.value(i);
+    if (n.empty()) {
+      info.error = "empty header name";
+      return info;
+    }
     if (!valid_field_value(v)) {
       info.error = "invalid character in header value";
       return info;

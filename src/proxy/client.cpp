@@ -115,6 +115,14 @@ void ClientConn::on_read(ssize_t nread, const uv_buf_t* buf) {
 }
 
 void ClientConn::parse(const char* data, size_t len) {
+  if (!scan_.done()) {
+    if (const char* bad = scan_.feed(data, len)) {
+      if (!pending_in_.empty() && data == pending_in_.data()) pending_in_.clear();
+      LOG_INFO("bad request", {"conn", id_}, {"status", 400}, {"reason", bad});
+      send_error(400, bad);
+      return;
+    }
+  }
   parsing_ = true;
   llhttp_errno_t err = llhttp_execute(&parser_, data, len);
   parsing_ = false;
@@ -144,9 +152,11 @@ void ClientConn::parse(const char* data, size_t len) {
     if (lingering_) return;  // an upstream failure already answered and ended the exchange
     int status = 400;
     const char* reason = llhttp_get_error_reason(&parser_);
-    if (err == HPE_USER && reject_reason_ != nullptr) {
+    if (reject_reason_ != nullptr) {  // from our own callback (llhttp may report it as HPE_CB_*)
       status = reject_status_;
       reason = reject_reason_;
+    } else if (err == HPE_INVALID_VERSION) {
+      status = 505;
     }
     if (reason == nullptr || *reason == '\0') reason = llhttp_errno_name(err);
     LOG_INFO("bad request", {"conn", id_}, {"status", status}, {"reason", reason},

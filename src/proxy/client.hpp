@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "http/head_scan.hpp"
 #include "http/message.hpp"
 #include "metrics.hpp"
 #include "proxy/websocket.hpp"
@@ -117,6 +118,7 @@ class ClientConn {
   uv_shutdown_t shutdown_req_;
   llhttp_t parser_;
   http::MessageHead head_;
+  http::HeadScanner scan_;
   http::RequestInfo info_;
   Exchange ex_;
   std::string out_;           // the request head for the app, kept until it may be replayed

@@ -312,6 +312,7 @@ void ClientConn::finish_exchange() {
   ++requests_;
   bool close_after = ex_.close_after || w_.phase() != Phase::kServing;
   ex_ = Exchange{};
+  scan_.reset();
   if (up_ != nullptr) release_upstream(false);
   if (close_after) {
     graceful_close();

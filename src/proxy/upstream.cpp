@@ -258,7 +258,9 @@ int UpstreamConn::on_headers_complete() {
   if (status >= 100 && status < 200 && status != 101) return owner_->upstream_informational(this);
   int r = owner_->upstream_head(this);
   if (state_ == State::kClosing) return HPE_USER;
-  if (r == 0 && head_request_) return 1;
+  // No body after HEAD, 204 or 304, whatever Content-Length says (RFC 9110 §6.4.1);
+  // llhttp would wait for one.
+  if (r == 0 && (head_request_ || status == 204 || status == 304)) return 1;
   return r;
 }
 

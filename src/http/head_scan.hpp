@@ -1,0 +1,98 @@
+// The framing rules of a request head that llhttp 8.1 lets through even in strict mode:
+// every line ends in CRLF (no bare LF, RFC 9112 §2.2), no obs-fold (§5.2), and a request line
+// of exactly three parts separated by single spaces (§3). It looks at head bytes only: it
+// stops at the empty line that ends the head, so bodies are never scanned.
+#pragma once
+
+#include <cstddef>
+#include <cstring>
+
+namespace ebb::http {
+
+class HeadScanner {
+ public:
+  void reset() { *this = HeadScanner{}; }
+  bool done() const { return state_ == State::kDone; }
+
+  // Scans `len` more bytes of the stream; returns nullptr, or the reason the head is invalid.
+  const char* feed(const char* p, size_t len) {
+    size_t i = 0;
+    while (i < len && state_ != State::kDone) {
+      char c = p[i];
+      switch (state_) {
+        case State::kStart:  // empty lines before a request line are tolerated (RFC 9112 §2.2)
+          if (c == '\r') {
+            state_ = State::kStartLF;
+          } else if (c == '\n') {
+            return "bare LF in request head";
+          } else {
+            state_ = State::kRequestLine;
+            continue;
+          }
+          break;
+        case State::kStartLF:
+          if (c != '\n') return "CR without LF in request head";
+          state_ = State::kStart;
+          break;
+        case State::kRequestLine:
+          if (c == ' ') {
+            if (prev_space_) return "more than one space between request-line parts";
+            prev_space_ = true;
+            if (++spaces_ > 2) return "too many spaces in request line";
+          } else if (c == '\r') {
+            if (prev_space_ || spaces_ != 2) return "malformed request line";
+            state_ = State::kLineLF;
+          } else if (c == '\n') {
+            return "bare LF in request head";
+          } else {
+            prev_space_ = false;
+          }
+          break;
+        case State::kLineLF:
+          if (c != '\n') return "CR without LF in request head";
+          state_ = State::kLineStart;
+          break;
+        case State::kLineStart:
+          if (c == ' ' || c == '\t') return "obsolete line folding (obs-fold) in header";
+          if (c == '\n') return "bare LF in request head";
+          if (c == '\r') {
+            state_ = State::kEndLF;
+            break;
+          }
+          state_ = State::kField;
+          continue;
+        case State::kField: {
+          // Skip to the end of the line; the only question is what precedes its LF.
+          const void* lf = std::memchr(p + i, '\n', len - i);
+          if (lf == nullptr) {
+            prev_cr_ = p[len - 1] == '\r';
+            return nullptr;
+          }
+          size_t at = static_cast<size_t>(static_cast<const char*>(lf) - p);
+          bool cr = at > i ? p[at - 1] == '\r' : prev_cr_;
+          if (!cr) return "bare LF in request head";
+          state_ = State::kLineStart;
+          i = at + 1;
+          continue;
+        }
+        case State::kEndLF:
+          if (c != '\n') return "CR without LF in request head";
+          state_ = State::kDone;
+          break;
+        case State::kDone:
+          break;
+      }
+      ++i;
+    }
+    return nullptr;
+  }
+
+ private:
+  enum class State { kStart, kStartLF, kRequestLine, kLineLF, kLineStart, kField, kEndLF, kDone };
+  State state_ = State::kStart;
+  unsigned spaces_ = 0;
+  bool prev_space_ = false;
+  bool prev_cr_ = false;
+};
+
+}  // namespace ebb::http
