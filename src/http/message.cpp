@@ -31,8 +31,10 @@ void MessageHead::clear() {
 }
 
 void MessageHead::shrink_if_large() {
-  if (buf_.capacity() > 8192) std::string().swap(buf_);
-  if (fields_.capacity() > 128) std::vector<Field>().swap(fields_);
+  if (buf_.capacity() <= 8192 && fields_.capacity() <= 128) return;
+  clear();
+  std::string().swap(buf_);
+  std::vector<Field>().swap(fields_);
 }
 
 size_t MessageHead::add_target(const char* at, size_t len) {
@@ -107,7 +109,7 @@ bool valid_host(std::string_view v) {
   std::string_view port;
   if (host.front() == '[') {
     size_t close = host.find(']');
-    if (close == std::string_view::npos) return false;
+    if (close == std::string_view::npos || close == 1) return false;
     for (char c : host.substr(1, close - 1)) {
       if (!(std::isxdigit(static_cast<unsigned char>(c)) || c == ':' || c == '.')) return false;
     }
@@ -188,6 +190,12 @@ RequestInfo analyse_request(const MessageHead& head, bool http11) {
         break;
     }
   }
+  // Fields that Connection names are dropped, so ebb adds its own instead.
+  if (info.connection.named_count > 0) {
+    if (info.connection.names("x-request-id")) info.has_request_id = false;
+    if (info.connection.names("x-forwarded-proto")) info.has_forwarded_proto = false;
+    if (info.connection.names("x-forwarded-host")) info.has_forwarded_host = false;
+  }
   if (info.host_count > 1) {
     info.error = "more than one Host header";
   } else if (info.host_count == 0 && http11) {
@@ -209,8 +217,14 @@ void append_field(std::string& out, std::string_view name, std::string_view valu
   out.append("\r\n", 2);
 }
 
+// Connection may name extension fields, never the framing or the target: honouring
+// "Connection: Content-Length" would unframe the message.
+bool protected_field(std::string_view name) {
+  return iequals(name, "content-length") || iequals(name, "host");
+}
+
 bool dropped(std::string_view name, const ConnectionOptions& c) {
-  return is_hop_by_hop(name) || (c.named_count > 0 && c.names(name));
+  return is_hop_by_hop(name) || (c.named_count > 0 && c.names(name) && !protected_field(name));
 }
 
 }  // namespace
