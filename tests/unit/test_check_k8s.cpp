@@ -3,6 +3,7 @@
 // config comes from, the exit codes and both output formats. No sockets, no process.
 #include <catch2/catch.hpp>
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
