@@ -9,7 +9,7 @@ import signal
 import time
 import unittest
 
-from ebbtest import ConnectionClosed, EbbTestCase, answer_target, dl, ok, route
+from ebbtest import ConnectionClosed, EbbTestCase, answer_target, dl, ok, pattern_bytes, route
 from lifecycle_util import (DRAIN_TIMEOUT, EARLY, Client, PROPAGATION_DELAY, PROPAGATION_MAX,
                             QUIET_PERIOD, SHORT,
                             Gate, assert_lifecycle_once, exit_timed, healthz, poll_readyz, readyz,
@@ -286,6 +286,71 @@ class Propagation(EbbTestCase):
         rec = ebb.logs("drained")[0]
         self.assertEqual((rec.get("requests"), rec.get("cut")), (1, 0), rec)
         assert_lifecycle_once(self, ebb)
+
+    def test_http10_keepalive_client_gets_no_keepalive_during_propagation(self):
+        fake, ebb = self.proxy(answer_target)
+        c = self.connect(ebb)
+        r = c.request("GET", "/one", [("Connection", "keep-alive")], version="HTTP/1.0")
+        self.assertOk(r, b"/one")
+        self.assertIn("keep-alive", r.header_tokens("Connection"), "HTTP/1.0 keep-alive before")
+        ebb.signal(signal.SIGTERM)
+        poll_readyz(ebb, 503, "draining", dl(2))
+        r = c.request("GET", "/two", [("Connection", "keep-alive")], version="HTTP/1.0")
+        self.assertOk(r, b"/two")
+        self.assertNotIn("keep-alive", r.header_tokens("Connection"),
+                         f"no keep-alive promised during propagation: {r!r}")
+        self.assertClosed(c, dl(1))
+        self.assertEqual(wait_exit(ebb, dl(5)), 0)
+
+    def test_last_response_survives_unread_request_bytes_at_close(self):
+        # Issue 3 / RFC 9112 §9.6: closing a socket that still has unread request bytes sends a
+        # reset, which discards response bytes not yet delivered. Here the client pipelines a
+        # second request (with a body) behind the first, keeps a small receive window and reads
+        # late, so most of a 1 MiB response is still on ebb's side when ebb decides to close.
+        body = pattern_bytes(1 << 20)
+        fake, ebb = self.proxy(route({"/first": ok(body)}, default=answer_target))
+        ebb.signal(signal.SIGTERM)
+        poll_readyz(ebb, 503, "draining", dl(2))
+        c = self.connect(ebb, rcvbuf=32 * 1024)
+        second = b"POST /second HTTP/1.1\r\nHost: t\r\nContent-Length: 200000\r\n\r\n"
+        c.send(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n" + second + b"x" * 100_000)
+        fake.wait_for(lambda: fake.bytes_sent_total() >= len(body), dl(5),
+                      "the app to have sent the whole response")
+        time.sleep(0.3)  # a client that reads late: the delay is the behaviour
+        r = c.read_response(timeout=dl(10))
+        self.assertOk(r, None, "the last response before the close")
+        self.assertEqual(len(r.body), len(body))
+        self.assertTrue(r.body == body, "the last response must reach the client whole")
+        self.assertIn("close", r.header_tokens("Connection"))
+        self.assertTrue(c.wait_closed(dl(5)))
+        self.assertEqual([q.target for q in fake.requests], ["/first"],
+                         "nothing after a Connection: close response may be forwarded")
+
+    def test_silent_connection_opened_during_propagation_does_not_hold_the_drain(self):
+        # drain_timeout 10s: holding the silent connection until the deadline would be late.
+        fake, ebb = self.proxy(answer_target, shutdown_config(PROPAGATION_DELAY, QUIET_PERIOD,
+                                                              PROPAGATION_MAX, 10.0))
+        t0 = time.monotonic()
+        ebb.signal(signal.SIGTERM)
+        poll_readyz(ebb, 503, "draining", dl(2))
+        silent = self.connect(ebb)    # never sends a byte
+        talker = self.connect(ebb)    # sends its request only once the listener is closed
+        ebb.wait_log("listener closed", dl(5))
+        t_closed = time.monotonic()
+        r = talker.request("GET", "/late-first-request")
+        self.assertOk(r, b"/late-first-request",
+                      "a connection accepted during propagation is served in the drain phase")
+        self.assertIn("close", r.header_tokens("Connection"))
+        self.assertTrue(silent.wait_closed(dl(5)),
+                        "a connection that never sends a request must not stay open")
+        self.assertEqual(silent.after_close, b"")
+        talker.close()
+        code, elapsed = exit_timed(ebb, t0, dl(15))
+        self.assertEqual(code, 0, "nothing was in flight: exit 0")
+        self.assertLessEqual(t0 + elapsed - t_closed, 2.0 + dl(1.5),
+                             "the silent connection held the drain toward drain_timeout (10s)")
+        rec = ebb.logs("drained")[0]
+        self.assertEqual((rec.get("requests"), rec.get("cut")), (1, 0), rec)
 
     def test_idle_process_exits_right_after_propagation(self):
         # drain_timeout 5s: an ebb that waited for the deadline would exit at 6s, not ~1s.

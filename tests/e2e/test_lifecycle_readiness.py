@@ -3,6 +3,7 @@
 readiness.interval, `ready` again when the app is back; /healthz 200 throughout. Both check
 kinds: `tcp` (connect) and `http` (GET readiness.http_path, 2xx/3xx is ready)."""
 
+import signal
 import threading
 import time
 import unittest
@@ -159,6 +160,24 @@ class Readiness(EbbTestCase):
         self.assertTrue(gate_hit.is_set())
         state["hung"] = False
         poll_readyz(ebb, 200, "ready", dl(5))
+
+    def test_sigterm_while_starting_drains(self):
+        health = Switch(503)  # the app answers, but is not healthy: ebb stays starting
+        fake = self.start_fake(route({"/healthz": health}, default=answer_target))
+        ebb = self.start_ebb(fake, {**readiness("http"), "shutdown": {
+            "propagation_delay": "300ms", "quiet_period": "100ms", "propagation_max": "1s",
+            "drain_timeout": "1s"}})
+        # ebb installs its signal handlers before its first check: a check at the app proves
+        # they are in place (`listening` is logged before them).
+        fake.wait_for(lambda: health.hits >= 1, dl(5), "the first readiness check")
+        self.assertEqual(readyz(ebb), (503, "starting"))
+        ebb.signal(signal.SIGTERM)
+        poll_readyz(ebb, 503, "draining", dl(2))
+        self.assertEqual(ebb.wait_exit(dl(10)), 0)
+        ebb._reader.join(5)
+        self.assertEqual(ebb.logs("ready"), [], "never ready")
+        for msg in ("drain started", "listener closed", "drained", "exiting"):
+            self.assertEqual(len(ebb.logs(msg)), 1, msg)
 
     def test_check_none_is_ready_at_once(self):
         ebb = self.start_ebb(unused_port(), {"readiness": {"upstream_check": "none"}})
