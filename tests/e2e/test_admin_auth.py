@@ -11,7 +11,7 @@ import subprocess
 import time
 import unittest
 
-from ebbtest import EBB_BIN, EbbTestCase, dl, ok, unused_port
+from ebbtest import EBB_BIN, EbbTestCase, dl, ok, unused_port, wait_until
 from lifecycle_util import (SHORT, Gate, admin_request, assert_lifecycle_once, exit_timed,
                             non_loopback_ipv4, poll_readyz, readyz, run_drain_cli, scrape,
                             wait_ready)
@@ -33,7 +33,9 @@ class AuthCase(EbbTestCase):
     def assertRefused(self, ebb, resp, caller: str, n_before: int, msg: str):
         self.assertEbbError(resp, 403, msg)
         self.assertEqual(self.refused_total(ebb), n_before + 1, f"{msg}: ebb_admin_refused_total")
-        recs = ebb.logs("drain refused")
+        # The line is written before the answer, but read from ebb's stderr by another thread.
+        recs = wait_until(lambda: len(ebb.logs("drain refused")) > n_before and
+                          ebb.logs("drain refused"), dl(2), f"{msg}: a `drain refused` line")
         self.assertEqual(len(recs), n_before + 1, f"{msg}: one `drain refused` line per refusal")
         self.assertEqual(recs[-1].get("level"), "warn", recs[-1])
         self.assertEqual(recs[-1].get("caller"), caller, recs[-1])

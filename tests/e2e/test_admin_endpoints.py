@@ -131,7 +131,7 @@ class Endpoints(AdminCase):
         self.assertEqual(ex.value("ebb_lifecycle_state", {"state": "drained"}), 1)
         self.assertEqual(ex.value("ebb_requests_in_flight"), 0)
         self.assertTrue(c.wait_closed(dl(2)))
-        self.assertEqual(ebb.logs("drained")[0].get("cut"), 1)
+        self.assertEqual(ebb.wait_log("drained", dl(2)).get("cut"), 1)
         t1 = time.monotonic()
         ebb.signal(signal.SIGTERM)
         code, elapsed = exit_timed(ebb, t1, dl(10))
@@ -194,6 +194,7 @@ class Endpoints(AdminCase):
         self.assertEqual((doc["drained_requests"], doc["cut_requests"]), (0, 0), doc)
         r = admin_request(ebb, "GET", "/drain")
         self.assertIn(r.status, (200, 202), r)
+        ebb.wait_log("drain started", dl(2))
         self.assertEqual(len(ebb.logs("drain started")), 1, "a drain starts once")
         self.assertEqual(readyz(ebb), (503, "drained"))
 

@@ -119,6 +119,7 @@ class Readiness(EbbTestCase):
         # A 3xx counts as healthy (SPEC: 2xx or 3xx).
         health.status = 302
         poll_readyz(ebb, 200, "ready", dl(5))
+        ebb.wait_log("upstream available again", dl(2))
         self.assertEqual(len(ebb.logs("upstream unavailable")), 1)
         self.assertEqual(len(ebb.logs("upstream available again")), 1)
 

@@ -7,7 +7,7 @@ lifecycle state through a drain, cut requests, build info."""
 import time
 import unittest
 
-from ebbtest import EbbTestCase, answer_target, dl, never_answer, ok, route, unused_port
+from ebbtest import EbbTestCase, answer_target, dl, never_answer, ok, route, slow, unused_port
 from lifecycle_util import (SHORT, Gate, admin_request, parse_prometheus, poll_readyz, scrape,
                             wait_metric, wait_ready)
 
@@ -85,7 +85,8 @@ class Metrics(EbbTestCase):
                 parse_prometheus(bad)
 
     def test_requests_total_by_code_and_duration_histogram(self):
-        fake, ebb = self.proxy(route({"/404": ok(b"no", 404), "/500": ok(b"bad", 500)},
+        fake, ebb = self.proxy(route({"/404": ok(b"no", 404), "/500": ok(b"bad", 500),
+                                      "/20ms": slow(0.02, ok(b"slowish"))},
                                      default=answer_target))
         before = scrape(ebb)
         c = self.connect(ebb)
@@ -97,8 +98,22 @@ class Metrics(EbbTestCase):
         self.assertEqual(self.code(after, 500) - self.code(before, 500), 1)
         dc = lambda ex: ex.value("ebb_request_duration_seconds_count")
         self.assertEqual(dc(after) - dc(before), 6, "one duration observation per request")
-        self.assertGreater(after.value("ebb_request_duration_seconds_sum"),
-                           before.value("ebb_request_duration_seconds_sum"))
+        # Requests of at least 20ms each (the app's delay is the behaviour): the sum grows by
+        # at least their total (less 1ms each for a millisecond clock), and none of them is in
+        # a bucket below 20ms.
+        before = after
+        for _ in range(5):
+            self.assertOk(c.request("GET", "/20ms"), b"slowish")
+        after = scrape(ebb)
+        le = lambda e, b: e.value("ebb_request_duration_seconds_bucket", {"le": b})
+        self.assertEqual(dc(after) - dc(before), 5)
+        grew = (after.value("ebb_request_duration_seconds_sum")
+                - before.value("ebb_request_duration_seconds_sum"))
+        self.assertGreaterEqual(grew, 5 * (0.02 - 0.001),
+                                f"5 requests of >= 20ms added only {grew:.4f}s to the sum")
+        self.assertEqual(le(after, "0.01") - le(before, "0.01"), 0,
+                         "a request of >= 20ms counted in the le=0.01 bucket")
+        self.assertEqual(le(after, "+Inf") - le(before, "+Inf"), 5)
 
     def test_in_flight_and_connections_active_follow_requests(self):
         gate = Gate()
