@@ -8,7 +8,7 @@ import signal
 import time
 import unittest
 
-from ebbtest import EbbTestCase, build_request, dl, never_answer, ok, route
+from ebbtest import EbbTestCase, build_request, dl, never_answer, ok
 from lifecycle_util import (DRAIN_TIMEOUT, EARLY, PROPAGATION_DELAY, SHORT, Client, Gate,
                             admin_request, assert_lifecycle_once, exit_timed, healthz,
                             poll_readyz, readyz, scrape, try_connect, wait_ready)
@@ -183,6 +183,24 @@ class Endpoints(AdminCase):
         code, _ = exit_timed(ebb, time.monotonic(), dl(10))
         self.assertEqual(code, 0, "drained after a SIGTERM: exit without waiting for another")
         assert_lifecycle_once(self, ebb)
+
+    def test_waiter_is_answered_before_a_second_sigint_exits(self):
+        fake, ebb = self.proxy(never_answer, {"shutdown": {"drain_timeout": "10s"}})
+        c = self.connect(ebb)
+        c.send(b"GET /hang HTTP/1.1\r\nHost: t\r\n\r\n")
+        fake.wait_requests(1, dl(5))
+        w = self.admin_client(ebb)
+        w.send(build_request("GET", "/drain?wait=true"))
+        ebb.wait_log("drain started", dl(2))
+        ebb.signal(signal.SIGINT)   # the first SIGINT during a drain is the "second" one
+        code, _ = exit_timed(ebb, time.monotonic(), dl(5))
+        # SPEC §3: waiters are answered before the process exits, whatever ended the drain.
+        resp = w.read_response(timeout=dl(2))
+        self.assertIn(resp.status, (200, 503), f"the waiter got {resp!r} {resp.body!r}")
+        if resp.status == 200:
+            doc = self.summary(resp)
+            self.assertEqual(doc["cut_requests"], 1, doc)
+        self.assertEqual(code, 1)
 
     def test_drain_again_once_drained(self):
         fake, ebb = self.proxy(ok())

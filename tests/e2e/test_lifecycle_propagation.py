@@ -287,6 +287,20 @@ class Propagation(EbbTestCase):
         self.assertEqual((rec.get("requests"), rec.get("cut")), (1, 0), rec)
         assert_lifecycle_once(self, ebb)
 
+    def test_probes_on_the_proxy_listener_say_draining_with_connection_close(self):
+        fake, ebb = self.proxy(answer_target, {"probes": {"on_proxy_listener": True}})
+        c = self.connect(ebb)
+        r = c.request("GET", "/readyz")
+        self.assertEqual((r.status, r.body.strip()), (200, b"ready"), r)
+        ebb.signal(signal.SIGTERM)
+        poll_readyz(ebb, 503, "draining", dl(2))
+        r = c.request("GET", "/readyz")
+        self.assertEqual((r.status, r.body.strip()), (503, b"draining"), r)
+        self.assertIn("close", r.header_tokens("Connection"), r)
+        self.assertClosed(c, dl(1))
+        self.assertEqual(fake.requests, [], "probes are not forwarded to the app")
+        self.assertEqual(wait_exit(ebb, dl(5)), 0)
+
     def test_http10_keepalive_client_gets_no_keepalive_during_propagation(self):
         fake, ebb = self.proxy(answer_target)
         c = self.connect(ebb)

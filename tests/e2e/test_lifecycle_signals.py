@@ -1,16 +1,18 @@
 """SPEC §2 / issue 3, signals: SIGINT drains like SIGTERM; a second SIGTERM during a drain is logged
 and ignored; a second SIGINT exits at once; SIGHUP reloads the config file (a changed
-drain_timeout is proven by behaviour: a request is cut sooner, or survives longer) and refuses a
-listen-address change with a log line, keeping the old config whole."""
+drain_timeout is proven by behaviour: a request is cut sooner, or survives longer; the log level
+too) and refuses a listen-address change with a log line, keeping the old config whole, as it
+keeps it on a file that does not load."""
 
 import signal
 import time
 import unittest
 
-from ebbtest import EbbTestCase, answer_target, dl, never_answer, ok, route, unused_port
+from ebbtest import (EbbTestCase, answer_target, dl, echo, never_answer, ok, route, unused_port,
+                     wait_until)
 from lifecycle_util import (EARLY, PROPAGATION_DELAY, PROPAGATION_MAX, QUIET_PERIOD, SHORT, Gate,
                             assert_lifecycle_once, exit_timed, healthz, readyz, rewrite_config,
-                            shutdown_config, try_connect, wait_ready)
+                            shutdown_config, try_connect, wait_metric, wait_ready)
 
 # Shorter propagation for the SIGHUP tests: only the drain phase matters there.
 FAST_PROPAGATION = (0.3, 0.1, 1.0)
@@ -144,6 +146,56 @@ class Reload(EbbTestCase):
         self.assertEqual(code, 0)
         self.assertEqual(ebb.logs("drained")[0].get("cut"), 0)
         assert_lifecycle_once(self, ebb)
+
+    def test_sighup_changes_the_log_level(self):
+        fake, ebb = self.proxy(echo(), {"log": {"level": "info"}})
+        wait_ready(ebb)
+
+        def client_gives_up_mid_request(n: int):
+            c = self.connect(ebb)
+            c.send(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+            fake.wait_requests(n, dl(5))
+            c.close()
+            wait_metric(ebb, "ebb_connections_active", None, lambda v: v == 0, dl(5))
+
+        client_gives_up_mid_request(1)
+        self.assertEqual([r for r in ebb.logs() if r.get("level") == "debug"], [],
+                         "level info: no debug lines")
+        rewrite_config(ebb, {"log": {"level": "debug"}})
+        ebb.signal(signal.SIGHUP)
+        ebb.wait_log("config reloaded", dl(5))
+        client_gives_up_mid_request(2)
+        wait_until(lambda: [r for r in ebb.logs() if r.get("level") == "debug"], dl(2),
+                   "a debug line after the reload to level debug")
+
+    def test_sighup_with_a_broken_file_keeps_running_on_the_old_config(self):
+        gate = Gate()
+        self.on_teardown(gate.release)
+        fake, ebb = self.proxy(route({"/held": gate}, default=answer_target),
+                               shutdown_config(*FAST_PROPAGATION, 5.0))
+        wait_ready(ebb)
+        with open(ebb.config_path, "w") as f:
+            f.write("shutdown:\n  drain_timeout: 300ms\n  no_such_key: 1\n")
+        ebb.signal(signal.SIGHUP)
+        deadline = time.monotonic() + dl(5)
+        while not [r for r in ebb.logs() if str(r.get("msg", "")).startswith("reload failed")]:
+            self.assertLess(time.monotonic(), deadline, "no `reload failed` log line after SIGHUP")
+            time.sleep(0.01)
+        self.assertEqual(ebb.logs("config reloaded"), [])
+        c = self.connect(ebb)
+        self.assertOk(c.request("GET", "/still-serving"), b"/still-serving")
+        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
+        self.assertTrue(gate.arrived.wait(dl(5)))
+        t0 = time.monotonic()
+        ebb.signal(signal.SIGTERM)
+        ebb.wait_log("listener closed", dl(5))
+        time.sleep(1.0)  # past the broken file's drain_timeout: the behaviour under test
+        self.assertEqual(ebb.logs("drained"), [], "the broken file's drain_timeout was applied")
+        gate.release()
+        self.assertOk(c.read_response(timeout=dl(5)), b"released")
+        c.close()
+        code, _ = exit_timed(ebb, t0, dl(10))
+        self.assertEqual(code, 0)
 
     def test_sighup_refuses_a_listen_change_and_keeps_the_old_config(self):
         gate = Gate()
