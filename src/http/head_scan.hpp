@@ -2,6 +2,9 @@
 // every line ends in CRLF (no bare LF, RFC 9112 §2.2), no obs-fold (§5.2), and a request line
 // of exactly three parts separated by single spaces (§3). It looks at head bytes only: it
 // stops at the empty line that ends the head, so bodies are never scanned.
+// It also rewrites HTTP/1.x (x > 1) to HTTP/1.1 in place, before llhttp sees it: a higher minor
+// version is to be processed as the highest one implemented (RFC 9110 §2.5), and llhttp
+// refuses it otherwise.
 #pragma once
 
 #include <cstddef>
@@ -15,7 +18,7 @@ class HeadScanner {
   bool done() const { return state_ == State::kDone; }
 
   // Scans `len` more bytes of the stream; returns nullptr, or the reason the head is invalid.
-  const char* feed(const char* p, size_t len) {
+  const char* feed(char* p, size_t len) {
     size_t i = 0;
     while (i < len && state_ != State::kDone) {
       char c = p[i];
@@ -46,6 +49,12 @@ class HeadScanner {
             return "bare LF in request head";
           } else {
             prev_space_ = false;
+            if (spaces_ == 2 && version_len_ < sizeof version_) {
+              if (version_len_ == 7 && std::memcmp(version_, "HTTP/1.", 7) == 0 && c > '1' && c <= '9') {
+                p[i] = c = '1';
+              }
+              version_[version_len_++] = c;
+            }
           }
           break;
         case State::kLineLF:
@@ -91,6 +100,8 @@ class HeadScanner {
   enum class State { kStart, kStartLF, kRequestLine, kLineLF, kLineStart, kField, kEndLF, kDone };
   State state_ = State::kStart;
   unsigned spaces_ = 0;
+  char version_[8] = {0};
+  unsigned version_len_ = 0;
   bool prev_space_ = false;
   bool prev_cr_ = false;
 };

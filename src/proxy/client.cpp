@@ -114,7 +114,7 @@ void ClientConn::on_read(ssize_t nread, const uv_buf_t* buf) {
   if (resume_pending_ && !closing_) resume_input();
 }
 
-void ClientConn::parse(const char* data, size_t len) {
+void ClientConn::parse(char* data, size_t len) {
   if (!scan_.done()) {
     if (const char* bad = scan_.feed(data, len)) {
       if (!pending_in_.empty() && data == pending_in_.data()) pending_in_.clear();

@@ -77,7 +77,7 @@ class ClientConn {
 
   // Reading and parsing requests.
   void on_read(ssize_t nread, const uv_buf_t* buf);
-  void parse(const char* data, size_t len);
+  void parse(char* data, size_t len);
   int on_message_begin();
   int on_url(const char* at, size_t len);
   int on_header_field(const char* at, size_t len);
