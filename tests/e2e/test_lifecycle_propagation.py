@@ -9,7 +9,8 @@ import signal
 import time
 import unittest
 
-from ebbtest import ConnectionClosed, EbbTestCase, answer_target, dl, ok, pattern_bytes, route
+from ebbtest import (ConnectionClosed, EbbTestCase, answer_target, dl, ok, pattern_bytes, route,
+                     unused_port)
 from lifecycle_util import (DRAIN_TIMEOUT, EARLY, Client, PROPAGATION_DELAY, PROPAGATION_MAX,
                             QUIET_PERIOD, SHORT,
                             Gate, assert_lifecycle_once, exit_timed, healthz, poll_readyz, readyz,
@@ -299,6 +300,22 @@ class Propagation(EbbTestCase):
         self.assertIn("close", r.header_tokens("Connection"), r)
         self.assertClosed(c, dl(1))
         self.assertEqual(fake.requests, [], "probes are not forwarded to the app")
+        self.assertEqual(wait_exit(ebb, dl(5)), 0)
+
+    def test_ebb_own_error_during_propagation_carries_connection_close(self):
+        # Every response during propagation, ebb's own 502 too.
+        ebb = self.start_ebb(unused_port(), {"upstream_retry": {"connect_retry_budget": "0s"}})
+        wait_ready(ebb)
+        c = self.connect(ebb)
+        r = c.request("GET", "/before")
+        self.assertEbbError(r, 502, "nothing listens upstream")
+        self.assertNotIn("close", r.header_tokens("Connection"), "a 502 keeps the connection")
+        ebb.signal(signal.SIGTERM)
+        poll_readyz(ebb, 503, "draining", dl(2))
+        r = c.request("GET", "/during")
+        self.assertEbbError(r, 502, "nothing listens upstream")
+        self.assertIn("close", r.header_tokens("Connection"), r)
+        self.assertClosed(c, dl(1))
         self.assertEqual(wait_exit(ebb, dl(5)), 0)
 
     def test_http10_keepalive_client_gets_no_keepalive_during_propagation(self):

@@ -110,11 +110,27 @@ class Readiness(EbbTestCase):
         self.assertTrue(checks and all(r.method == "GET" for r in checks), checks)
         health.status = 200
         poll_readyz(ebb, 200, "ready", dl(5))
-        # 500 from the health endpoint: unavailable after the threshold.
-        t_bad = time.monotonic()
-        health.status = 500
+        # 500 from the health endpoint: unavailable after exactly the threshold of failures.
+        with health.lock:
+            health.status = 500
+            t_bad = time.monotonic()
+            n_before = health.hits
         t_unavail = poll_readyz(ebb, 503, "upstream unavailable", dl(5))
+        with health.lock:
+            failed = health.hits - n_before
         self.assertGreaterEqual(t_unavail - t_bad, (THRESHOLD - 1) * INTERVAL - EARLY)
+        # One check may have been on its way when the status changed (it may fail another
+        # way, e.g. its 200ms timeout on a loaded machine); every later one got a 500.
+        self.assertGreaterEqual(failed, THRESHOLD - 1,
+                                f"unavailable after {failed} failed checks (failure_threshold {THRESHOLD})")
+        rec = ebb.wait_log("upstream unavailable", dl(2))
+        self.assertEqual(rec.get("failures"), THRESHOLD, rec)
+        # Checks come one per interval, not faster. Timestamps taken by the fake's threads
+        # can each be late on a loaded machine, so the count over the whole span is checked.
+        times = [r.received_at for r in fake.requests if r.target == "/custom/health"]
+        span = times[-1] - times[0]
+        self.assertLessEqual((len(times) - 1) * INTERVAL, span + 0.15,
+                             f"{len(times)} health checks in {span:.3f}s (interval {INTERVAL}s)")
         self.assertEqual(healthz(ebb), (200, "ok"))
         # A 3xx counts as healthy (SPEC: 2xx or 3xx).
         health.status = 302
