@@ -22,10 +22,11 @@ _LOG_RE = re.compile(r"sess (\d+)\.(\d+) (\d+) (\S+) (-?\d+) (-?\d+) (\d+) (\d+)
 
 
 class Balancer:
-    def __init__(self, workdir, check_interval_ms=200):
+    def __init__(self, workdir, check_interval_ms=200, check_fall=1):
         self.dir = Path(workdir)
         self.sock_path = self.dir / "haproxy.sock"
         self.check_interval_ms = check_interval_ms
+        self.check_fall = check_fall
         self.proc = None
         self.port = None
         self.up_at = {}  # server name -> wall time HAProxy first saw it UP
@@ -110,7 +111,7 @@ backend {BACKEND}
         /readyz has passed; wait_up() then gives it its weight."""
         i = self.check_interval_ms
         out = self.cmd(f"add server {BACKEND}/{name} 127.0.0.1:{port} check port {check_port} "
-                       f"inter {i}ms fastinter {i}ms downinter {i}ms fall 1 rise 1 weight 0")
+                       f"inter {i}ms fastinter {i}ms downinter {i}ms fall {self.check_fall} rise 1 weight 0")
         if "New server registered" not in out:
             raise RuntimeError(f"add server {name}: {out.strip()}")
         out = self.cmd(f"enable health {BACKEND}/{name}; enable server {BACKEND}/{name}; "

@@ -41,6 +41,8 @@ class Scenario:
     prestop: bool            # the app container's preStop httpGet /drain?wait=true
     control: bool = False    # a negative control: must show errors
     classic_sidecar: bool = False  # ebb gets SIGTERM when deletion starts, beside the app's preStop
+    check_interval_ms: int = 200   # the balancer's health-check interval
+    check_fall: int = 1            # failed checks before the balancer stops sending new connections
     ebb_shutdown: dict = field(default_factory=dict)
 
 
@@ -56,8 +58,12 @@ SCENARIOS = [
              ebb_shutdown={"propagation_delay": "0s", "quiet_period": "0s", "propagation_max": "0s",
                            "drain_timeout": "0s"}),
 ]
-# By hand only: what the seed warns of, a naive app signalled while ebb still serves (drops).
-EXTRA = [Scenario("naive-no-prestop", "naive", ebb=True, prestop=False, control=True)]
+# By hand only, both expected to drop: a naive app signalled while ebb still routes to it (what
+# the seed warns of), and a balancer slower to notice /readyz than ebb's propagation_delay (every
+# 1 s, 2 failures: up to 2-3 s), where the quiet period helps only while connections keep coming.
+EXTRA = [Scenario("naive-no-prestop", "naive", ebb=True, prestop=False, control=True),
+         Scenario("naive-prestop-slow-lb", "naive", ebb=True, prestop=True, control=True,
+                  check_interval_ms=1000, check_fall=2)]
 BY_NAME = {s.name: s for s in SCENARIOS + EXTRA}
 
 
@@ -152,12 +158,12 @@ class Result:
         return "\n".join(out)
 
 
-def run_scenario(sc, restarts, bins, ebb_bin, workdir, log=print):
+def run_scenario(sc, restarts, bins, ebb_bin, workdir):
     """Runs one scenario; returns its Result. Everything it starts is stopped by pid, always."""
     wd = Path(tempfile.mkdtemp(prefix=f"{sc.name}-", dir=workdir))
     res = Result(sc, restarts, workdir=str(wd))
-    lb = Balancer(wd)
-    pods, deleting, counter = [], [], [0]
+    lb = Balancer(wd, check_interval_ms=sc.check_interval_ms, check_fall=sc.check_fall)
+    deleting, counter = [], [0]
     load_wrk = load_client = None
 
     def new_pod():
@@ -175,6 +181,8 @@ def run_scenario(sc, restarts, bins, ebb_bin, workdir, log=print):
     def kubelet_delete(pod):
         try:
             pod.delete(prestop=sc.prestop, grace=GRACE_SECONDS, classic_sidecar=sc.classic_sidecar)
+        except Exception as e:  # noqa: BLE001 - reported with the result, not lost in a thread
+            res.problems.append(f"deleting {pod.name}: {e!r}")
         finally:
             if not lb.remove(pod.name):
                 pod.event("HAProxy refused to delete the server; left in maintenance")
@@ -213,9 +221,8 @@ def run_scenario(sc, restarts, bins, ebb_bin, workdir, log=print):
         load_client.stop()
     finally:
         # Stop everything by pid, whatever happened: load first, then pods, then the balancer.
-        for p in (load_wrk and load_wrk.proc,):
-            if p:
-                p.stop(grace=5.0)
+        if load_wrk and load_wrk.proc:
+            load_wrk.proc.stop(grace=5.0)
         if load_client:
             try:
                 load_client.stop()
