@@ -6,6 +6,7 @@ and go. It never retries or redispatches, so every refused connection reaches th
 import csv
 import io
 import re
+import resource
 import socket
 import time
 from pathlib import Path
@@ -39,11 +40,15 @@ class Balancer:
         lsock.listen(1024)
         self.port = lsock.getsockname()[1]
         cfg = self.dir / "haproxy.cfg"
+        # HAProxy needs about two descriptors per connection and refuses to start above the hard
+        # limit; the load here uses a few dozen connections.
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        maxconn = 1000 if hard == resource.RLIM_INFINITY else max(100, min(1000, (hard - 100) // 2))
         cfg.write_text(f"""global
     stats socket {self.sock_path} mode 600 level admin
     stats timeout 30s
     log stderr format raw local0 info
-    maxconn 4000
+    maxconn {maxconn}
 
 defaults
     mode tcp
