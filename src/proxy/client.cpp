@@ -18,6 +18,7 @@ namespace {
 constexpr std::uint64_t kLingerMs = 2000;
 constexpr std::uint64_t kWsCloseWaitMs = 1000;
 constexpr std::uint64_t kFreshGraceMs = 1000;
+constexpr size_t kMaxHeldInput = 64 * 1024;
 }  // namespace
 
 const llhttp_settings_t* ClientConn::settings() {
@@ -66,22 +67,27 @@ void ClientConn::update_read() {
   else if (tunnel_) want = up_ != nullptr && up_->queued() <= Worker::kHighWatermark;
   else if (!ex_.active) want = pending_in_.empty();
   else if (!ex_.head_done) want = true;
-  else if (ex_.request_complete) want = false;  // pipelined requests wait in the socket
+  else if (ex_.request_complete) {
+    // Keep reading while the answer is pending: stopping and restarting costs two epoll_ctl
+    // per request, and an early EOF is noticed. Pipelined bytes wait, bounded, in pending_in_.
+    want = !client_eof_ && pending_in_.size() + pending_body_.size() < kMaxHeldInput;
+  }
   else if (ex_.local) want = true;
   else want = up_ != nullptr && up_->connected() && pending_body_.empty() &&
               up_->queued() <= Worker::kHighWatermark;
-  if (want == reading_) return;
-  auto* s = reinterpret_cast<uv_stream_t*>(&tcp_);
-  if (want) {
-    uv_read_start(s, Worker::alloc_cb, [](uv_stream_t* st, ssize_t n, const uv_buf_t* b) {
-      static_cast<ClientConn*>(st->data)->on_read(n, b);
-    });
-  } else {
-    uv_read_stop(s);
-    if (up_ != nullptr && up_->queued() > Worker::kHighWatermark) ++w_.metrics().backpressure_pauses_client;
+  if (want != reading_) {
+    auto* s = reinterpret_cast<uv_stream_t*>(&tcp_);
+    if (want) {
+      uv_read_start(s, Worker::alloc_cb, [](uv_stream_t* st, ssize_t n, const uv_buf_t* b) {
+        static_cast<ClientConn*>(st->data)->on_read(n, b);
+      });
+    } else {
+      uv_read_stop(s);
+      if (up_ != nullptr && up_->queued() > Worker::kHighWatermark) ++w_.metrics().backpressure_pauses_client;
+    }
+    reading_ = want;
   }
-  reading_ = want;
-  refresh_timer(false);
+  refresh_timer(false);  // the exchange's phase may have moved on even if reading did not
 }
 
 void ClientConn::on_read(ssize_t nread, const uv_buf_t* buf) {
@@ -94,6 +100,12 @@ void ClientConn::on_read(ssize_t nread, const uv_buf_t* buf) {
       reading_ = false;
       return;
     }
+    if (ex_.active && ex_.request_complete && !lingering_ && nread == UV_EOF) {
+      // A half-close after a complete request: the answer is still wanted (HAProxy's default).
+      client_eof_ = true;
+      update_read();
+      return;
+    }
     if (ex_.active && ex_.head_done && !ex_.request_complete && !ex_.response_started) {
       LOG_DEBUG("client closed mid-request", {"conn", id_});
     }
@@ -101,6 +113,12 @@ void ClientConn::on_read(ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   if (lingering_) return;  // discarded: the connection is closing
+  if (ex_.active && ex_.request_complete && !tunnel_) {
+    // The next request (pipelined), or for an upgrade the new protocol's first bytes.
+    (ex_.upgrade ? pending_body_ : pending_in_).append(buf->base, static_cast<size_t>(nread));
+    update_read();
+    return;
+  }
   if (tunnel_) {
     uv_buf_t b = uv_buf_init(buf->base, static_cast<unsigned>(nread));
     if (up_ == nullptr || up_->send(&b, 1) < 0) {
@@ -261,6 +279,14 @@ int ClientConn::on_message_complete() {
 
 void ClientConn::send(const uv_buf_t* bufs, unsigned n) {
   if (closing_) return;
+  OutBatch& b = w_.batch();
+  if (b.owner == this) {
+    if (b.n + n > OutBatch::kMax) flush_batch();
+    if (n <= OutBatch::kMax) {
+      for (unsigned i = 0; i < n; ++i) b.bufs[b.n++] = bufs[i];
+      return;
+    }
+  }
   int r = net::write(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n, [](uv_stream_t* s, int status) {
     static_cast<ClientConn*>(s->data)->on_write_done(status);
   });
@@ -270,6 +296,33 @@ void ClientConn::send(const uv_buf_t* bufs, unsigned n) {
     return;
   }
   if (net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) > 0) refresh_timer(false);
+}
+
+void ClientConn::cork() { w_.batch().owner = this; }
+
+void ClientConn::uncork() {
+  flush_batch();
+  OutBatch& b = w_.batch();
+  if (b.owner == this) b.owner = nullptr;
+}
+
+void ClientConn::flush_batch() {
+  OutBatch& b = w_.batch();
+  if (b.owner != this || b.n == 0) return;
+  unsigned n = b.n;
+  b.n = 0;
+  b.owner = nullptr;  // the write below must not land in the batch again
+  send(b.bufs, n);
+  b.owner = this;
+  b.lines_used = 0;
+}
+
+// Storage for a chunk-size line that lives until the batch is flushed.
+char* ClientConn::chunk_line_buffer(char* fallback) {
+  OutBatch& b = w_.batch();
+  if (b.owner != this) return fallback;
+  if (b.lines_used == OutBatch::kMax) flush_batch();
+  return b.lines[b.lines_used++];
 }
 
 void ClientConn::on_write_done(int status) {
@@ -304,8 +357,9 @@ void ClientConn::send_error(int status, const char* reason) {
     up_->close();
     up_ = nullptr;
   }
-  bool close_after = !ex_.request_complete || ex_.close_after || ex_.upgrade ||
+  bool close_after = !ex_.request_complete || ex_.close_after || ex_.upgrade || client_eof_ ||
                      w_.phase() != Phase::kServing || status == 400 || status == 408;
+  flush_batch();
   ex_.close_after = close_after;
   ex_.status = status;
   ex_.response_started = true;
@@ -320,6 +374,7 @@ void ClientConn::send_error(int status, const char* reason) {
 
 void ClientConn::graceful_close() {
   if (closing_) return;
+  flush_batch();
   if (up_ != nullptr) {
     up_->close();
     up_ = nullptr;
@@ -342,6 +397,10 @@ void ClientConn::graceful_close() {
 void ClientConn::close() {
   if (closing_) return;
   closing_ = true;
+  if (w_.batch().owner == this) {
+    w_.batch().n = 0;
+    w_.batch().lines_used = 0;
+  }
   if (up_ != nullptr) {
     up_->close();
     up_ = nullptr;

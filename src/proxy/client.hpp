@@ -43,6 +43,8 @@ class ClientConn {
   void upstream_tunnel(const char* at, size_t len);
   void upstream_eof();                           // close-delimited end, or tunnel closed
   void upstream_writable();                      // queue to the app fell to the low watermark
+  void cork();    // gather writes to this client until uncork()
+  void uncork();
 
   ClientConn* prev_ = nullptr;
   ClientConn* next_ = nullptr;
@@ -100,6 +102,8 @@ class ClientConn {
 
   // Writing to the client, closing, timers.
   void send(const uv_buf_t* bufs, unsigned n);
+  void flush_batch();
+  char* chunk_line_buffer(char* fallback);
   void send_error(int status, const char* reason);
   void graceful_close();
   void update_read();
@@ -139,6 +143,7 @@ class ClientConn {
   bool ws_close_pending_ = false;
   bool parsing_ = false;
   bool resume_pending_ = false;
+  bool client_eof_ = false;  // the client finished sending; close once the exchange ends
   const char* reject_reason_ = nullptr;
   int reject_status_ = 0;
 };

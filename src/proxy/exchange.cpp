@@ -175,6 +175,7 @@ int ClientConn::upstream_informational(UpstreamConn* up) {
   if (ex_.http10) return 0;  // HTTP/1.0 clients do not expect 1xx
   http::ResponseFraming f;
   f.status = up->status();
+  flush_batch();
   scratch_.clear();
   http::write_response_head(scratch_, up->head(), http::analyse_response(up->head()), f);
   uv_buf_t b = uv_buf_init(scratch_.data(), static_cast<unsigned>(scratch_.size()));
@@ -212,6 +213,7 @@ int ClientConn::upstream_head(UpstreamConn* up) {
     f.keep_alive_10 = ex_.http10 && !ex_.close_after;
   }
   ex_.response_chunked = f.chunked;
+  flush_batch();
   scratch_.clear();
   http::write_response_head(scratch_, up->head(), ri, f);
   ex_.response_started = true;
@@ -231,10 +233,11 @@ int ClientConn::upstream_head(UpstreamConn* up) {
 }
 
 int ClientConn::upstream_body(const char* at, size_t len) {
-  char line[24];
+  char local[24];
   uv_buf_t bufs[3];
   unsigned n = 0;
   if (ex_.response_chunked) {
+    char* line = chunk_line_buffer(local);
     bufs[n++] = uv_buf_init(line, static_cast<unsigned>(chunk_line(line, len)));
     bufs[n++] = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
     bufs[n++] = uv_buf_init(const_cast<char*>("\r\n"), 2);
@@ -305,12 +308,13 @@ void ClientConn::release_upstream(bool reusable) {
 
 void ClientConn::finish_exchange() {
   if (!ex_.active) return;
+  flush_batch();
   double secs = static_cast<double>(w_.now_ms() - ex_.started_ms) / 1000.0;
   w_.metrics().count_request(ex_.status, secs);
   --w_.metrics().requests_in_flight;
   log_access();
   ++requests_;
-  bool close_after = ex_.close_after || w_.phase() != Phase::kServing;
+  bool close_after = ex_.close_after || client_eof_ || w_.phase() != Phase::kServing;
   ex_ = Exchange{};
   scan_.reset();
   if (up_ != nullptr) release_upstream(false);
@@ -337,6 +341,7 @@ bool ClientConn::answer_probe() {
   ex_.local = true;
   ex_.status = status;
   ex_.response_started = true;
+  flush_batch();
   scratch_.clear();
   char head[160];
   int n = std::snprintf(head, sizeof head,

@@ -204,16 +204,22 @@ void UpstreamConn::on_read(ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   got_bytes_ = true;
+  owner->cork();
+  process(owner, buf->base, static_cast<size_t>(nread));
+  owner->uncork();
+}
+
+void UpstreamConn::process(ClientConn* owner, const char* data, size_t len) {
   if (tunnel_) {
-    owner->upstream_tunnel(buf->base, static_cast<size_t>(nread));
+    owner->upstream_tunnel(data, len);
     return;
   }
   if (timer_for_ == TimerFor::kResponse || timer_for_ == TimerFor::kNone) arm_response_timer();
-  llhttp_errno_t err = llhttp_execute(&parser_, buf->base, static_cast<size_t>(nread));
+  llhttp_errno_t err = llhttp_execute(&parser_, data, len);
   if (state_ == State::kClosing || owner_ != owner) return;  // the exchange gave up meanwhile
   if (err == HPE_OK) return;
   const char* pos = llhttp_get_error_pos(&parser_);
-  size_t rest = static_cast<size_t>(buf->base + nread - pos);
+  size_t rest = static_cast<size_t>(data + len - pos);
   if (err == HPE_PAUSED) {
     if (rest > 0) keep_alive_ = false;  // bytes after a complete response: not reusable
     owner->upstream_done(this);

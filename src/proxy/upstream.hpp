@@ -58,6 +58,7 @@ class UpstreamConn {
   void arm(TimerFor t, std::uint64_t ms);
   void on_connect(int status);
   void on_read(ssize_t nread, const uv_buf_t* buf);
+  void process(ClientConn* owner, const char* data, size_t len);
   void on_timer();
   void fail(UpstreamError kind, int err);
   void begin_exchange(ClientConn* owner, bool head_request);

@@ -17,6 +17,18 @@ namespace ebb {
 
 class ClientConn;
 
+// Writes to one client gathered while a read from its app is parsed, so a response head and
+// its body (and chunk framing) leave in one writev. One per loop: only one read is parsed at
+// a time, and the pieces point into the loop's read buffer until the flush.
+struct OutBatch {
+  static constexpr unsigned kMax = 16;
+  ClientConn* owner = nullptr;
+  uv_buf_t bufs[kMax];
+  unsigned n = 0;
+  char lines[kMax][24];
+  unsigned lines_used = 0;
+};
+
 // How connections behave at this point of the lifecycle.
 enum class Phase {
   kServing,      // keep-alive as usual
@@ -56,6 +68,7 @@ class Worker {
   const Config& cfg() const { return *cfg_; }
   Metrics& metrics() { return metrics_; }
   Pool& pool() { return pool_; }
+  OutBatch& batch() { return batch_; }
   Phase phase() const { return phase_; }
   WorkerObserver* observer() const { return observer_; }
   char* read_buffer() { return read_buf_; }
@@ -79,6 +92,7 @@ class Worker {
   WorkerObserver* observer_;
   Metrics metrics_;
   Pool pool_;
+  OutBatch batch_;
   Phase phase_ = Phase::kServing;
   sockaddr_storage upstream_addr_{};
   std::string upstream_host_;
