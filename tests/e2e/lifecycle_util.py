@@ -556,6 +556,13 @@ def assert_lifecycle_once(test, ebb: Ebb, lines=LIFECYCLE_LINES) -> None:
     test.assertFalse(bad, f"lifecycle log lines must appear exactly once; counts {counts}")
 
 
+def log_time(rec: dict) -> float:
+    """A log record's `ts` (RFC 3339, UTC, milliseconds) as seconds since the epoch: ebb's own
+    clock, for intervals between two of its lines that a loaded test process cannot blur."""
+    from datetime import datetime
+    return datetime.strptime(rec["ts"].replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
 def exit_timed(ebb: Ebb, t0: float, timeout: float) -> tuple:
     """Waits for ebb to exit; returns (exit code, seconds since t0). Its whole log has been
     read when this returns."""

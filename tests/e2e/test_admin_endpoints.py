@@ -78,7 +78,7 @@ class Endpoints(AdminCase):
         ebb.signal(signal.SIGTERM)
         code, elapsed = exit_timed(ebb, t1, dl(10))
         self.assertEqual(code, 0)
-        self.assertLessEqual(elapsed, dl(0.75), "SIGTERM after /drain must exit at once")
+        self.assertLessEqual(elapsed, dl(1.5), "SIGTERM after /drain must exit at once")
         assert_lifecycle_once(self, ebb)
 
     def test_drain_wait_answers_after_the_drain_with_the_summary(self):
@@ -111,7 +111,7 @@ class Endpoints(AdminCase):
         ebb.signal(signal.SIGTERM)
         code, elapsed = exit_timed(ebb, t1, dl(10))
         self.assertEqual(code, 0)
-        self.assertLessEqual(elapsed, dl(0.75), "SIGTERM after the drain must exit at once")
+        self.assertLessEqual(elapsed, dl(1.5), "SIGTERM after the drain must exit at once")
         assert_lifecycle_once(self, ebb)
 
     def test_post_drain_wait_reports_a_cut_request(self):
@@ -135,7 +135,7 @@ class Endpoints(AdminCase):
         t1 = time.monotonic()
         ebb.signal(signal.SIGTERM)
         code, elapsed = exit_timed(ebb, t1, dl(10))
-        self.assertLessEqual(elapsed, dl(0.75))
+        self.assertLessEqual(elapsed, dl(1.5))
         self.assertEqual(code, 1, "a request was cut during this drain: exit 1")
         assert_lifecycle_once(self, ebb)
 

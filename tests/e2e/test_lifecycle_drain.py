@@ -23,7 +23,7 @@ class Drain(EbbTestCase):
         return fake, ebb
 
     def test_3s_request_started_before_sigterm_completes_with_200_then_exit_0(self):
-        drain_timeout = 4.0  # the drain phase starts ~1s after SIGTERM: 3s fit, with room
+        drain_timeout = 10.0  # 3s fit with room; waiting for this deadline would be obvious
         fake, ebb = self.proxy(slow(3.0, ok(b"slow done")),
                                shutdown_config(PROPAGATION_DELAY, QUIET_PERIOD, PROPAGATION_MAX,
                                                drain_timeout))
@@ -44,8 +44,8 @@ class Drain(EbbTestCase):
         code, elapsed = exit_timed(ebb, t0, dl(10))
         self.assertEqual(code, 0, "nothing was cut: exit 0")
         t_exit = t0 + elapsed
-        # Exit when the last request is done, not at the deadline (~2s later).
-        self.assertLessEqual(t_exit - t_resp, dl(1.5),
+        # Exit when the last request is done, not at the deadline (~8s later).
+        self.assertLessEqual(t_exit - t_resp, dl(3.0),
                              f"ebb exited {t_exit - t_resp:.3f}s after the last response")
         rec = ebb.logs("drained")[0]
         self.assertEqual((rec.get("requests"), rec.get("cut")), (1, 0), rec)
@@ -75,7 +75,7 @@ class Drain(EbbTestCase):
         deadline = PROPAGATION_DELAY + 1.5
         self.assertGreaterEqual(elapsed, deadline - EARLY,
                                 f"exited {elapsed:.3f}s after SIGTERM, before propagation + drain_timeout")
-        self.assertLessEqual(elapsed, deadline + dl(1.5))
+        self.assertLessEqual(elapsed, deadline + dl(3.0))
         self.assertTrue(hang.wait_closed(dl(2)), "the cut request's connection must be closed")
         self.assertEqual(hang.after_close, b"", "the cut request got no (partial) answer")
         rec = ebb.logs("drained")[0]

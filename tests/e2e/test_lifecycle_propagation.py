@@ -11,10 +11,10 @@ import unittest
 
 from ebbtest import (ConnectionClosed, EbbTestCase, answer_target, dl, ok, pattern_bytes, route,
                      unused_port)
-from lifecycle_util import (DRAIN_TIMEOUT, EARLY, Client, PROPAGATION_DELAY, PROPAGATION_MAX,
-                            QUIET_PERIOD, SHORT,
-                            Gate, assert_lifecycle_once, exit_timed, healthz, poll_readyz, readyz,
-                            shutdown_config, try_connect, wait_exit, wait_ready)
+from lifecycle_util import (DRAIN_TIMEOUT, EARLY, PROPAGATION_DELAY, PROPAGATION_MAX, QUIET_PERIOD,
+                            SHORT, Client, Gate, assert_lifecycle_once, exit_timed, healthz,
+                            log_time, poll_readyz, readyz, shutdown_config, try_connect,
+                            wait_exit, wait_ready)
 
 
 class Propagation(EbbTestCase):
@@ -239,7 +239,7 @@ class Propagation(EbbTestCase):
             self.assertIn("close", r.header_tokens("Connection"), r)
         self.assertGreaterEqual(t_refused - t0, PROPAGATION_MAX - EARLY,
                                 "refused before propagation_max although connections kept coming")
-        self.assertLessEqual(t_refused - t_d, PROPAGATION_MAX + dl(1.0))
+        self.assertLessEqual(t_refused - t_d, PROPAGATION_MAX + dl(2.0))
         rec = ebb.wait_log("listener closed", dl(2))
         self.assertGreaterEqual(rec.get("propagation_s"), PROPAGATION_MAX - EARLY, rec)
         self.assertLessEqual(rec.get("propagation_s"), PROPAGATION_MAX + dl(1.0), rec)
@@ -250,9 +250,9 @@ class Propagation(EbbTestCase):
     def test_after_propagation_connections_are_refused_and_idle_keepalive_closed(self):
         gate = Gate()
         self.on_teardown(gate.release)
-        # drain_timeout 5s: closing the idle connection at the deadline instead would be late.
+        # drain_timeout 10s: closing the idle connection at the deadline instead would be late.
         fake, ebb = self.proxy(route({"/hold": gate}, default=answer_target),
-                               shutdown_config(PROPAGATION_DELAY, QUIET_PERIOD, PROPAGATION_MAX, 5.0))
+                               shutdown_config(PROPAGATION_DELAY, QUIET_PERIOD, PROPAGATION_MAX, 10.0))
         idle = self.connect(ebb)
         self.assertOk(idle.request("GET", "/warm"), b"/warm")
         busy = self.connect(ebb)
@@ -268,7 +268,7 @@ class Propagation(EbbTestCase):
         self.assertEqual(idle.after_close, b"", "nothing may be sent on the idle connection")
         self.assertGreaterEqual(t_eof - t0, PROPAGATION_DELAY - EARLY,
                                 "an idle keep-alive connection was closed during propagation")
-        self.assertLessEqual(t_eof - t0, PROPAGATION_DELAY + dl(1.5),
+        self.assertLessEqual(t_eof - t0, PROPAGATION_DELAY + dl(3.0),
                              "the idle connection must be closed when the listener closes")
         ebb.wait_log("listener closed", dl(1))
         idle.close()
@@ -378,26 +378,29 @@ class Propagation(EbbTestCase):
         talker.close()
         code, elapsed = exit_timed(ebb, t0, dl(15))
         self.assertEqual(code, 0, "nothing was in flight: exit 0")
-        self.assertLessEqual(t0 + elapsed - t_closed, 2.0 + dl(1.5),
+        self.assertLessEqual(t0 + elapsed - t_closed, 2.0 + dl(3.0),
                              "the silent connection held the drain toward drain_timeout (10s)")
         rec = ebb.logs("drained")[0]
         self.assertEqual((rec.get("requests"), rec.get("cut")), (1, 0), rec)
 
     def test_idle_process_exits_right_after_propagation(self):
-        # drain_timeout 5s: an ebb that waited for the deadline would exit at 6s, not ~1s.
+        # drain_timeout 10s: an ebb that waited for the deadline would exit at 11s, not ~1s.
         fake, ebb = self.proxy(ok(), shutdown_config(PROPAGATION_DELAY, QUIET_PERIOD,
-                                                     PROPAGATION_MAX, 5.0))
+                                                     PROPAGATION_MAX, 10.0))
         t0 = time.monotonic()
         ebb.signal(signal.SIGTERM)
         code, elapsed = exit_timed(ebb, t0, dl(10))
         self.assertEqual(code, 0)
         self.assertGreaterEqual(elapsed, PROPAGATION_DELAY - EARLY,
                                 "exited before propagation_delay")
-        self.assertLessEqual(elapsed, PROPAGATION_DELAY + dl(1.5),
+        self.assertLessEqual(elapsed, PROPAGATION_DELAY + dl(3.0),
                              f"an idle ebb must exit right after propagation "
                              f"({PROPAGATION_DELAY}s), it took {elapsed:.3f}s")
         lc = ebb.logs("listener closed")[0]
         self.assertGreaterEqual(lc.get("propagation_s"), PROPAGATION_DELAY - EARLY, lc)
+        # On ebb's own clock: nothing to wait for once the listener is closed.
+        self.assertLessEqual(log_time(ebb.logs("exiting")[0]) - log_time(lc), 0.1,
+                             "ebb lingered between closing its listener and exiting")
         self.assertEqual(lc.get("accepted_during_propagation"), 0, lc)
         rec = ebb.logs("drained")[0]
         self.assertEqual((rec.get("requests"), rec.get("cut")), (0, 0), rec)

@@ -79,7 +79,7 @@ class SecondSignals(EbbTestCase):
         t1 = time.monotonic()
         ebb.signal(signal.SIGINT)
         code, elapsed = exit_timed(ebb, t1, dl(10))
-        self.assertLessEqual(elapsed, dl(1.0), "a second SIGINT must exit at once, not drain")
+        self.assertLessEqual(elapsed, dl(1.5), "a second SIGINT must exit at once, not drain")
         self.assertTrue(ebb.logs("second SIGINT: exiting now"), "the second SIGINT is logged")
         self.assertEqual(code, 1, "a request in flight was cut: exit 1 (SPEC §2)")
         self.assertTrue(c.wait_closed(dl(2)))
@@ -111,7 +111,7 @@ class Reload(EbbTestCase):
         expected = FAST_PROPAGATION[0] + 0.5
         self.assertGreaterEqual(elapsed, expected - EARLY)
         # With the original 10s drain_timeout the cut would come at ~10.3s.
-        self.assertLessEqual(elapsed, expected + dl(2.0),
+        self.assertLessEqual(elapsed, expected + dl(4.0),
                              f"cut {elapsed:.2f}s after SIGTERM: the reloaded drain_timeout (0.5s) "
                              f"was not applied (the original was 10s)")
         self.assertEqual(ebb.logs("drained")[0].get("cut"), 1)

@@ -64,7 +64,7 @@ class WebSocket(EbbTestCase):
         self.assertEqual(scrape(ebb).value("ebb_requests_total", {"code": "101"}), 1)
 
     def test_tunnel_may_finish_during_the_drain(self):
-        fake, ebb = self.start(shutdown_config(PROPAGATION, 0.1, 1.0, 5.0))
+        fake, ebb = self.start(shutdown_config(PROPAGATION, 0.1, 1.0, 10.0))
         c = ws_connect(self, ebb)
         self.echo(c, 0x1, b"before")
         t0 = time.monotonic()
@@ -79,8 +79,8 @@ class WebSocket(EbbTestCase):
         t_done = time.monotonic()
         code, elapsed = exit_timed(ebb, t0, dl(10))
         self.assertEqual(code, 0, "the tunnel finished by itself: nothing cut")
-        self.assertLessEqual(t0 + elapsed - t_done, dl(1.5),
-                             "ebb must exit when the tunnel ends, not at the deadline (5s)")
+        self.assertLessEqual(t0 + elapsed - t_done, dl(3.0),
+                             "ebb must exit when the tunnel ends, not at the deadline (10s)")
         rec = ebb.logs("drained")[0]
         self.assertEqual(rec.get("cut"), 0, rec)
         assert_lifecycle_once(self, ebb)
@@ -101,7 +101,7 @@ class WebSocket(EbbTestCase):
         self.assertEqual(head + payload, GOING_AWAY)
         self.assertGreaterEqual(t_close - t0, PROPAGATION + DEADLINE - EARLY,
                                 "the close frame came before the drain deadline")
-        self.assertLessEqual(t_close - t0, PROPAGATION + DEADLINE + dl(1.5))
+        self.assertLessEqual(t_close - t0, PROPAGATION + DEADLINE + dl(3.0))
         ws_send(c, 0x8, b"\x03\xe9")  # the client answers the close, as RFC 6455 §5.5.1 says
         self.assertClosed(c, dl(3), "the connection closes after the close frame")
         self.assertEqual(c.after_close, b"", "nothing may follow the close frame")
