@@ -24,6 +24,7 @@ import re
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -584,3 +585,119 @@ def wait_ready(ebb: Ebb, timeout: float | None = None) -> Ebb:
     handlers, so a test that signals it must wait for `ready` (logged after them) first."""
     ebb.wait_log("ready", timeout if timeout is not None else dl(5))
     return ebb
+
+
+# --------------------------------------------------------------------------------------------
+# ebb with a stderr that blocks: a pipe that is already full when ebb starts, so that ebb stops
+# inside the write(2) of its first log line (`listening`) until the test reads the pipe. That
+# freezes ebb at a known point of its startup without a sleep.
+
+class BlockedStderrEbb:
+    def __init__(self, upstream_port: int, config: dict):
+        import fcntl
+        from ebbtest import DEFAULT_CONFIG
+        self.config = deep_merge(DEFAULT_CONFIG, {"upstream": f"127.0.0.1:{upstream_port}",
+                                                  **config})
+        self.tmpdir = tempfile.mkdtemp(prefix="ebb-e2e-blocked-")
+        self.config_path = os.path.join(self.tmpdir, "ebb.yaml")
+        with open(self.config_path, "w") as f:
+            f.write(to_yaml(self.config) + "\n")
+        self.r, w = os.pipe()
+        F_SETPIPE_SZ = 1031
+        try:
+            fcntl.fcntl(w, F_SETPIPE_SZ, 4096)
+        except OSError:
+            pass
+        os.set_blocking(w, False)
+        self.filler = 0
+        try:
+            while True:
+                self.filler += os.write(w, b"#" * 4096)
+        except BlockingIOError:
+            pass
+        os.set_blocking(w, True)  # shared with ebb: its write(2) must block, not fail
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EBB_")}
+        self.proc = subprocess.Popen([EBB_BIN, "--config", self.config_path],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=w, env=env, cwd=self.tmpdir)
+        os.close(w)
+        self.output = b""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def listening_ports(self) -> list:
+        """[(fd, port)] of ebb's listening TCP sockets, in fd order (from /proc)."""
+        inodes = {}
+        try:
+            for fd in os.listdir(f"/proc/{self.pid}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{self.pid}/fd/{fd}")
+                except OSError:
+                    continue
+                m = re.fullmatch(r"socket:\[(\d+)\]", link)
+                if m:
+                    inodes[m.group(1)] = int(fd)
+        except OSError:
+            return []
+        out = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table) as f:
+                    lines = f.read().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                parts = line.split()
+                if parts[3] == "0A" and parts[9] in inodes:  # LISTEN
+                    out.append((inodes[parts[9]], int(parts[1].rsplit(":", 1)[1], 16)))
+        return sorted(out)
+
+    def wchan(self) -> str:
+        try:
+            with open(f"/proc/{self.pid}/wchan") as f:
+                return f.read().strip()
+        except OSError:
+            return ""
+
+    def read_all(self, timeout: float) -> bytes:
+        """Reads the pipe (unblocking ebb) until EOF or the timeout; returns ebb's output."""
+        import select as _select
+        deadline = time.monotonic() + timeout
+        buf = bytearray()
+        while time.monotonic() < deadline:
+            r, _, _ = _select.select([self.r], [], [], 0.05)
+            if r:
+                chunk = os.read(self.r, 65536)
+                if not chunk:
+                    break
+                buf += chunk
+        self.output += bytes(buf)
+        return bytes(buf)
+
+    def log_lines(self) -> list:
+        import json as _json
+        out = []
+        for line in self.output.split(b"\n"):
+            line = line.lstrip(b"#")
+            if line.startswith(b"{"):
+                try:
+                    out.append(_json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.close(self.r)
+        except OSError:
+            pass
+        import shutil
+        shutil.rmtree(self.tmpdir, ignore_errors=True)

@@ -4,13 +4,15 @@ drain_timeout is proven by behaviour: a request is cut sooner, or survives longe
 too) and refuses a listen-address change with a log line, keeping the old config whole, as it
 keeps it on a file that does not load."""
 
+import os
 import signal
 import time
 import unittest
 
 from ebbtest import (EbbTestCase, answer_target, dl, echo, never_answer, ok, route, unused_port,
                      wait_until)
-from lifecycle_util import (EARLY, PROPAGATION_DELAY, PROPAGATION_MAX, QUIET_PERIOD, SHORT, Gate,
+from lifecycle_util import (EARLY, PROPAGATION_DELAY, PROPAGATION_MAX, QUIET_PERIOD, SHORT,
+                            BlockedStderrEbb, Gate,
                             assert_lifecycle_once, exit_timed, healthz, readyz, rewrite_config,
                             shutdown_config, try_connect, wait_metric, wait_ready)
 
@@ -87,6 +89,35 @@ class SecondSignals(EbbTestCase):
         self.assertEqual(len(ebb.logs("exiting")), 1, ebb.logs("exiting"))
         self.assertEqual(ebb.logs("exiting")[0].get("code"), 1)
         self.assertEqual(len(ebb.logs("drain started")), 1)
+
+
+class EarlySignal(EbbTestCase):
+    def test_sigterm_once_the_proxy_port_listens_is_a_drain_not_a_kill(self):
+        # From the moment the proxy port listens, connections queue in its backlog, and a
+        # SIGTERM must start a drain (SPEC §2) instead of killing ebb with the default action,
+        # which resets them. ebb is frozen right after binding, inside the write(2) of its
+        # `listening` line, by a stderr pipe that is already full (no race, no sleep).
+        fake = self.start_fake(answer_target)
+        e = BlockedStderrEbb(fake.port, shutdown_config(0.3, 0.1, 1.0, 2.0))
+        self.on_teardown(e.stop)
+        ports = wait_until(lambda: len(e.listening_ports()) >= 2 and e.listening_ports(), dl(10),
+                           "ebb's two listeners")
+        proxy_port = ports[0][1]  # bound first, so the lower fd
+        # With both listeners bound, ebb cannot get past its first log line; where the kernel
+        # shows it, check that it is indeed blocked writing to the pipe.
+        wait_until(lambda: e.wchan() in ("", "0") or "pipe" in e.wchan(), dl(5),
+                   f"ebb to block writing its first log line (wchan {e.wchan()!r})")
+        c = self.connect(proxy_port)  # accepted by the kernel into the backlog
+        c.send(b"GET /queued HTTP/1.1\r\nHost: t\r\n\r\n")
+        os.kill(e.pid, signal.SIGTERM)
+        e.read_all(dl(10))  # unblocks ebb; returns at EOF (ebb exited) or the timeout
+        code = e.proc.wait(timeout=dl(10))
+        msgs = [r.get("msg") for r in e.log_lines()]
+        self.assertEqual(code, 0, f"SIGTERM right after the listeners were bound: exit code {code} "
+                                  f"(-15 = killed by the signal's default action); log: {msgs}")
+        self.assertIn("drain started", msgs)
+        r = c.read_response(timeout=dl(5))
+        self.assertOk(r, b"/queued", "the connection queued at SIGTERM is served")
 
 
 class Reload(EbbTestCase):
