@@ -137,8 +137,26 @@ bool valid_host(std::string_view v) {
   return true;
 }
 
+namespace {
+
+// "http://host:port/path?q" -> authority "host:port", target "/path?q".
+void split_absolute_form(std::string_view t, RequestInfo& info) {
+  info.target = t;
+  size_t scheme = 0;
+  if (t.size() > 7 && iequals(t.substr(0, 7), "http://")) scheme = 7;
+  else if (t.size() > 8 && iequals(t.substr(0, 8), "https://")) scheme = 8;
+  else return;
+  std::string_view rest = t.substr(scheme);
+  size_t slash = rest.find_first_of("/?");
+  info.authority = rest.substr(0, slash);
+  info.target = slash == std::string_view::npos ? std::string_view("/") : rest.substr(slash);
+}
+
+}  // namespace
+
 RequestInfo analyse_request(const MessageHead& head, bool http11) {
   RequestInfo info;
+  split_absolute_form(head.target(), info);
   for (size_t i = 0; i < head.count(); ++i) {
     std::string_view n = head.name(i), v = head.value(i);
     if (n.empty()) {
@@ -196,7 +214,12 @@ RequestInfo analyse_request(const MessageHead& head, bool http11) {
     if (info.connection.names("x-forwarded-proto")) info.has_forwarded_proto = false;
     if (info.connection.names("x-forwarded-host")) info.has_forwarded_host = false;
   }
-  if (info.host_count > 1) {
+  if (info.chunked && !http11) {
+    // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+    info.error = "Transfer-Encoding in an HTTP/1.0 request";
+  } else if (!info.authority.empty() && !valid_host(info.authority)) {
+    info.error = "invalid authority in request target";
+  } else if (info.host_count > 1) {
     info.error = "more than one Host header";
   } else if (info.host_count == 0 && http11) {
     info.error = "missing Host header";
@@ -233,7 +256,9 @@ void write_request_head(std::string& out, const MessageHead& head, const Request
                         const ForwardContext& ctx) {
   out.append(ctx.method);
   out += ' ';
-  out.append(head.target());
+  std::string_view target = info.target.empty() ? head.target() : info.target;
+  if (!target.empty() && target.front() == '?') out += '/';  // "http://h?q" -> "/?q"
+  out.append(target);
   out.append(" HTTP/1.1\r\n", 11);
   std::string_view host;
   bool xff_written = false;
@@ -260,15 +285,25 @@ void write_request_head(std::string& out, const MessageHead& head, const Request
       out.append("\r\n", 2);
       continue;
     }
-    if (static_cast<int>(i) == info.host_index) host = trim(v);
+    if (static_cast<int>(i) == info.host_index) {
+      // A proxy replaces Host with the authority of an absolute-form target (§3.2.2).
+      host = info.authority.empty() ? trim(v) : info.authority;
+      append_field(out, n, host);
+      continue;
+    }
     append_field(out, n, v);
   }
-  if (info.host_index < 0) append_field(out, "Host", ctx.default_host);
+  if (info.host_index < 0) {
+    host = info.authority.empty() ? ctx.default_host : info.authority;
+    append_field(out, "Host", host);
+  }
   if (ctx.upgrade) out.append("Connection: upgrade\r\n");
   if (ctx.body_chunked) out.append("Transfer-Encoding: chunked\r\n");
   if (!xff_written) append_field(out, "X-Forwarded-For", ctx.client_ip);
   if (!info.has_forwarded_proto) out.append("X-Forwarded-Proto: http\r\n");
-  if (!info.has_forwarded_host && info.host_index >= 0) append_field(out, "X-Forwarded-Host", host);
+  if (!info.has_forwarded_host && (info.host_index >= 0 || !info.authority.empty())) {
+    append_field(out, "X-Forwarded-Host", host);
+  }
   if (!info.has_request_id) append_field(out, "X-Request-Id", ctx.request_id);
   out.append("\r\n", 2);
 }

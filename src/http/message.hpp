@@ -73,6 +73,9 @@ struct RequestInfo {
   bool expect_continue = false;
   bool websocket = false;      // Upgrade: websocket
   bool has_upgrade = false;
+  // absolute-form target (RFC 9112 §3.2.2): forwarded in origin-form, its authority as Host
+  std::string_view target;     // what goes on the request line
+  std::string_view authority;  // non-empty for an absolute-form target
   const char* error = nullptr;  // reason for a 400, when the head breaks a rule
 };
 RequestInfo analyse_request(const MessageHead& head, bool http11);

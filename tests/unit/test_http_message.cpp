@@ -681,3 +681,18 @@ TEST_CASE("status_text names the statuses ebb relays or makes", "[http][message]
   CHECK(std::string(status_text(505)) == "HTTP Version Not Supported");
   CHECK(std::string(status_text(418)) == "Unknown");
 }
+
+TEST_CASE("an absolute-form target is forwarded in origin-form with its authority as Host", "[http][message]") {
+  // RFC 9112 §3.2.2: the Host field a client sent is replaced by the target's authority.
+  Wire w = forward({{"Host", "evil.example"}}, context(), false, "http://good.example:81/x?y=1");
+  CHECK(w.start == "GET /x?y=1 HTTP/1.1");
+  CHECK(w.count("Host") == 1);
+  CHECK(w.get("Host") == "good.example:81");
+  CHECK(w.get("X-Forwarded-Host") == "good.example:81");
+  Wire bare = forward({{"Host", "h"}}, context(), false, "HTTP://only.example");
+  CHECK(bare.start == "GET / HTTP/1.1");
+  CHECK(bare.get("Host") == "only.example");
+  Wire query = forward({{"Host", "h"}}, context(), false, "http://q.example?a=b");
+  CHECK(query.start == "GET /?a=b HTTP/1.1");
+  CHECK_FALSE(ebb::http::analyse_request(make_head("http://bad host/", {{"Host", "h"}}), true).error == nullptr);
+}
