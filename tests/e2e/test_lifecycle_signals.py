@@ -178,6 +178,31 @@ class Reload(EbbTestCase):
         self.assertEqual(ebb.logs("drained")[0].get("cut"), 0)
         assert_lifecycle_once(self, ebb)
 
+    def test_sighup_changes_propagation_delay(self):
+        fake, ebb = self.proxy(ok(), shutdown_config(5.0, 0.1, 5.0, 1.0))
+        wait_ready(ebb)
+        rewrite_config(ebb, shutdown_config(0.3, 0.1, 1.0, 1.0))
+        ebb.signal(signal.SIGHUP)
+        ebb.wait_log("config reloaded", dl(5))
+        t0 = time.monotonic()
+        ebb.signal(signal.SIGTERM)
+        code, elapsed = exit_timed(ebb, t0, dl(10))
+        self.assertEqual(code, 0)
+        self.assertGreaterEqual(elapsed, 0.3 - EARLY)
+        self.assertLess(elapsed, 0.3 + dl(3.0), "the original 5s propagation_delay was used")
+        self.assertEqual(ebb.logs("drain started")[0].get("propagation_delay_s"), 0.3)
+
+    def test_sighup_changes_limits(self):
+        fake, ebb = self.proxy(answer_target)
+        wait_ready(ebb)
+        c = self.connect(ebb)
+        self.assertOk(c.request("GET", "/" + "u" * 2000), ("/" + "u" * 2000).encode())
+        rewrite_config(ebb, {"limits": {"max_uri_bytes": 1024}})
+        ebb.signal(signal.SIGHUP)
+        ebb.wait_log("config reloaded", dl(5))
+        c = self.connect(ebb)
+        self.assertEbbError(c.request("GET", "/" + "u" * 2000), 414, "after lowering max_uri_bytes")
+
     def test_sighup_changes_the_log_level(self):
         fake, ebb = self.proxy(echo(), {"log": {"level": "info"}})
         wait_ready(ebb)

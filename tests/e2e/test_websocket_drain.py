@@ -4,6 +4,7 @@ its own during the drain; one still open at the drain deadline gets a close fram
 (0x88 0x02 0x03 0xE9) at a frame boundary, never inside a frame the app is still sending, and
 nothing after it; then the connection closes. Other upgrades are just closed at the deadline."""
 
+import json
 import os
 import select
 import signal
@@ -110,6 +111,29 @@ class WebSocket(EbbTestCase):
         self.assertEqual(ebb.logs("drained")[0].get("cut"), 1)
         self.assertTrue(self.app.peer_closed.wait(dl(2)), "the app side is closed too")
         assert_lifecycle_once(self, ebb)
+
+    def test_figures_after_a_tunnel_is_cut_by_an_admin_drain(self):
+        fake, ebb = self.start()
+        c = ws_connect(self, ebb)
+        self.echo(c, 0x1, b"hello")
+        ex = scrape(ebb)
+        self.assertEqual((ex.value("ebb_requests_in_flight"), ex.value("ebb_connections_active")),
+                         (1, 1))
+        w = self.connect(ebb.admin_port)
+        w.send(build_request("GET", "/drain?wait=true"))
+        fin, opcode, payload, head = ws_read_frame(c, dl(10))
+        self.assertEqual(head + payload, GOING_AWAY)
+        ws_send(c, 0x8, b"\x03\xe9")
+        self.assertClosed(c, dl(3))
+        resp = w.read_response(timeout=dl(10))
+        self.assertEqual(resp.status, 200, resp)
+        self.assertEqual(json.loads(resp.body)["cut_requests"], 1, resp.body)
+        # ebb stays up (drained): its figures must add up after the cut.
+        ex = scrape(ebb)
+        self.assertEqual(ex.value("ebb_requests_in_flight"), 0)
+        self.assertEqual(ex.value("ebb_connections_active"), 0)
+        self.assertEqual(ex.value("ebb_drain_cut_requests_total"), 1)
+        self.assertEqual(ex.value("ebb_lifecycle_state", {"state": "drained"}), 1)
 
     def _frame_in_progress_at_deadline(self, first: int):
         """The app has sent its frame's header and `first` payload bytes (a negative `first`
