@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <utility>
 
 #include "log.hpp"
 #include "net/io.hpp"
@@ -56,6 +57,11 @@ bool Server::resolve_upstream(const Config& c, sockaddr_storage& addr, std::stri
 }
 
 int Server::run() {
+  // Handlers first: a SIGTERM that arrives as soon as the port listens must drain, not kill.
+  // libuv queues it until the loop runs.
+  for (auto [h, signum] : {std::pair{&sigterm_, SIGTERM}, std::pair{&sigint_, SIGINT}, std::pair{&sighup_, SIGHUP}}) {
+    uv_signal_start(h, [](uv_signal_t* s, int n) { static_cast<Server*>(s->data)->on_signal(n); }, signum);
+  }
   if (!resolve_upstream(*cfg_, upstream_addr_, upstream_host_)) {
     exit_with(1);
   } else {
@@ -84,9 +90,6 @@ int Server::run() {
     LOG_INFO("listening", {"proxy", net::sock_name(&listener_)}, {"admin", admin_.bound_address()},
              {"upstream", upstream_host_}, {"pid", static_cast<long>(getpid())},
              {"version", EBB_VERSION});
-    uv_signal_start(&sigterm_, [](uv_signal_t* s, int n) { static_cast<Server*>(s->data)->on_signal(n); }, SIGTERM);
-    uv_signal_start(&sigint_, [](uv_signal_t* s, int n) { static_cast<Server*>(s->data)->on_signal(n); }, SIGINT);
-    uv_signal_start(&sighup_, [](uv_signal_t* s, int n) { static_cast<Server*>(s->data)->on_signal(n); }, SIGHUP);
     if (cfg_->readiness.upstream_check == UpstreamCheck::kNone) on_check(true, "check disabled");
     else check_.start(*cfg_, upstream_addr_, upstream_host_);
   }
