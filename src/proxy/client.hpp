@@ -65,9 +65,7 @@ class ClientConn {
     bool upgrade = false;
     bool websocket = false;
     bool replayable = false;
-    bool body_forwarded = false;
     bool retried = false;
-    bool early_response = false;  // answered before the request body was read
     bool local = false;           // answered by ebb itself (probe or error)
     int status = 0;
     std::uint64_t body_bytes = 0;

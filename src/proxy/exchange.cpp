@@ -90,10 +90,7 @@ void ClientConn::send_request_head() {
     replay_or_fail(u, UpstreamError::kClosedEarly, r);
     return;
   }
-  if (!pending_body_.empty()) {
-    ex_.body_forwarded = true;
-    pending_body_.clear();
-  }
+  pending_body_.clear();
   if (ex_.request_complete && !tunnel_) u->arm_response_timer();
   update_read();
 }
@@ -127,7 +124,6 @@ int ClientConn::forward_body(const char* at, size_t len) {
     replay_or_fail(u, UpstreamError::kClosedEarly, r);
     return HPE_USER;
   }
-  ex_.body_forwarded = true;
   return 0;
 }
 
@@ -204,10 +200,7 @@ int ClientConn::upstream_head(UpstreamConn* up) {
       if (ex_.http10) ex_.close_after = true;  // close-delimited for a client without chunked
       else f.chunked = true;                  // keeps the client connection reusable
     }
-    if (!ex_.request_complete) {
-      ex_.early_response = true;  // answered before the whole request arrived
-      ex_.close_after = true;
-    }
+    if (!ex_.request_complete) ex_.close_after = true;  // answered before the whole request arrived
     if (w_.phase() != Phase::kServing) ex_.close_after = true;
     f.close = ex_.close_after;
     f.keep_alive_10 = ex_.http10 && !ex_.close_after;
