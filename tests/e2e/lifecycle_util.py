@@ -1,17 +1,22 @@
 """Helpers for the lifecycle, admin, WebSocket and metrics e2e tests (issue 3), on top of ebbtest.
 
-- Short lifecycle durations (`SHORT`) and a config for readiness checks.
-- Admin calls: `admin_request`, `readyz`, `healthz`, `scrape`, and `poll_readyz` (polls until the
-  answer matches, returns the monotonic time it first did).
+- Short lifecycle durations (`SHORT`, `shutdown_config`), `wait_ready` (ebb logs `listening`
+  before it installs its signal handlers: signal it only after `ready`).
+- Admin calls: `admin_request`, `readyz`, `healthz`, `scrape`, `wait_metric`, and `poll_readyz`
+  (polls until the answer matches, returns the monotonic time it first did).
 - `Gate`: a fake-app handler that holds a request until the test releases it (no sleep).
-- `try_connect`: a connect that reports "refused" instead of raising.
+- `Client` (an HttpClient that closes its socket when the connect fails) and `try_connect`
+  (a connect that reports "refused" instead of raising).
 - `parse_prometheus`: a strict reader of the Prometheus text format 0.0.4 that fails on any
   line that does not parse, on HELP/TYPE after a family's samples, on interleaved families, on
   duplicate samples, and on a histogram whose buckets are not cumulative.
 - WebSocket (RFC 6455) framing for a client (`ws_connect`, `ws_send`, `ws_read_frame`) and a
   minimal echo app (`WsEchoApp`) that can stop in the middle of a large frame on request.
 - `rewrite_config` for SIGHUP tests, `run_drain_cli` for `ebb drain`, `non_loopback_ipv4`.
-- `assert_lifecycle_once`: each lifecycle log line exactly once, read after ebb exited.
+- `wait_exit` / `exit_timed` (read the whole log too), `assert_lifecycle_once` (each lifecycle
+  log line exactly once, checked after ebb exited), `log_time` (ebb's own clock).
+- `BlockedStderrEbb`: ebb frozen inside the write(2) of its first log line by a full stderr
+  pipe, to signal it at a known point of its startup.
 """
 
 from __future__ import annotations

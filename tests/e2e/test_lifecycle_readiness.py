@@ -9,7 +9,7 @@ import time
 import unittest
 
 from ebbtest import EbbTestCase, answer_target, dl, ok, route, unused_port
-from lifecycle_util import (EARLY, healthz, poll_readyz, readyz, scrape)
+from lifecycle_util import EARLY, healthz, poll_readyz, readyz, scrape, wait_exit
 
 INTERVAL = 0.2
 THRESHOLD = 3
@@ -190,8 +190,7 @@ class Readiness(EbbTestCase):
         self.assertEqual(readyz(ebb), (503, "starting"))
         ebb.signal(signal.SIGTERM)
         poll_readyz(ebb, 503, "draining", dl(2))
-        self.assertEqual(ebb.wait_exit(dl(10)), 0)
-        ebb._reader.join(5)
+        self.assertEqual(wait_exit(ebb, dl(10)), 0)
         self.assertEqual(ebb.logs("ready"), [], "never ready")
         for msg in ("drain started", "listener closed", "drained", "exiting"):
             self.assertEqual(len(ebb.logs(msg)), 1, msg)
