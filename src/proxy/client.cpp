@@ -203,7 +203,7 @@ int ClientConn::reject(int status, const char* reason) {
 int ClientConn::on_message_begin() {
   ex_ = Exchange{};
   ex_.active = true;
-  ex_.started_ms = w_.now_ms();
+  ex_.started_ns = uv_hrtime();
   head_.clear();
   out_.clear();
   pending_body_.clear();
@@ -345,7 +345,7 @@ void ClientConn::send_error(int status, const char* reason) {
   if (!ex_.active) {
     ex_ = Exchange{};
     ex_.active = true;
-    ex_.started_ms = w_.now_ms();
+    ex_.started_ns = uv_hrtime();
     ++w_.metrics().requests_in_flight;
   }
   if (ex_.response_started) {  // the status line is out: all we can do is close
@@ -538,7 +538,7 @@ void ClientConn::log_access() {
   std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
   LOG_INFO("access", {"conn", id_}, {"client", client_ip_}, {"method", method},
            {"target", head_.target()}, {"status", ex_.status}, {"bytes", ex_.response_bytes},
-           {"ms", w_.now_ms() - ex_.started_ms});
+           {"ms", static_cast<double>(uv_hrtime() - ex_.started_ns) / 1e6});
 }
 
 }  // namespace ebb

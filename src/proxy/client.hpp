@@ -69,7 +69,7 @@ class ClientConn {
     bool local = false;           // answered by ebb itself (probe or error)
     int status = 0;
     std::uint64_t body_bytes = 0;
-    std::uint64_t started_ms = 0;
+    std::uint64_t started_ns = 0;  // uv_hrtime: uv_now is whole milliseconds
     std::uint64_t retry_until_ms = 0;
     std::uint64_t retry_delay_ms = 0;
     std::uint64_t response_bytes = 0;

@@ -302,7 +302,7 @@ void ClientConn::release_upstream(bool reusable) {
 void ClientConn::finish_exchange() {
   if (!ex_.active) return;
   flush_batch();
-  double secs = static_cast<double>(w_.now_ms() - ex_.started_ms) / 1000.0;
+  double secs = static_cast<double>(uv_hrtime() - ex_.started_ns) / 1e9;
   w_.metrics().count_request(ex_.status, secs);
   --w_.metrics().requests_in_flight;
   log_access();
