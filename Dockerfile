@@ -1,5 +1,5 @@
-# ebb's container image. The build stage runs `make static`, the target that `make test` also
-# builds and smoke-tests (tests/k8s/test_static_smoke.py: the binary's dynamic dependencies, a
+# ebb's container image. The build stage runs `make static` (the release build, statically linked),
+# the binary that `make test` also tests and smoke-tests (tests/k8s/test_static_smoke.py: the binary's dynamic dependencies, a
 # proxied request, a clean exit on SIGTERM). No Docker engine runs on the development machines or
 # in CI, so this file itself is not built there.
 #
@@ -18,7 +18,7 @@ COPY . .
 # nothing more; tests/ is not in the context (.dockerignore), so no npm install either.
 RUN make static DEPS_CHECK="/usr/bin/g++ /usr/bin/cmake /usr/bin/pkg-config /usr/include/uv.h \
       /usr/share/llhttp/llhttp.c /usr/include/yaml-cpp/yaml.h /usr/bin/python3" \
- && strip build-static/ebb
+ && strip build/ebb
 
 # The static build links libuv, yaml-cpp, libstdc++ and libgcc in; what it still loads is glibc
 # (libc.so.6 and the loader: the smoke test fails on anything else). glibc stays dynamic because
@@ -26,7 +26,7 @@ RUN make static DEPS_CHECK="/usr/bin/g++ /usr/bin/cmake /usr/bin/pkg-config /usr
 # So the base is the smallest image with glibc: distroless base without OpenSSL (ebb speaks
 # plain HTTP to the app and the kubelet). It also has /etc/passwd with the nonroot user 65532.
 FROM gcr.io/distroless/base-nossl-debian12
-COPY --from=build /src/build-static/ebb /usr/local/bin/ebb
+COPY --from=build /src/build/ebb /usr/local/bin/ebb
 COPY config/ebb.yaml /etc/ebb/ebb.yaml
 USER 65532:65532
 # 8080: the proxy listener (the Service targets it); 9901: admin (probes, /metrics, /drain).

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Smoke test of the static binary the Dockerfile ships (`make static`, build-static/ebb). No
+# Smoke test of the static binary the Dockerfile ships (`make static` = `make build`: build/ebb). No
 # Docker engine runs here, so this stands in for the image: the binary may need nothing beyond
 # what the final image (distroless, glibc only) provides, and it must proxy and drain cleanly.
 #
@@ -101,7 +101,7 @@ def rss_kib(pid):
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("EBB_STATIC_BIN", "")
     if not binary:
-        fail("no binary: pass its path or set EBB_STATIC_BIN (make static builds build-static/ebb)")
+        fail("no binary: pass its path or set EBB_STATIC_BIN (make static builds build/ebb)")
     if not os.access(binary, os.X_OK):
         fail("%s is missing or not executable: run `make static`" % binary)
     check_dynamic_deps(binary)
