@@ -5,25 +5,28 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 CTEST_ARGS ?=
 
-APT_PACKAGES := g++ cmake make pkg-config libuv1-dev node-llhttp libyaml-cpp-dev catch2 \
-                python3 curl wrk nginx haproxy golang-go nodejs npm procps
-# Each entry is "command-or-file:package": only what is missing is installed.
-DEPS_CHECK := /usr/bin/g++ /usr/bin/cmake /usr/bin/pkg-config /usr/include/uv.h \
-              /usr/share/llhttp/llhttp.c /usr/include/yaml-cpp/yaml.h /usr/include/catch2/catch.hpp \
-              /usr/bin/python3 /usr/bin/curl /usr/bin/wrk /usr/sbin/nginx /usr/sbin/haproxy \
-              /usr/bin/go /usr/bin/node /usr/bin/npm /usr/bin/pgrep
+# "file:package" pairs: a package is installed only when its file is missing, so what the machine
+# already has (e.g. a Node.js from another source, whose npm conflicts with Debian's) is left alone.
+DEPS := /usr/bin/g++:g++ /usr/bin/cmake:cmake /usr/bin/make:make /usr/bin/pkg-config:pkg-config \
+        /usr/include/uv.h:libuv1-dev /usr/share/llhttp/llhttp.c:node-llhttp \
+        /usr/include/yaml-cpp/yaml.h:libyaml-cpp-dev /usr/include/catch2/catch.hpp:catch2 \
+        /usr/bin/python3:python3 /usr/bin/curl:curl /usr/bin/wrk:wrk /usr/sbin/nginx:nginx \
+        /usr/sbin/haproxy:haproxy /usr/bin/go:golang-go /usr/bin/node:nodejs /usr/bin/npm:npm \
+        /usr/bin/pgrep:procps /usr/bin/readelf:binutils
+DEPS_CHECK ?= $(foreach d,$(DEPS),$(firstword $(subst :, ,$(d))))
 
 .PHONY: all deps build asan static run test test-unit test-e2e test-asan zero-downtime bench clean
 
 all: build
 
 deps:
-	@missing=0; for f in $(DEPS_CHECK); do [ -e $$f ] || missing=1; done; \
-	if [ $$missing = 1 ]; then \
-	  echo "make deps: installing missing packages"; \
+	@missing=""; for d in $(DEPS); do f=$${d%%:*}; p=$${d#*:}; \
+	  case " $(DEPS_CHECK) " in *" $$f "*) [ -e $$f ] || missing="$$missing $$p";; esac; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	@$(MAKE) --no-print-directory -s npm-deps
 
