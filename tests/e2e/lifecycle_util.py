@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 
-from ebbtest import (CLOSE, EBB_BIN, Ebb, HarnessError, HttpClient, PeerGone, WaitTimeout,
+from ebbtest import (CLOSE, EBB_BIN, Ebb, EbbTestCase, HarnessError, HttpClient, PeerGone, WaitTimeout,
                      build_request, build_response, deep_merge, dl, ok, to_yaml, wait_until)
 
 # Short durations: propagation at least 1s, then until 300ms without a new connection, at most
@@ -586,10 +586,19 @@ def wait_exit(ebb: Ebb, timeout: float) -> int:
 
 
 def wait_ready(ebb: Ebb, timeout: float | None = None) -> Ebb:
-    """Waits for the `ready` log line. ebb logs `listening` before it installs its signal
-    handlers, so a test that signals it must wait for `ready` (logged after them) first."""
+    """Waits for the `ready` log line, so that /readyz answers 200 before the test acts."""
     ebb.wait_log("ready", timeout if timeout is not None else dl(5))
     return ebb
+
+
+class LifecycleCase(EbbTestCase):
+    """An EbbTestCase with the SHORT shutdown durations, whose proxy() returns a ready ebb."""
+    ebb_config = SHORT
+
+    def proxy(self, handler=None, config=None, **kw):
+        fake, ebb = super().proxy(handler, config, **kw)
+        wait_ready(ebb)
+        return fake, ebb
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,22 +11,15 @@ import subprocess
 import time
 import unittest
 
-from ebbtest import EBB_BIN, EbbTestCase, dl, ok, unused_port, wait_until
-from lifecycle_util import (SHORT, Gate, admin_request, assert_lifecycle_once, exit_timed,
-                            non_loopback_ipv4, poll_readyz, readyz, run_drain_cli, scrape,
-                            wait_ready)
+from ebbtest import EBB_BIN, dl, ok, unused_port, wait_until
+from lifecycle_util import (LifecycleCase, SHORT, Gate, admin_request, assert_lifecycle_once,
+                            exit_timed, non_loopback_ipv4, poll_readyz, readyz, run_drain_cli,
+                            scrape)
 
 TOKEN = "s3cret-Token_42"
 
 
-class AuthCase(EbbTestCase):
-    ebb_config = SHORT
-
-    def proxy(self, handler=None, config=None, **kw):
-        fake, ebb = super().proxy(handler, config, **kw)
-        wait_ready(ebb)
-        return fake, ebb
-
+class AuthCase(LifecycleCase):
     def refused_total(self, ebb):
         return scrape(ebb).value("ebb_admin_refused_total")
 

@@ -8,20 +8,13 @@ import signal
 import time
 import unittest
 
-from ebbtest import EbbTestCase, build_request, dl, never_answer, ok
-from lifecycle_util import (DRAIN_TIMEOUT, EARLY, PROPAGATION_DELAY, SHORT, Client, Gate,
-                            admin_request, assert_lifecycle_once, exit_timed, healthz,
-                            poll_readyz, readyz, scrape, try_connect, wait_ready)
+from ebbtest import build_request, dl, never_answer, ok
+from lifecycle_util import (LifecycleCase, DRAIN_TIMEOUT, EARLY, PROPAGATION_DELAY, SHORT, Client,
+                            Gate, admin_request, assert_lifecycle_once, exit_timed, healthz,
+                            poll_readyz, readyz, scrape, try_connect)
 
 
-class AdminCase(EbbTestCase):
-    ebb_config = SHORT
-
-    def proxy(self, handler=None, config=None, **kw):
-        fake, ebb = super().proxy(handler, config, **kw)
-        wait_ready(ebb)
-        return fake, ebb
-
+class AdminCase(LifecycleCase):
     def admin_client(self, ebb) -> Client:
         c = Client(ebb.admin_port, timeout=dl(10))
         self._h()["clients"].append(c)

@@ -7,21 +7,12 @@ import signal
 import time
 import unittest
 
-from ebbtest import (EbbTestCase, build_response, dl, echo, never_answer, ok, pattern_bytes,
-                     route, slow)
-from lifecycle_util import (EARLY, PROPAGATION_DELAY, PROPAGATION_MAX, QUIET_PERIOD, SHORT, Gate,
-                            assert_lifecycle_once, exit_timed, readyz, shutdown_config,
-                            wait_ready)
+from ebbtest import (build_response, dl, echo, never_answer, ok, pattern_bytes, route, slow)
+from lifecycle_util import (LifecycleCase, EARLY, PROPAGATION_DELAY, PROPAGATION_MAX, QUIET_PERIOD,
+                            SHORT, Gate, assert_lifecycle_once, exit_timed, readyz, shutdown_config)
 
 
-class Drain(EbbTestCase):
-    ebb_config = SHORT
-
-    def proxy(self, handler=None, config=None, **kw):
-        fake, ebb = super().proxy(handler, config, **kw)
-        wait_ready(ebb)
-        return fake, ebb
-
+class Drain(LifecycleCase):
     def test_3s_request_started_before_sigterm_completes_with_200_then_exit_0(self):
         drain_timeout = 10.0  # 3s fit with room; waiting for this deadline would be obvious
         fake, ebb = self.proxy(slow(3.0, ok(b"slow done")),

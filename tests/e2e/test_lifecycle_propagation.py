@@ -9,22 +9,14 @@ import signal
 import time
 import unittest
 
-from ebbtest import (ConnectionClosed, EbbTestCase, answer_target, dl, ok, pattern_bytes, route,
-                     unused_port)
-from lifecycle_util import (DRAIN_TIMEOUT, EARLY, PROPAGATION_DELAY, PROPAGATION_MAX, QUIET_PERIOD,
-                            SHORT, Client, Gate, assert_lifecycle_once, exit_timed, healthz,
-                            log_time, poll_readyz, readyz, shutdown_config, try_connect,
+from ebbtest import (ConnectionClosed, answer_target, dl, ok, pattern_bytes, route, unused_port)
+from lifecycle_util import (LifecycleCase, DRAIN_TIMEOUT, EARLY, PROPAGATION_DELAY, PROPAGATION_MAX,
+                            QUIET_PERIOD, SHORT, Client, Gate, assert_lifecycle_once, exit_timed,
+                            healthz, log_time, poll_readyz, readyz, shutdown_config, try_connect,
                             wait_exit, wait_ready)
 
 
-class Propagation(EbbTestCase):
-    ebb_config = SHORT
-
-    def proxy(self, handler=None, config=None, **kw):
-        fake, ebb = super().proxy(handler, config, **kw)
-        wait_ready(ebb)
-        return fake, ebb
-
+class Propagation(LifecycleCase):
     def _probe_until_exit(self, ebb, deadline: float) -> list:
         """Polls /healthz and /readyz until ebb exits; returns [(t, healthz, readyz)]."""
         seen = []

@@ -7,9 +7,9 @@ lifecycle state through a drain, cut requests, build info."""
 import time
 import unittest
 
-from ebbtest import EbbTestCase, answer_target, dl, never_answer, ok, route, slow, unused_port
-from lifecycle_util import (SHORT, Gate, admin_request, parse_prometheus, poll_readyz, scrape,
-                            wait_metric, wait_ready)
+from ebbtest import answer_target, dl, never_answer, ok, route, slow, unused_port
+from lifecycle_util import (LifecycleCase, SHORT, Gate, admin_request, parse_prometheus,
+                            poll_readyz, scrape, wait_metric, wait_ready)
 
 FAMILIES = {
     "ebb_requests_total": "counter",
@@ -25,14 +25,7 @@ FAMILIES = {
 STATES = ("starting", "ready", "draining", "drained")
 
 
-class Metrics(EbbTestCase):
-    ebb_config = SHORT
-
-    def proxy(self, handler=None, config=None, **kw):
-        fake, ebb = super().proxy(handler, config, **kw)
-        wait_ready(ebb)
-        return fake, ebb
-
+class Metrics(LifecycleCase):
     def code(self, ex, code: int) -> float:
         return ex.value("ebb_requests_total", {"code": str(code)}) or 0
 
