@@ -106,26 +106,15 @@ namespace {
 
 std::string format(const sockaddr_storage& ss, bool with_port) {
   char ip[INET6_ADDRSTRLEN] = {0};
-  int port = 0;
-  if (ss.ss_family == AF_INET) {
-    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-    port = ntohs(a->sin_port);
-    if (!with_port) return ip;
-    char out[64];
-    std::snprintf(out, sizeof out, "%s:%d", ip, port);
-    return out;
-  }
-  if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-    inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-    port = ntohs(a->sin6_port);
-    if (!with_port) return ip;
-    char out[80];
-    std::snprintf(out, sizeof out, "[%s]:%d", ip, port);
-    return out;
-  }
-  return {};
+  bool v6 = ss.ss_family == AF_INET6;
+  if (!v6 && ss.ss_family != AF_INET) return {};
+  const auto* in4 = reinterpret_cast<const sockaddr_in*>(&ss);
+  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+  inet_ntop(ss.ss_family, v6 ? static_cast<const void*>(&in6->sin6_addr) : &in4->sin_addr, ip, sizeof ip);
+  if (!with_port) return ip;
+  char out[80];
+  std::snprintf(out, sizeof out, v6 ? "[%s]:%d" : "%s:%d", ip, ntohs(v6 ? in6->sin6_port : in4->sin_port));
+  return out;
 }
 
 }  // namespace
