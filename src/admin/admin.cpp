@@ -62,16 +62,12 @@ class AdminConn {
     if (prev_) prev_->next_ = next_;
     else s_.conns_ = next_;
     if (next_) next_->prev_ = prev_;
-    pending_ = 2;
-    auto done = [](uv_handle_t* h) {
-      auto* self = static_cast<AdminConn*>(h->data);
-      if (--self->pending_ == 0) delete self;
-    };
-    uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), done);
-    uv_close(reinterpret_cast<uv_handle_t*>(&timer_), done);
+    net::close_pair<AdminConn, &AdminConn::pending_closes_, &AdminConn::on_closed>(
+        this, reinterpret_cast<uv_handle_t*>(&tcp_), reinterpret_cast<uv_handle_t*>(&timer_));
   }
 
  private:
+  static void on_closed(AdminConn* self) { delete self; }
   static const llhttp_settings_t* settings() {
     static const llhttp_settings_t s = [] {
       llhttp_settings_t t;
@@ -221,7 +217,7 @@ class AdminConn {
   http::MessageHead head_;
   sockaddr_storage peer_{};
   std::string out_;
-  int pending_ = 0;
+  int pending_closes_ = 0;
   bool complete_ = false;
   bool answered_ = false;
   bool waiting_ = false;

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "net/io.hpp"
+
 namespace ebb {
 
 struct ReadinessCheck::Probe {
@@ -15,7 +17,8 @@ struct ReadinessCheck::Probe {
   uv_write_t write_req;
   char status_line[16];
   size_t got = 0;
-  int pending_closes = 0;
+  int pending_closes_ = 0;
+  static void on_closed(Probe* p) { delete p; }
   bool done = false;
 };
 
@@ -107,13 +110,8 @@ void ReadinessCheck::finish(Probe* p, bool ok, const char* why) {
   if (p->done) return;
   p->done = true;
   if (current_ == p) current_ = nullptr;
-  p->pending_closes = 2;
-  auto done = [](uv_handle_t* h) {
-    auto* q = static_cast<Probe*>(h->data);
-    if (--q->pending_closes == 0) delete q;
-  };
-  uv_close(reinterpret_cast<uv_handle_t*>(&p->tcp), done);
-  uv_close(reinterpret_cast<uv_handle_t*>(&p->timer), done);
+  net::close_pair<Probe, &Probe::pending_closes_, &Probe::on_closed>(
+      p, reinterpret_cast<uv_handle_t*>(&p->tcp), reinterpret_cast<uv_handle_t*>(&p->timer));
   if (!closed_) report_(ok, why);
 }
 

@@ -38,6 +38,19 @@ std::string peer_ip(const uv_tcp_t* tcp);
 std::string sock_name(const uv_tcp_t* tcp);
 bool is_loopback(const sockaddr_storage& ss);
 
+// The two-phase close of an object that owns two handles whose data points at it: both are
+// closed, and Last runs after the second close callback, the only place the object may be freed.
+template <typename T, int T::*Pending, void (*Last)(T*)>
+void close_pair(T* self, uv_handle_t* a, uv_handle_t* b) {
+  self->*Pending = 2;
+  uv_close_cb cb = [](uv_handle_t* h) {
+    T* t = static_cast<T*>(h->data);
+    if (--(t->*Pending) == 0) Last(t);
+  };
+  uv_close(a, cb);
+  uv_close(b, cb);
+}
+
 // Binds and listens; returns 0 or a negative errno.
 int listen_tcp(uv_tcp_t* tcp, const sockaddr_storage& addr, uv_connection_cb cb, int backlog = 4096);
 

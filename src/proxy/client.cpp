@@ -409,18 +409,16 @@ void ClientConn::close() {
     ex_.active = false;
     --w_.metrics().requests_in_flight;
   }
-  pending_closes_ = 2;
-  auto done = [](uv_handle_t* h) {
-    auto* self = static_cast<ClientConn*>(h->data);
-    if (--self->pending_closes_ > 0) return;
-    Worker& w = self->w_;
-    w.unlink(self);
-    --w.metrics().connections_active;
-    delete self;
-    if (w.observer()) w.observer()->on_connection_closed();
-  };
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), done);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), done);
+  net::close_pair<ClientConn, &ClientConn::pending_closes_, &ClientConn::on_closed>(
+      this, reinterpret_cast<uv_handle_t*>(&tcp_), reinterpret_cast<uv_handle_t*>(&timer_));
+}
+
+void ClientConn::on_closed(ClientConn* self) {
+  Worker& w = self->w_;
+  w.unlink(self);
+  --w.metrics().connections_active;
+  delete self;
+  if (w.observer()) w.observer()->on_connection_closed();
 }
 
 // ---- lifecycle --------------------------------------------------------------------------

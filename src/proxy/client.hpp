@@ -112,6 +112,7 @@ class ClientConn {
   void send_ws_close_and_close();
   void log_access();
   void resume_input();
+  static void on_closed(ClientConn* self);  // after the last close callback
 
   Worker& w_;
   std::uint64_t id_;

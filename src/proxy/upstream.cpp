@@ -288,14 +288,11 @@ void UpstreamConn::close() {
   if (state_ == State::kIdle) w_.pool().remove(this);
   state_ = State::kClosing;
   owner_ = nullptr;
-  pending_closes_ = 2;
-  auto done = [](uv_handle_t* h) {
-    auto* self = static_cast<UpstreamConn*>(h->data);
-    if (--self->pending_closes_ == 0) delete self;
-  };
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), done);
-  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), done);
+  net::close_pair<UpstreamConn, &UpstreamConn::pending_closes_, &UpstreamConn::on_closed>(
+      this, reinterpret_cast<uv_handle_t*>(&tcp_), reinterpret_cast<uv_handle_t*>(&timer_));
 }
+
+void UpstreamConn::on_closed(UpstreamConn* self) { delete self; }
 
 UpstreamConn* Pool::take() {
   UpstreamConn* c = head_;

@@ -63,6 +63,7 @@ class UpstreamConn {
   void fail(UpstreamError kind, int err);
   void begin_exchange(ClientConn* owner, bool head_request);
   void enter_pool();
+  static void on_closed(UpstreamConn* self);  // after the last close callback
 
   int on_message_begin();
   int on_status(const char* at, size_t len);
