@@ -80,11 +80,21 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (check) {
-    std::printf("# ebb %s: config OK (%s)\n%s", EBB_VERSION, r.config->source.c_str(),
+    // A misspelt EBB_* variable only warns at run time (it may be a foreign variable), but a
+    // check in CI exists to catch it: warnings fail --check-config.
+    for (const std::string& n : r.notes) std::fprintf(stderr, "ebb: note: %s\n", n.c_str());
+    for (const std::string& w : r.warnings) std::fprintf(stderr, "ebb: warning: %s\n", w.c_str());
+    if (!r.warnings.empty()) {
+      std::fprintf(stderr, "ebb: config has %zu warning(s); --check-config fails on them\n", r.warnings.size());
+      return 2;
+    }
+    std::printf("# ebb %s: config OK (%s)\n%s", EBB_VERSION, ebb::describe_source(*r.config).c_str(),
                 ebb::dump_config(*r.config).c_str());
     return 0;
   }
   ebb::logger().configure(r.config->log.format, r.config->log.level);
+  for (const std::string& n : r.notes) LOG_DEBUG("environment variable ignored", {"reason", n});
+  for (const std::string& w : r.warnings) LOG_WARN("environment variable ignored", {"reason", w});
   ebb::Server server(std::move(*r.config), config_path);
   return server.run();
 }
