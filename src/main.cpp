@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "admin/drain_client.hpp"
+#include "build_commit.hpp"
 #include "config.hpp"
 #include "k8s/check_k8s.hpp"
 #include "log.hpp"
@@ -22,7 +23,7 @@ void usage(FILE* to) {
                "usage:\n"
                "  ebb [--config FILE]                  run (default %s if present, else built-in defaults)\n"
                "  ebb --check-config [--config FILE]   validate, print the effective config, exit 0 or 2\n"
-               "  ebb drain [--admin HOST:PORT] [--wait] [--token T]\n"
+               "  ebb drain [--admin HOST:PORT] [--wait] [--token T] [--config FILE]\n"
                "                                       start a drain through the admin port (preStop.exec)\n"
                "  ebb check-k8s FILE.yaml [--config FILE] [--json]\n"
                "                                       lint Kubernetes manifests for settings that drop requests\n"
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--version" || a == "-v") {
-      std::printf("ebb %s\n", EBB_VERSION);
+      std::printf("ebb %s (commit %s)\n", EBB_VERSION, EBB_COMMIT);
       return 0;
     }
     if (a == "--help" || a == "-h") {
