@@ -80,8 +80,33 @@ struct ProcessFigures {
   const char* state = "starting";
   std::uint64_t admin_refused = 0;
   std::string version;
+  std::string commit = "unknown";
+  // Admin requests for no endpoint, with a wrong method, or not parsable.
+  std::uint64_t admin_not_found = 0;
+  std::uint64_t admin_bad_method = 0;
+  std::uint64_t admin_malformed = 0;
+  // Config reloads (SIGHUP, POST /reload, the file watch); the start-up load sets the first.
+  bool reload_success = true;
+  double reload_timestamp = 0;  // seconds since the epoch
+  std::uint64_t reloads_ok = 0;
+  std::uint64_t reloads_failed = 0;
+  // The last drain's phases, 0 until the phase ended.
+  double last_propagation_seconds = 0;
+  double last_drain_seconds = 0;
+  // process_* from /proc/self, as the Prometheus client libraries export them.
+  bool have_process = false;
+  double cpu_seconds = 0;
+  std::uint64_t resident_bytes = 0;
+  std::uint64_t virtual_bytes = 0;
+  std::uint64_t open_fds = 0;
+  std::uint64_t max_fds = 0;
+  double start_time_seconds = 0;
 };
 
 std::string render_prometheus(const Metrics& m, const ProcessFigures& p);
+
+// Fills the process_* figures of `p` from /proc/self; leaves have_process false where /proc
+// cannot be read (then no process_* family is rendered).
+void read_process_figures(ProcessFigures& p);
 
 }  // namespace ebb

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <utility>
 
+#include "build_commit.hpp"
 #include "log.hpp"
 #include "net/io.hpp"
 
@@ -44,6 +45,12 @@ std::uint64_t raise_fd_limit() {
   }
   return rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : rl.rlim_cur;
 }
+
+double wall_seconds() {
+  uv_timeval64_t tv{};
+  uv_gettimeofday(&tv);
+  return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+}
 }  // namespace
 
 Server::Server(Config cfg, std::string config_path)
@@ -52,7 +59,9 @@ Server::Server(Config cfg, std::string config_path)
       loop_(),
       worker_((uv_loop_init(&loop_), &loop_), cfg_.get(), this),
       admin_(&loop_, *this),
-      check_(&loop_, [this](bool ok, const char* why) { on_check(ok, why); }) {
+      check_(&loop_, [this](bool ok, const char* why) { on_check(ok, why); }),
+      watch_(&loop_, [this] { reload("watch"); }) {
+  last_reload_time_ = wall_seconds();
   uv_tcp_init(&loop_, &listener_);
   listener_.data = this;
   for (uv_signal_t* s : {&sigterm_, &sigint_, &sighup_}) {
@@ -107,11 +116,17 @@ int Server::run() {
       }
     }
   }
+  if (!exiting_ && !config_path_.empty()) {
+    // Before `listening`: a change made as soon as ebb announces itself must not be missed.
+    if (int w = watch_.start(config_path_); w != 0)
+      LOG_WARN("cannot watch the config file; reload with SIGHUP or POST /reload", {"path", config_path_},
+               {"error", uv_strerror(w)});
+  }
   if (!exiting_) {
     LOG_INFO("listening", {"proxy", net::sock_name(&listener_)}, {"admin", admin_.bound_address()},
              {"upstream", upstream_host_}, {"pid", static_cast<long>(getpid())},
              {"max_connections", worker_.connection_cap()}, {"fd_limit", fd_limit_},
-             {"version", EBB_VERSION});
+             {"version", EBB_VERSION}, {"commit", EBB_COMMIT});
     if (cfg_->readiness.upstream_check == UpstreamCheck::kNone) on_check(true, "check disabled");
     else check_.start(*cfg_, upstream_addr_, upstream_host_);
   }
@@ -130,9 +145,11 @@ void Server::apply_connection_cap() {
   std::uint64_t reserve = kReservedFds + cfg_->upstream_pool.max_idle;
   std::uint64_t budget = fd_limit_ > reserve ? (fd_limit_ - reserve) / 2 : 1;
   std::uint64_t cap = std::max<std::uint64_t>(1, std::min<std::uint64_t>(cfg_->limits.max_connections, budget));
-  if (cap < cfg_->limits.max_connections) {
-    LOG_WARN("limits.max_connections lowered to fit the descriptor limit", {"configured", cfg_->limits.max_connections},
-             {"max_connections", cap}, {"fd_limit", fd_limit_});
+  // Said once in the `listening` line at start (nothing may be logged before it), and here when
+  // a reload changes it.
+  if (cap != worker_.connection_cap() && worker_.connection_cap() != 0) {
+    LOG_INFO("max_connections in force", {"configured", cfg_->limits.max_connections}, {"max_connections", cap},
+             {"fd_limit", fd_limit_});
   }
   worker_.set_connection_cap(cap);
 }
@@ -157,7 +174,7 @@ void Server::on_accept(int status) {
 void Server::on_signal(int signum) {
   const char* name = signum == SIGTERM ? "SIGTERM" : signum == SIGINT ? "SIGINT" : "SIGHUP";
   if (signum == SIGHUP) {
-    reload();
+    reload(name);
     return;
   }
   if (state_ == State::kDrained) {
@@ -322,6 +339,7 @@ void Server::exit_with(int code) {
   }
   listener_open_ = false;
   check_.close();
+  watch_.close();
   worker_.close_all();
   admin_.close_all();
 }
@@ -367,29 +385,51 @@ std::uint64_t Server::requests_total() const {
 std::string Server::metrics_text() {
   ProcessFigures p;
   p.state = state_name(state_);
-  p.admin_refused = admin_refused_;
+  p.admin_refused = admin_.stats().refused;
   p.version = EBB_VERSION;
+  p.commit = EBB_COMMIT;
+  p.admin_not_found = admin_.stats().not_found;
+  p.admin_bad_method = admin_.stats().bad_method;
+  p.admin_malformed = admin_.stats().malformed;
+  p.reload_success = last_reload_ok_;
+  p.reload_timestamp = last_reload_time_;
+  p.reloads_ok = reloads_ok_;
+  p.reloads_failed = reloads_failed_;
+  if (listener_closed_ms_ != 0 && state_ != State::kStarting && state_ != State::kReady)
+    p.last_propagation_seconds = seconds(listener_closed_ms_ - drain_started_ms_);
+  if (state_ == State::kDrained) p.last_drain_seconds = seconds(drained_ms_ - listener_closed_ms_);
+  read_process_figures(p);
   return render_prometheus(worker_.metrics(), p);
 }
 
-void Server::reload() {
-  ConfigResult r = load_config(config_path_, ebb_environment());
-  if (!r.config) {
-    LOG_ERROR("reload failed; keeping the running config", {"error", r.error});
-    return;
+// One path for SIGHUP, POST /reload and the file watch: load, check, swap, log, count.
+ReloadOutcome Server::reload(const char* trigger) {
+  ReloadOutcome out = apply_reload();
+  watch_.resync();
+  last_reload_ok_ = out.status == 200;
+  last_reload_time_ = wall_seconds();
+  ++(last_reload_ok_ ? reloads_ok_ : reloads_failed_);
+  if (last_reload_ok_) {
+    LOG_INFO("config reloaded", {"trigger", trigger}, {"result", "success"}, {"source", cfg_->source},
+             {"drain_timeout_s", seconds(cfg_->shutdown.drain_timeout)});
+  } else {
+    LOG_ERROR(out.status == 409 ? "reload refused; keeping the running config" : "reload failed; keeping the running config",
+              {"trigger", trigger}, {"result", "failure"}, {"error", out.message});
   }
+  return out;
+}
+
+ReloadOutcome Server::apply_reload() {
+  ConfigResult r = load_config(config_path_, ebb_environment());
+  if (!r.config) return {422, "invalid config: " + r.error};
   Config& next = *r.config;
   if (!(next.listen == cfg_->listen) || !(next.admin.listen == cfg_->admin.listen)) {
-    LOG_ERROR("reload refused: listen addresses cannot change without a restart; keeping the running config",
-              {"listen", next.listen.str()}, {"admin", next.admin.listen.str()});
-    return;
+    return {409, "listen addresses cannot change without a restart (listen " + next.listen.str() + ", admin " +
+                     next.admin.listen.str() + ")"};
   }
   sockaddr_storage addr{};
   std::string host;
-  if (!resolve_upstream(next, addr, host)) {
-    LOG_ERROR("reload failed; keeping the running config", {"error", "cannot resolve upstream"});
-    return;
-  }
+  if (!resolve_upstream(next, addr, host)) return {503, "cannot resolve upstream " + next.upstream.str()};
   auto fresh = std::make_unique<Config>(std::move(next));
   worker_.set_config(fresh.get());
   worker_.set_upstream(addr, host);
@@ -407,7 +447,7 @@ void Server::reload() {
       check_.start(*cfg_, upstream_addr_, upstream_host_);
     }
   }
-  LOG_INFO("config reloaded", {"source", cfg_->source}, {"drain_timeout_s", seconds(cfg_->shutdown.drain_timeout)});
+  return {200, "config reloaded from " + describe_source(*cfg_)};
 }
 
 }  // namespace ebb

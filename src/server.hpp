@@ -10,6 +10,7 @@
 #include <string>
 
 #include "admin/admin.hpp"
+#include "admin/config_watch.hpp"
 #include "admin/readiness.hpp"
 #include "config.hpp"
 #include "proxy/worker.hpp"
@@ -35,7 +36,7 @@ class Server final : public WorkerObserver, public AdminBackend {
   bool drained() const override { return state_ == State::kDrained; }
   void start_drain(const char* trigger) override;
   std::string drain_summary() const override;
-  void count_refused() override { ++admin_refused_; }
+  ReloadOutcome reload(const char* trigger) override;
   const Config& cfg() const override { return *cfg_; }
 
  private:
@@ -48,8 +49,8 @@ class Server final : public WorkerObserver, public AdminBackend {
   void on_drain_deadline();
   void check_drained();
   void finish_drain();
-  void reload();
   void exit_with(int code);
+  ReloadOutcome apply_reload();
   std::uint64_t requests_total() const;
   bool resolve_upstream(const Config& c, sockaddr_storage& addr, std::string& host);
 
@@ -59,6 +60,7 @@ class Server final : public WorkerObserver, public AdminBackend {
   Worker worker_;
   AdminServer admin_;
   ReadinessCheck check_;
+  ConfigWatch watch_;
   uv_tcp_t listener_;
   uv_signal_t sigterm_, sigint_, sighup_;
   uv_timer_t phase_timer_;
@@ -76,6 +78,11 @@ class Server final : public WorkerObserver, public AdminBackend {
   std::uint64_t fd_limit_ = 0;             // RLIMIT_NOFILE, raised to its hard limit at start
   std::uint64_t accept_errors_ = 0;        // failed accepts since the last warning about them
   std::uint64_t accept_error_logged_ms_ = 0;
+  // Config reloads (SIGHUP, POST /reload, the file watch), for /metrics.
+  bool last_reload_ok_ = true;
+  double last_reload_time_ = 0;  // seconds since the epoch; the start-up load counts
+  std::uint64_t reloads_ok_ = 0;
+  std::uint64_t reloads_failed_ = 0;
   std::uint64_t drain_started_ms_ = 0;
   std::uint64_t listener_closed_ms_ = 0;
   std::uint64_t drained_ms_ = 0;
