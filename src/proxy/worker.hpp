@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "config.hpp"
+#include "lifecycle.hpp"
 #include "metrics.hpp"
 #include "proxy/upstream.hpp"
 
@@ -27,13 +28,6 @@ struct OutBatch {
   unsigned n = 0;
   char lines[kMax][24];
   unsigned lines_used = 0;
-};
-
-// How connections behave at this point of the lifecycle.
-enum class Phase {
-  kServing,      // keep-alive as usual
-  kPropagation,  // answer everything with Connection: close
-  kDrain,        // also close connections as soon as they have nothing in flight
 };
 
 // What the data path asks of the lifecycle (implemented by the Server).
