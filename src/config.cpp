@@ -404,6 +404,11 @@ class Loader {
     std::string text;
     if (int e = read_whole_file(path_, text); e != 0)
       return fail(path_ + ": cannot read config file: " + std::strerror(e));
+    return load_text(text);
+  }
+
+  // `path_` names the text in messages (a file, or e.g. a ConfigMap's key).
+  bool load_text(const std::string& text) {
     std::vector<YAML::Node> docs;
     try {
       docs = YAML::LoadAll(text);
@@ -597,10 +602,14 @@ std::string format_duration(Millis ms) {
   return std::to_string(ms) + "ms";
 }
 
-ConfigResult load_config(const std::string& path, const std::map<std::string, std::string>& env) {
+namespace {
+// `text` null: read the file at `label` (none when empty).
+ConfigResult load(const std::string& label, const std::string* text, const std::map<std::string, std::string>& env) {
+  const std::string& path = label;
   try {
-    Loader loader(path);
-    bool ok = (path.empty() || loader.load_file()) && loader.apply_env(env) && loader.validate();
+    Loader loader(label);
+    bool read = text != nullptr ? loader.load_text(*text) : (label.empty() || loader.load_file());
+    bool ok = read && loader.apply_env(env) && loader.validate();
     ConfigResult r;
     if (ok) r.config = std::move(loader.config_);
     else r.error = std::move(loader.error_);
@@ -612,6 +621,16 @@ ConfigResult load_config(const std::string& path, const std::map<std::string, st
   } catch (...) {
     return {std::nullopt, (path.empty() ? "(defaults)" : path) + ": unexpected error while loading"};
   }
+}
+}  // namespace
+
+ConfigResult load_config(const std::string& path, const std::map<std::string, std::string>& env) {
+  return load(path, nullptr, env);
+}
+
+ConfigResult parse_config(const std::string& label, const std::string& text,
+                          const std::map<std::string, std::string>& env) {
+  return load(label, &text, env);
 }
 
 namespace {

@@ -95,6 +95,9 @@ struct ConfigResult {
 // Loads `path` (empty: built-in defaults only), then applies `env` overrides (EBB_UPSTREAM,
 // EBB_SHUTDOWN_DRAIN_TIMEOUT, ...), then validates. `env` is passed in so tests need no setenv.
 ConfigResult load_config(const std::string& path, const std::map<std::string, std::string>& env);
+// The same from text already in memory (a ConfigMap's data); `label` names it in messages.
+ConfigResult parse_config(const std::string& label, const std::string& text,
+                          const std::map<std::string, std::string>& env);
 
 // True when NAME=VALUE has the shape of a Kubernetes service-link variable (docker links
 // convention) for a Service whose name starts with "ebb": EBB_SERVICE_HOST=10.0.0.1,

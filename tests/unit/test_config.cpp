@@ -582,3 +582,21 @@ TEST_CASE("config: describe_source says built-in defaults without a file", "[con
   std::string path = dir.write("ebb.yaml", "");
   CHECK(ebb::describe_source(load_ok(path)) == path);
 }
+
+TEST_CASE("config: text in memory loads as the same text in a file would, messages naming its label", "[config]") {
+  TempDir dir;
+  const std::string good = "listen: 0.0.0.0:8081\nshutdown:\n  drain_timeout: 7s\n";
+  auto from_text = ebb::parse_config("configmap ebb/ebb.yaml", good, {{"EBB_UPSTREAM", "127.0.0.1:3001"}});
+  REQUIRE(from_text.config.has_value());
+  CHECK(body(*from_text.config) == body(load_ok(dir.write("good.yaml", good), {{"EBB_UPSTREAM", "127.0.0.1:3001"}})));
+  CHECK(from_text.config->source == "configmap ebb/ebb.yaml");
+  const std::string bad = "listen: 0.0.0.0:8081\nshutdown:\n  drain_timout: 7s\n";
+  auto r = ebb::parse_config("configmap ebb/ebb.yaml", bad, {});
+  CHECK_FALSE(r.config.has_value());
+  std::string file_error = load_error(dir.write("bad.yaml", bad));
+  CHECK(r.error == file_error.replace(file_error.find(dir.path + "/bad.yaml"), dir.path.size() + 9,
+                                      "configmap ebb/ebb.yaml"));
+  CHECK(r.error.find(":3:") != std::string::npos);
+  CHECK_FALSE(ebb::parse_config("x", "[not, a, map]\n", {}).config.has_value());
+  CHECK(ebb::parse_config("x", "", {}).config.has_value());  // empty text: the defaults
+}
