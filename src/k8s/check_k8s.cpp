@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "k8s/manifest_io.hpp"
 #include "k8s/rules.hpp"
 
 namespace ebb {
@@ -28,16 +29,23 @@ struct Doc {
   YAML::Node node;
 };
 
-bool load_file(const std::string& path, std::vector<Doc>& docs, std::string& error) {
-  std::ifstream in(path);
-  if (!in) {
-    error = path + ": cannot read the file";
-    return false;
+// `kubectl get -o yaml` prints several objects as one `kind: List` (or `<Kind>List`) with
+// `items`; the items are the objects.
+void add_objects(const std::string& file, const YAML::Node& node, std::vector<Doc>& docs) {
+  if (!node.IsMap()) return;
+  YAML::Node items = k8s::child(node, "items");
+  if (k8s::str_at(node, "kind").value_or("").ends_with("List") && items.IsSequence()) {
+    for (const auto& item : items) add_objects(file, item, docs);
+    return;
   }
+  docs.push_back(Doc{file, node});
+}
+
+bool load_file(const std::string& path, std::vector<Doc>& docs, std::string& error) {
+  std::string text;
+  if (!k8s::read_source(path, text, error)) return false;
   try {
-    for (const auto& node : YAML::LoadAll(in)) {
-      if (node.IsMap()) docs.push_back(Doc{path, node});
-    }
+    for (const auto& node : YAML::LoadAll(text)) add_objects(path, node, docs);
   } catch (const YAML::Exception& ex) {
     error = path + ":" + std::to_string(ex.mark.line + 1) + ":" +
             std::to_string(ex.mark.column + 1) + ": not valid YAML: " + ex.msg;
@@ -140,8 +148,16 @@ bool workload_spec(const YAML::Node& obj, const std::string& kind, YAML::Node& s
     labels = child(child(obj, "metadata"), "labels");
     return true;
   }
+  if (kind == "CronJob") {
+    YAML::Node tmpl = child(child(child(child(obj, "spec"), "jobTemplate"), "spec"), "template");
+    spec = child(tmpl, "spec");
+    path = "spec.jobTemplate.spec.template.spec";
+    labels = child(child(tmpl, "metadata"), "labels");
+    return true;
+  }
   if (kind == "Deployment" || kind == "StatefulSet" || kind == "DaemonSet" ||
-      kind == "ReplicaSet") {
+      kind == "ReplicaSet" || kind == "Job" ||
+      (kind == "Rollout" && str_at(obj, "apiVersion").value_or("").rfind("argoproj.io/", 0) == 0)) {
     YAML::Node tmpl = child(child(obj, "spec"), "template");
     spec = child(tmpl, "spec");
     path = "spec.template.spec";
@@ -173,12 +189,13 @@ std::string json_string(const std::string& s) {
 }
 
 const char* kUsage =
-    "usage: ebb check-k8s FILE.yaml [FILE.yaml...] [--config FILE] [--json]\n"
-    "  Reads Deployments, StatefulSets, DaemonSets, Pods, Services and ConfigMaps (multi-document\n"
-    "  files too) and reports what would drop requests during a rollout with ebb as a sidecar.\n"
+    "usage: ebb check-k8s FILE.yaml|DIR|- [...] [--config FILE] [--json]\n"
+    "  Reads Deployments, StatefulSets, DaemonSets, Argo Rollouts, Jobs, CronJobs, Pods, Services,\n"
+    "  ConfigMaps and `kind: List` (multi-document files, every *.yaml/*.yml/*.json of a\n"
+    "  directory, - for stdin) and reports what would drop requests during a rollout with ebb.\n"
     "  --config FILE  ebb's config (default: the ConfigMap ebb mounts, if among the files, else\n"
     "                 the built-in defaults); EBB_* environment variables apply on top\n"
-    "  --json         a JSON array of findings instead of one line each\n"
+    "  --json         {\"findings\": [...], \"notes\": [...], \"workloads\": N} instead of lines\n"
     "  Exit 0 clean, 1 findings, 2 unreadable file or config.\n";
 
 }  // namespace
@@ -187,7 +204,9 @@ CheckResult check_k8s_files(const CheckOptions& opts) {
   CheckResult result;
   try {
     std::vector<Doc> docs;
-    for (const auto& f : opts.files) {
+    std::vector<std::string> files;
+    if (!k8s::expand_inputs(opts.files, files, result.error)) return result;
+    for (const auto& f : files) {
       if (!load_file(f, docs, result.error)) return result;
     }
     std::vector<Workload> workloads;
@@ -196,6 +215,11 @@ CheckResult check_k8s_files(const CheckOptions& opts) {
       w.kind = str_at(d.node, "kind").value_or("");
       YAML::Node labels;
       if (!workload_spec(d.node, w.kind, w.pod.spec, w.pod.spec_path, labels)) continue;
+      if (!w.pod.spec.IsMap()) {
+        result.notes.push_back(w.kind + "/" + meta(d.node, "name") +
+                               ": no pod template (e.g. a Rollout's workloadRef); not checked");
+        continue;
+      }
       w.file = d.file;
       w.name = meta(d.node, "name");
       w.ns = meta(d.node, "namespace");
@@ -211,7 +235,10 @@ CheckResult check_k8s_files(const CheckOptions& opts) {
       }
       if (!resolve_settings(w, opts, docs, result)) return result;
       k8s::check_pod(w.pod, w.ebb, w.settings, result.findings);
-      if (!w.ebb.bad_init) k8s::check_rollout(w, result.findings);
+      // Jobs and CronJobs have no rolling update: only the pod's rules apply.
+      if (!w.ebb.bad_init && w.kind != "Job" && w.kind != "CronJob") {
+        k8s::check_rollout(w, result.findings);
+      }
       ++result.workloads;
       workloads.push_back(std::move(w));
     }
@@ -245,7 +272,16 @@ std::string format_findings_json(const std::vector<Finding>& findings) {
            ",\"path\":" + json_string(f.path) + ",\"message\":" + json_string(f.message) +
            ",\"severity\":" + json_string(f.severity) + ",\"rule\":" + json_string(f.rule) + "}";
   }
-  return out + (findings.empty() ? "]\n" : "\n]\n");
+  return out + (findings.empty() ? "]" : "\n]");
+}
+
+std::string format_result_json(const CheckResult& r) {
+  std::string out = "{\"findings\": " + format_findings_json(r.findings) + ",\n\"notes\": [";
+  for (std::size_t i = 0; i < r.notes.size(); ++i) {
+    out += (i ? ",\n " : "\n ") + json_string(r.notes[i]);
+  }
+  out += r.notes.empty() ? "]" : "\n]";
+  return out + ",\n\"workloads\": " + std::to_string(r.workloads) + "}\n";
 }
 
 int run_check_k8s(const std::vector<std::string>& args,
@@ -264,7 +300,7 @@ int run_check_k8s(const std::vector<std::string>& args,
       opts.config_path = args[++i];
     } else if (a.rfind("--config=", 0) == 0) {
       opts.config_path = a.substr(9);
-    } else if (!a.empty() && a[0] == '-') {
+    } else if (a.size() > 1 && a[0] == '-') {
       out << "check-k8s: unknown or incomplete option " << a << "\n" << kUsage;
       return 2;
     } else {
@@ -281,7 +317,7 @@ int run_check_k8s(const std::vector<std::string>& args,
     return 2;
   }
   if (json) {
-    out << format_findings_json(r.findings);
+    out << format_result_json(r);
   } else {
     for (const auto& n : r.notes) out << "note: " << n << "\n";
     out << format_findings_text(r.findings);

@@ -54,7 +54,9 @@ def main():
         parsed = json.loads(r.stdout)
     except ValueError:
         parsed = None
-    expect("all manifests together, --json", r.returncode == 0 and parsed == [],
+    expect("all manifests together, --json",
+           r.returncode == 0 and parsed is not None and parsed["findings"] == [] and
+           parsed["workloads"] == 2,
            "exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr))
 
     for m in manifests:

@@ -6,7 +6,7 @@
 //
 //   node validate.js            deploy/kubernetes/*.yaml must pass, tests/k8s/fixtures/schema/*
 //                               must fail with the error their "# expect:" line names
-//   node validate.js FILE...    validate these files only
+//   node validate.js FILE...    validate these files only (`-` reads stdin: `ebb inject | node validate.js -`)
 'use strict';
 
 const fs = require('fs');
@@ -17,9 +17,25 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const DEPLOY_DIR = path.join(ROOT, 'deploy', 'kubernetes');
 const BAD_DIR = path.join(__dirname, 'fixtures', 'schema');
 
+// Custom resources with a model package of their own (ES modules, loaded once by loadCrdModels).
+const CRD_PACKAGES = {
+  'monitoring.coreos.com/v1': '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1',
+};
+const crdModels = {};
+
+async function loadCrdModels() {
+  for (const [apiVersion, pkg] of Object.entries(CRD_PACKAGES)) {
+    crdModels[apiVersion] = await import(pkg);
+  }
+}
+
 // The model class for an apiVersion/kind, e.g. apps/v1 Deployment -> kubernetes-models/apps/v1.
 function modelFor(apiVersion, kind) {
   if (typeof apiVersion !== 'string' || typeof kind !== 'string') return null;
+  if (crdModels[apiVersion]) {
+    const cls = crdModels[apiVersion][kind];
+    return cls && cls.prototype && typeof cls.prototype.validate === 'function' ? cls : null;
+  }
   let group;
   try {
     group = require('kubernetes-models/' + apiVersion);
@@ -78,6 +94,7 @@ function unknownFields(value, records, where, out) {
   }
   for (const key of Object.keys(value)) {
     const at = where ? where + '.' + key : key;
+    if (key === 'fieldsV1') continue;  // managedFields' field sets: opaque by design
     if (!rec.enumerated && !rec.keys.has(key)) {
       out.push('unknown field ' + at);
       continue;
@@ -89,6 +106,19 @@ function unknownFields(value, records, where, out) {
 // Every problem in one document, as strings; empty when the document is valid.
 function validateObject(obj) {
   if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) return ['not an object'];
+  if (obj.kind === 'List' && Array.isArray(obj.items)) {
+    const out = [];
+    obj.items.forEach((item, i) => validateObject(item).forEach((p) => out.push('items[' + i + ']: ' + p)));
+    return out;
+  }
+  // No schema package matches kubernetes-models 4 for Argo Rollouts: its pod template, the part
+  // ebb inject writes, is checked strictly as the core PodTemplate it is.
+  if (obj.apiVersion === 'argoproj.io/v1alpha1' && obj.kind === 'Rollout') {
+    const tmpl = obj.spec && obj.spec.template;
+    if (!tmpl) return ['Rollout without spec.template'];
+    return validateObject({ apiVersion: 'v1', kind: 'PodTemplate', metadata: { name: 'rollout' }, template: tmpl })
+      .map((p) => p.replace('unknown field template.', 'unknown field spec.template.'));
+  }
   const cls = modelFor(obj.apiVersion, obj.kind);
   if (!cls) return ['unknown apiVersion/kind ' + obj.apiVersion + ' ' + obj.kind];
   const problems = [];
@@ -107,7 +137,7 @@ function validateFile(file) {
   const problems = [];
   let docs = [];
   try {
-    docs = YAML.parseAllDocuments(fs.readFileSync(file, 'utf8'), { uniqueKeys: true });
+    docs = YAML.parseAllDocuments(fs.readFileSync(file === '-' ? 0 : file, 'utf8'), { uniqueKeys: true });
   } catch (e) {
     return { docs: 0, problems: ['cannot read: ' + e.message] };
   }
@@ -135,14 +165,15 @@ function yamlFiles(dir) {
 }
 
 function rel(file) {
-  return path.relative(ROOT, file);
+  return file === '-' ? '(stdin)' : path.relative(ROOT, file);
 }
 
-function main(argv) {
+async function main(argv) {
+  await loadCrdModels();
   let failed = 0;
   let passed = 0;
   const explicit = argv.length > 0;
-  const good = explicit ? argv.map((f) => path.resolve(f)) : yamlFiles(DEPLOY_DIR);
+  const good = explicit ? argv.map((f) => (f === '-' ? f : path.resolve(f))) : yamlFiles(DEPLOY_DIR);
   if (good.length === 0) {
     console.log('FAIL: no manifest found in ' + rel(DEPLOY_DIR));
     failed += 1;
@@ -181,4 +212,4 @@ function main(argv) {
   return failed === 0 ? 0 : 1;
 }
 
-process.exitCode = main(process.argv.slice(2));
+main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
