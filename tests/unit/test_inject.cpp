@@ -1,0 +1,185 @@
+// ebb inject: the changes to one workload and its Services, checked on the parsed output, and the
+// properties that make it safe in a pipeline: idempotent byte for byte, untouched documents kept
+// verbatim, quoted strings kept strings, its output clean for check-k8s. No sockets, no process.
+#include <catch2/catch.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "k8s/check_k8s.hpp"
+#include "k8s/inject.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string fixture_path(const std::string& name) {
+  return (fs::path(__FILE__).parent_path().parent_path() / "k8s" / "fixtures" / "inject" / name)
+      .string();
+}
+
+std::string read(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+ebb::Config config_with(const std::string& token) {
+  ebb::Config c;
+  c.admin.drain_token = token;
+  c.shutdown.propagation_max = 20000;
+  c.shutdown.drain_timeout = 30000;
+  return c;
+}
+
+ebb::InjectResult inject(const std::string& text, bool native = false,
+                         const ebb::Config& c = config_with("t0k/en+1")) {
+  ebb::InjectOptions opts;
+  opts.native = native;
+  opts.image = "registry.example.com/ebb:9.9";
+  opts.generated_token = "generated";
+  return ebb::inject_manifests(text, "test", c, opts);
+}
+
+YAML::Node doc(const std::string& text, std::size_t i) { return YAML::LoadAll(text).at(i); }
+
+// check-k8s over a text, as `ebb inject | ebb check-k8s -` would.
+ebb::CheckResult check_text(const std::string& text) {
+  fs::path p = fs::temp_directory_path() / "ebb-test-inject-out.yaml";
+  std::ofstream(p) << text;
+  ebb::CheckOptions opts;
+  opts.files = {p.string()};
+  auto r = ebb::check_k8s_files(opts);
+  fs::remove(p);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("inject: the frontend gets ebb, its drain, timing and strategy", "[inject]") {
+  auto r = inject(read(fixture_path("shop-frontend.yaml")));
+  REQUIRE(r.error.empty());
+  CHECK(r.injected == 1);
+  YAML::Node d = doc(r.output, 0);
+  YAML::Node spec = d["spec"]["template"]["spec"];
+  REQUIRE(spec["containers"].size() == 3);
+  YAML::Node ebb = spec["containers"][2];
+  CHECK(ebb["name"].as<std::string>() == "ebb");
+  CHECK(ebb["image"].as<std::string>() == "registry.example.com/ebb:9.9");
+  // The app has 8080: ebb's listener moves to the next free port; the admin keeps 9901.
+  CHECK(ebb["ports"][0]["containerPort"].as<int>() == 8081);
+  CHECK(ebb["ports"][1]["containerPort"].as<int>() == 9901);
+  CHECK(ebb["env"][1]["value"].as<std::string>() == "127.0.0.1:8080");
+  CHECK(ebb["readinessProbe"]["httpGet"]["path"].as<std::string>() == "/readyz");
+  CHECK(ebb["livenessProbe"]["httpGet"]["path"].as<std::string>() == "/healthz");
+  CHECK(ebb["securityContext"]["seccompProfile"]["type"].as<std::string>() == "RuntimeDefault");
+  // The sleep is replaced by the drain; the token is percent-encoded into the path.
+  YAML::Node get = spec["containers"][0]["lifecycle"]["preStop"]["httpGet"];
+  CHECK(get["port"].as<int>() == 9901);
+  CHECK(get["path"].as<std::string>() == "/drain?wait=true&token=t0k%2Fen%2B1");
+  // The log shipper is left alone.
+  CHECK(!spec["containers"][1]["lifecycle"]);
+  CHECK(spec["terminationGracePeriodSeconds"].as<int>() == 55);  // 20 + 30 + 5
+  CHECK(d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"].as<int>() == 0);
+  CHECK(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"].as<int>() == 1);
+  // The public Service now targets ebb; the metrics Service still targets the app's metrics.
+  CHECK(doc(r.output, 1)["spec"]["ports"][0]["targetPort"].as<std::string>() == "ebb-http");
+  CHECK(doc(r.output, 2)["spec"]["ports"][0]["targetPort"].as<std::string>() == "metrics");
+}
+
+TEST_CASE("inject: idempotent byte for byte, untouched documents verbatim", "[inject]") {
+  for (const char* name : {"shop-frontend.yaml", "ledger-statefulset.yaml", "catalog-rollout.yaml",
+                           "kubectl-list.json"}) {
+    for (bool native : {false, true}) {
+      INFO(name << (native ? " --native" : ""));
+      std::string in = read(fixture_path(name));
+      auto once = inject(in, native);
+      REQUIRE(once.error.empty());
+      CHECK(once.output != in);
+      auto twice = inject(once.output, native);
+      REQUIRE(twice.error.empty());
+      CHECK(twice.output == once.output);
+      CHECK(twice.injected == 1);
+    }
+  }
+  std::string in = read(fixture_path("shop-frontend.yaml"));
+  auto out = inject(in).output;
+  // The ConfigMap, with its comments, and the leading "# Source:" comments survive.
+  auto cm = in.substr(in.find("# Source: shop/templates/configmap.yaml"));
+  CHECK(out.find(cm) != std::string::npos);
+  CHECK(out.rfind("# Source: shop/templates/frontend.yaml\n", 0) == 0);
+  // Quoted strings that look like booleans or numbers stay quoted.
+  CHECK(out.find("prometheus.io/scrape: \"true\"") != std::string::npos);
+  CHECK(out.find("{name: PORT, value: \"8080\"}") != std::string::npos);
+  CHECK(out.find("{name: ENABLE_PROFILER, value: \"false\"}") != std::string::npos);
+}
+
+TEST_CASE("inject: its output passes check-k8s, classic and native", "[inject]") {
+  for (const char* name : {"shop-frontend.yaml", "ledger-statefulset.yaml", "catalog-rollout.yaml",
+                           "kubectl-list.json"}) {
+    for (bool native : {false, true}) {
+      INFO(name << (native ? " --native" : ""));
+      std::string in = read(fixture_path(name));
+      auto before = check_text(in);
+      CHECK(before.workloads == 0);  // no ebb yet: nothing to check
+      auto r = check_text(inject(in, native).output);
+      REQUIRE(r.error.empty());
+      CHECK(r.workloads == 1);
+      INFO(ebb::format_findings_text(r.findings));
+      CHECK(r.findings.empty());
+    }
+  }
+}
+
+TEST_CASE("inject: native sidecar, StatefulSet and Rollout strategies", "[inject]") {
+  auto native = inject(read(fixture_path("shop-frontend.yaml")), true);
+  YAML::Node spec = doc(native.output, 0)["spec"]["template"]["spec"];
+  REQUIRE(spec["initContainers"].size() == 1);
+  CHECK(spec["initContainers"][0]["restartPolicy"].as<std::string>() == "Always");
+  CHECK(spec["containers"].size() == 2);
+
+  auto sts = inject(read(fixture_path("ledger-statefulset.yaml")));
+  YAML::Node s = doc(sts.output, 0);
+  CHECK(!s["spec"]["updateStrategy"]);  // the API rejects maxUnavailable 0 for StatefulSets
+  CHECK(s["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as<int>() == 120);  // kept
+  // The headless Service without targetPort targeted the app's 7070 through `port`.
+  CHECK(doc(sts.output, 1)["spec"]["ports"][0]["targetPort"].as<std::string>() == "ebb-http");
+
+  auto ro = inject(read(fixture_path("catalog-rollout.yaml")));
+  YAML::Node canary = doc(ro.output, 0)["spec"]["strategy"]["canary"];
+  CHECK(canary["maxUnavailable"].as<int>() == 0);
+  CHECK(canary["maxSurge"].as<int>() == 1);
+  CHECK(canary["steps"].size() == 2);  // unknown to inject, kept
+
+  auto list = inject(read(fixture_path("kubectl-list.json")));
+  YAML::Node cart = doc(list.output, 0)["items"][0];
+  CHECK(cart["spec"]["strategy"]["type"].as<std::string>() == "RollingUpdate");
+  CHECK(cart["status"]["readyReplicas"].as<int>() == 2);  // unknown fields preserved
+  CHECK(doc(list.output, 0)["items"][1]["spec"]["ports"][0]["targetPort"].as<std::string>() ==
+        "ebb-http");
+}
+
+TEST_CASE("inject: no token in the config: a generated one, in ebb's env and the hook", "[inject]") {
+  auto r = inject(read(fixture_path("catalog-rollout.yaml")), false, config_with(""));
+  YAML::Node spec = doc(r.output, 0)["spec"]["template"]["spec"];
+  CHECK(spec["containers"][0]["lifecycle"]["preStop"]["httpGet"]["path"].as<std::string>() ==
+        "/drain?wait=true&token=generated");
+  CHECK(spec["containers"][1]["env"][3]["value"].as<std::string>() == "generated");
+  bool noted = false;
+  for (const auto& n : r.notes) noted = noted || n.find("generated") != std::string::npos;
+  CHECK(noted);
+}
+
+TEST_CASE("inject: bad input is an error naming the line, never a crash", "[inject]") {
+  auto r = inject("apiVersion: v1\nkind: Service\n---\nkind: [unclosed\n");
+  CHECK(!r.error.empty());
+  CHECK(r.error.find("test:") == 0);
+  CHECK(r.error.find("not valid YAML") != std::string::npos);
+  auto odd = inject("kind: Deployment\nspec: {template: {spec: {containers: 3}}}\n---\n- a\n");
+  CHECK(odd.error.empty());
+  CHECK(odd.injected == 0);
+  CHECK(inject("").output.empty());
+}
