@@ -70,7 +70,8 @@ def main():
            r.returncode == 1 and "5 finding(s) in 8 workload(s)" in r.stdout, r)
 
     r = check_k8s(binary, "-", stdin="kind: Deployment\nspec: [unclosed\n")
-    expect("broken YAML on stdin: exit 2 with the line", r.returncode == 2 and "-:2:" in r.stdout, r)
+    expect("broken YAML on stdin: exit 2, named", r.returncode == 2 and "check-k8s: -:" in r.stdout and
+           "not valid YAML" in r.stdout, r)
 
     r = check_k8s(binary, os.path.join(FIX, "no-such-dir") + "/")
     expect("a missing path: exit 2", r.returncode == 2, r)
