@@ -157,6 +157,7 @@ struct Injected {
   std::map<std::string, std::string> labels;
   int app_port = 0;
   std::string app_port_name;  // the app's name for that port, which Services may target
+  std::string listen_name;    // the name of ebb's listen port
 };
 
 std::string percent_encode(const std::string& s) {
@@ -207,8 +208,9 @@ YAML::Node probe(const char* path, int period, int threshold) {
   return p;
 }
 
-YAML::Node ebb_container(const InjectOptions& opts, const Config& c, int listen, int admin,
-                         int app_port, const std::string& token) {
+YAML::Node ebb_container(const InjectOptions& opts, const Config& c, int listen,
+                         const std::string& listen_name, int admin, int app_port,
+                         const std::string& token) {
   YAML::Node e;
   e["name"] = "ebb";
   e["image"] = opts.image;
@@ -223,7 +225,7 @@ YAML::Node ebb_container(const InjectOptions& opts, const Config& c, int listen,
   env.push_back(env_item("EBB_SHUTDOWN_DRAIN_TIMEOUT", format_duration(c.shutdown.drain_timeout)));
   e["env"] = env;
   YAML::Node ports(YAML::NodeType::Sequence);
-  for (auto [name, port] : {std::pair{kListenName, listen}, std::pair{kAdminName, admin}}) {
+  for (auto [name, port] : {std::pair{listen_name.c_str(), listen}, std::pair{kAdminName, admin}}) {
     YAML::Node p = flow_map();
     p["name"] = name;
     p["containerPort"] = port;
@@ -258,6 +260,31 @@ YAML::Node ebb_container(const InjectOptions& opts, const Config& c, int listen,
   sc["seccompProfile"] = seccomp;
   e["securityContext"] = sc;
   return e;
+}
+
+// "http" -> "app-http": the app's port keeps a name of its own (at most 15 characters, the
+// limit of a port name) once ebb has taken over its old one.
+std::string app_name_for(const std::string& name) {
+  std::string out = ("app-" + name).substr(0, 15);
+  while (!out.empty() && out.back() == '-') out.pop_back();
+  return out;
+}
+
+// The app's probes and hooks that named the port now use its number, since the name moves to
+// ebb (a probe port name resolves against the probed container's own ports).
+void renumber_port_refs(YAML::Node app, const std::string& name, int port) {
+  for (const char* probe : {"readinessProbe", "livenessProbe", "startupProbe"}) {
+    for (const char* how : {"httpGet", "tcpSocket"}) {
+      YAML::Node h = child(child(app, probe), how);
+      if (str_at(h, "port") == name) app[probe][how]["port"] = port;
+    }
+  }
+  for (const char* hook : {"postStart", "preStop"}) {
+    for (const char* how : {"httpGet", "tcpSocket"}) {
+      YAML::Node h = child(child(child(app, "lifecycle"), hook), how);
+      if (str_at(h, "port") == name) app["lifecycle"][hook][how]["port"] = port;
+    }
+  }
 }
 
 bool path_only_is_drain(const YAML::Node& pre) {
@@ -304,7 +331,7 @@ std::optional<Injected> inject_workload(YAML::Node obj, const Config& c, const I
   std::string kind = str_at(obj, "kind").value_or("");
   bool rollout = kind == "Rollout" &&
                  str_at(obj, "apiVersion").value_or("").rfind("argoproj.io/", 0) == 0;
-  Injected r{kind, k8s::meta(obj, "name"), k8s::meta(obj, "namespace"), {}, 0, ""};
+  Injected r{kind, k8s::meta(obj, "name"), k8s::meta(obj, "namespace"), {}, 0, "", ""};
   std::string where = kind + "/" + r.name;
   if (kind != "Deployment" && kind != "StatefulSet" && !rollout) {
     static const std::set<std::string> workloads = {"DaemonSet", "CronJob", "Job", "Pod",
@@ -365,6 +392,10 @@ std::optional<Injected> inject_workload(YAML::Node obj, const Config& c, const I
     listen = env_port(ebb.node, "EBB_LISTEN").value_or(listen);
     admin = env_port(ebb.node, "EBB_ADMIN_LISTEN").value_or(admin);
     token = env_value(ebb.node, "EBB_ADMIN_DRAIN_TOKEN").value_or(c.admin.drain_token);
+    r.listen_name = kListenName;
+    for (const auto& p : seq_at(ebb.node, "ports")) {
+      if (int_at(p, "containerPort") == listen) r.listen_name = str_at(p, "name").value_or(kListenName);
+    }
   } else {
     std::set<int> used;
     for (const char* list : {"containers", "initContainers"}) {
@@ -375,9 +406,25 @@ std::optional<Injected> inject_workload(YAML::Node obj, const Config& c, const I
     while (used.count(listen)) ++listen;
     used.insert(listen);
     while (used.count(admin)) ++admin;
+    // ebb takes over the name of the app's port: every Service that targets that name, in this
+    // input or not, then reaches ebb in the new pods and still the app in the old ones, so the
+    // rollout itself moves the traffic.
+    r.listen_name = kListenName;
+    if (!r.app_port_name.empty()) {
+      r.listen_name = r.app_port_name;
+      std::string renamed = app_name_for(r.app_port_name);
+      for (std::size_t j = 0; j < app["ports"].size(); ++j) {
+        if (int_at(app["ports"][j], "containerPort") == r.app_port) app["ports"][j]["name"] = renamed;
+      }
+      renumber_port_refs(app, r.app_port_name, r.app_port);
+      notes.push_back(where + ": ebb's listen port takes the name \"" + r.app_port_name +
+                      "\" from the app's port (now \"" + renamed + "\"): Services that target " +
+                      r.app_port_name + " reach ebb in the new pods and the app in the old ones");
+      r.app_port_name = renamed;
+    }
     const char* list = opts.native ? "initContainers" : "containers";
     if (!spec[list].IsSequence()) spec[list] = YAML::Node(YAML::NodeType::Sequence);
-    spec[list].push_back(ebb_container(opts, c, listen, admin, r.app_port, token));
+    spec[list].push_back(ebb_container(opts, c, listen, r.listen_name, admin, r.app_port, token));
     if (c.admin.drain_token.empty()) {
       notes.push_back(where + ": the config has no admin.drain_token; generated one (pass "
                               "--config with admin.drain_token to choose it)");
@@ -440,11 +487,14 @@ void retarget_service(YAML::Node svc, const std::vector<Injected>& injected,
                         : !w.app_port_name.empty() && target.Scalar() == w.app_port_name;
       if (!app) continue;
       std::string was = target.Scalar();
-      port["targetPort"] = kListenName;
-      notes.push_back(name + ": spec.ports[" + std::to_string(j) + "].targetPort " +
-                      was + " -> " + kListenName + " (ebb in " + w.kind + "/" + w.name +
-                      "); on a live cluster apply the workloads first and the Services once "
-                      "the rollout is done: pods without ebb have no port " + kListenName);
+      port["targetPort"] = w.listen_name;
+      bool both = w.listen_name != kListenName;  // a name the old pods have too (the app's)
+      notes.push_back(name + ": spec.ports[" + std::to_string(j) + "].targetPort " + was +
+                      " -> " + w.listen_name + " (ebb in " + w.kind + "/" + w.name + ")" +
+                      (both ? "; old pods resolve it to the app, new ones to ebb"
+                            : "; on a live cluster apply the workloads first and this Service "
+                              "once the rollout is done: pods without ebb have no port " +
+                                  w.listen_name));
     }
   }
 }

@@ -85,8 +85,18 @@ TEST_CASE("inject: the frontend gets ebb, its drain, timing and strategy", "[inj
   CHECK(spec["terminationGracePeriodSeconds"].as<int>() == 55);  // 20 + 30 + 5
   CHECK(d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"].as<int>() == 0);
   CHECK(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"].as<int>() == 1);
-  // The public Service now targets ebb; the metrics Service still targets the app's metrics.
-  CHECK(doc(r.output, 1)["spec"]["ports"][0]["targetPort"].as<std::string>() == "ebb-http");
+  // ebb's listen port takes over the app port's name "http", which the public Service targets:
+  // old pods resolve it to the app, new ones to ebb, so the Service itself is left unchanged,
+  // byte for byte. The app's port and its readiness probe move to a name and number of their own.
+  CHECK(ebb["ports"][0]["name"].as<std::string>() == "http");
+  CHECK(spec["containers"][0]["ports"][0]["name"].as<std::string>() == "app-http");
+  CHECK(spec["containers"][0]["readinessProbe"]["httpGet"]["port"].as<int>() == 8080);
+  std::string in = read(fixture_path("shop-frontend.yaml"));
+  std::string svc = in.substr(in.find("# Source: shop/templates/service.yaml"));
+  svc = svc.substr(0, svc.find("---\napiVersion: v1\nkind: Service\nmetadata:\n  name: frontend-metrics"));
+  CHECK(r.output.find(svc) != std::string::npos);
+  CHECK(doc(r.output, 1)["spec"]["ports"][0]["targetPort"].as<std::string>() == "http");
+  // The metrics Service still targets the app's metrics port.
   CHECK(doc(r.output, 2)["spec"]["ports"][0]["targetPort"].as<std::string>() == "metrics");
 }
 
@@ -145,14 +155,20 @@ TEST_CASE("inject: native sidecar, StatefulSet and Rollout strategies", "[inject
   YAML::Node s = doc(sts.output, 0);
   CHECK(!s["spec"]["updateStrategy"]);  // the API rejects maxUnavailable 0 for StatefulSets
   CHECK(s["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as<int>() == 120);  // kept
-  // The headless Service without targetPort targeted the app's 7070 through `port`.
-  CHECK(doc(sts.output, 1)["spec"]["ports"][0]["targetPort"].as<std::string>() == "ebb-http");
+  // The headless Service without targetPort targeted the app's 7070 through `port`: now the
+  // port name "api", which ebb took over from the app.
+  CHECK(doc(sts.output, 1)["spec"]["ports"][0]["targetPort"].as<std::string>() == "api");
 
   auto ro = inject(read(fixture_path("catalog-rollout.yaml")));
   YAML::Node canary = doc(ro.output, 0)["spec"]["strategy"]["canary"];
   CHECK(canary["maxUnavailable"].as<int>() == 0);
   CHECK(canary["maxSurge"].as<int>() == 1);
   CHECK(canary["steps"].size() == 2);  // unknown to inject, kept
+  // An unnamed app port: ebb's is "ebb-http", and the Service says in which order to apply.
+  CHECK(doc(ro.output, 1)["spec"]["ports"][0]["targetPort"].as<std::string>() == "ebb-http");
+  bool order = false;
+  for (const auto& n : ro.notes) order = order || n.find("apply the workloads first") != std::string::npos;
+  CHECK(order);
 
   auto list = inject(read(fixture_path("kubectl-list.json")));
   YAML::Node cart = doc(list.output, 0)["items"][0];
