@@ -40,7 +40,8 @@ def main():
         print("FAIL: no ebb binary (pass its path or set EBB_BIN) or no node")
         sys.exit(1)
     fixtures = sorted(glob.glob(os.path.join(FIX, "*.yaml")) + glob.glob(os.path.join(FIX, "*.json")))
-    if len(fixtures) < 4:
+    fixtures.append(os.path.join(HERE, "..", "..", "deploy", "examples", "app.yaml"))  # README's
+    if len(fixtures) < 5:
         print("FAIL: expected the inject fixtures in %s" % FIX)
         sys.exit(1)
     tmp = tempfile.mkdtemp(prefix="ebb-test-inject-")
