@@ -1,6 +1,5 @@
-// `ebb inject` (see inject.hpp): the document split that keeps untouched documents verbatim, the
-// changes to one workload and to the Services that select it, and an emitter that keeps quoted
-// strings strings (yaml-cpp's own drops the quotes of "true" or "8080").
+// `ebb inject` (see inject.hpp): the changes to one workload and to the Services that select it,
+// over the documents of the input; yaml_out.cpp writes back the ones that changed.
 #include "k8s/inject.hpp"
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 
 #include "k8s/manifest_io.hpp"
 #include "k8s/rules.hpp"
+#include "k8s/yaml_out.hpp"
 
 namespace ebb {
 namespace {
@@ -19,138 +19,13 @@ using k8s::child;
 using k8s::int_at;
 using k8s::seq_at;
 using k8s::str_at;
+using k8s::Chunk;
+using k8s::emit;
+using k8s::flow_map;
+using k8s::str_node;
 
 constexpr const char* kListenName = "ebb-http";
 constexpr const char* kAdminName = "ebb-admin";
-
-// --- emitting ---
-
-// Would this text, written plain, read back as something other than a string (YAML 1.1 and
-// 1.2 booleans, nulls, numbers)? Then a string with this text must stay quoted.
-bool plain_would_retype(const std::string& s) {
-  if (s.empty()) return true;
-  std::string low;
-  for (char c : s) low += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  static const std::set<std::string> words = {"true", "false", "yes", "no", "on", "off", "y",
-                                              "n", "null", "~", ".inf", "-.inf", ".nan"};
-  if (words.count(low)) return true;
-  char c = s[0];
-  return std::isdigit(static_cast<unsigned char>(c)) || c == '+' || c == '-' || c == '.';
-}
-
-void emit_scalar(YAML::Emitter& out, const YAML::Node& n) {
-  const std::string& s = n.Scalar();
-  // "?" is a plain scalar in the input, "" one built here (numbers): both are written plain.
-  bool string_typed = !(n.Tag() == "?" || n.Tag().empty());
-  if (string_typed && s.find('\n') != std::string::npos && s.back() == '\n' &&
-      s.find(" \n") == std::string::npos && s.find("\n\n", s.size() - 2) == std::string::npos &&
-      s[0] != ' ') {
-    out << YAML::Literal << s;
-  } else if (string_typed && (plain_would_retype(s) || s.find('\n') != std::string::npos)) {
-    out << YAML::DoubleQuoted << s;
-  } else {
-    out << s;
-  }
-}
-
-void emit_node(YAML::Emitter& out, const YAML::Node& n) {
-  switch (n.Type()) {
-    case YAML::NodeType::Sequence:
-      if (n.Style() == YAML::EmitterStyle::Flow) out << YAML::Flow;
-      out << YAML::BeginSeq;
-      for (const auto& item : n) emit_node(out, item);
-      out << YAML::EndSeq;
-      break;
-    case YAML::NodeType::Map:
-      if (n.Style() == YAML::EmitterStyle::Flow) out << YAML::Flow;
-      out << YAML::BeginMap;
-      for (const auto& kv : n) {
-        out << YAML::Key;
-        emit_node(out, kv.first);
-        out << YAML::Value;
-        emit_node(out, kv.second);
-      }
-      out << YAML::EndMap;
-      break;
-    case YAML::NodeType::Scalar:
-      emit_scalar(out, n);
-      break;
-    default:
-      out << YAML::Null;
-  }
-}
-
-std::string emit(const YAML::Node& n) {
-  YAML::Emitter out;
-  out.SetIndent(2);
-  out.SetSeqFormat(YAML::Block);
-  emit_node(out, n);
-  return std::string(out.c_str()) + "\n";
-}
-
-// A string value that stays a string whatever it looks like.
-YAML::Node str_node(const std::string& s) {
-  YAML::Node n(s);
-  n.SetTag("!");
-  return n;
-}
-
-YAML::Node flow_map() {
-  YAML::Node n(YAML::NodeType::Map);
-  n.SetStyle(YAML::EmitterStyle::Flow);
-  return n;
-}
-
-// --- documents ---
-
-struct Chunk {
-  std::string separator;  // the "---" line that opened it, or "" for the first
-  std::string text;
-  YAML::Node node;
-  std::string before;  // emit(node) as read, to tell whether anything changed
-};
-
-bool is_separator(const std::string& line) {
-  return line.rfind("---", 0) == 0 && (line.size() == 3 || line[3] == ' ' || line[3] == '\t' ||
-                                       line[3] == '\r');
-}
-
-std::vector<Chunk> split_documents(const std::string& text) {
-  std::vector<Chunk> chunks(1);
-  std::size_t at = 0;
-  while (at < text.size()) {
-    std::size_t nl = text.find('\n', at);
-    std::size_t end = nl == std::string::npos ? text.size() : nl + 1;
-    std::string line = text.substr(at, end - at);
-    std::string bare = line.substr(0, line.find_last_not_of("\r\n") + 1);
-    if (is_separator(bare)) {
-      chunks.push_back(Chunk{line, "", {}, ""});
-    } else {
-      chunks.back().text += line;
-    }
-    at = end;
-  }
-  return chunks;
-}
-
-// The comment lines that open a document (`# Source: chart/templates/x.yaml`): kept when the
-// document is written anew, since yaml-cpp drops every comment it reads.
-std::string leading_comments(const std::string& text) {
-  std::string out;
-  std::size_t at = 0;
-  while (at < text.size()) {
-    std::size_t nl = text.find('\n', at);
-    std::size_t end = nl == std::string::npos ? text.size() : nl + 1;
-    std::string line = text.substr(at, end - at);
-    auto first = line.find_first_not_of(" \t\r\n");
-    if (first != std::string::npos && line[first] != '#') break;
-    if (first != std::string::npos) out += line.substr(0, line.find_last_not_of("\r\n") + 1) + "\n";
-    at = end;
-  }
-  return out;
-}
-
-// --- one workload ---
 
 struct Injected {
   std::string kind, name, ns;
@@ -545,7 +420,7 @@ const char* kUsage =
 InjectResult inject_manifests(const std::string& text, const std::string& label,
                               const Config& config, const InjectOptions& opts) {
   InjectResult result;
-  std::vector<Chunk> chunks = split_documents(text);
+  std::vector<Chunk> chunks = k8s::split_documents(text);
   std::size_t line = 0;
   try {
     for (auto& ch : chunks) {
@@ -578,7 +453,7 @@ InjectResult inject_manifests(const std::string& text, const std::string& label,
       if (after == ch.before || !ch.node.IsMap()) {
         result.output += ch.text;
       } else {
-        result.output += leading_comments(ch.text) + after;
+        result.output += k8s::leading_comments(ch.text) + after;
       }
     }
   } catch (const std::exception& ex) {

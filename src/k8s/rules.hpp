@@ -56,6 +56,24 @@ struct PodContext {
 void check_pod(const PodContext& pod, const EbbContainer& ebb, const EbbSettings& s,
                std::vector<Finding>& out);
 
+// Adds findings of one pod, in its object's name.
+struct Emitter {
+  const PodContext& pod;
+  std::vector<Finding>& out;
+  void add(const std::string& container, const std::string& path, const std::string& rule,
+           const std::string& severity, const std::string& message) {
+    out.push_back(Finding{pod.file, pod.kind, pod.name, container, path, message, severity, rule});
+  }
+};
+
+// The drain hooks of an app container (drain_rules.cpp). check_app_drain: true when the
+// container has a drain hook of either form (and checks it), false when it has none;
+// require_app_drain also reports a missing one.
+bool check_app_drain(const YAML::Node& c, const std::string& cname, const std::string& cpath,
+                     const EbbSettings& s, Emitter& e);
+void require_app_drain(const YAML::Node& c, const std::string& cname, const std::string& cpath,
+                       const EbbSettings& s, Emitter& e);
+
 // A workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Pod) that runs ebb.
 struct Workload {
   std::string file, kind, name, ns;
@@ -87,6 +105,8 @@ std::string meta(const YAML::Node& obj, const char* key);  // metadata.<key>, or
 bool same_namespace(const std::string& a, const std::string& b);
 // "/drain?wait=true" -> "/drain".
 std::string path_only(const std::string& p);
+// The words of an exec hook's command, joined with spaces.
+std::string exec_line(const YAML::Node& exec);
 // "spec.template.spec" + "containers" + 1 -> "spec.template.spec.containers[1]"
 std::string item_path(const std::string& base, const std::string& list, std::size_t i);
 

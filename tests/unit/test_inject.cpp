@@ -10,6 +10,7 @@
 
 #include "k8s/check_k8s.hpp"
 #include "k8s/inject.hpp"
+#include "k8s/yaml_out.hpp"
 
 namespace {
 
@@ -198,4 +199,24 @@ TEST_CASE("inject: bad input is an error naming the line, never a crash", "[inje
   CHECK(odd.error.empty());
   CHECK(odd.injected == 0);
   CHECK(inject("").output.empty());
+}
+
+TEST_CASE("inject: the emitter keeps every string a string, and reads back the same", "[inject]") {
+  const char* text =
+      "a: \"true\"\nb: \"0x1F\"\nc: \"1e3\"\nd: \".5\"\ne: \"-3\"\nf: \"~\"\ng: \"\"\nh: \"yes\"\n"
+      "i: 80\nj: plain words\nk: \"quoted words\"\nl: |\n  line one\n  line two\n"
+      "m: \"no newline\\nat end\"\nn: {x: \"null\", y: [1, \"2\"]}\n";
+  YAML::Node in = YAML::Load(text);
+  std::string out = ebb::k8s::emit(in);
+  YAML::Node back = YAML::Load(out);
+  for (const char* key : {"a", "b", "c", "d", "e", "f", "g", "h", "l", "m"}) {
+    INFO(key << " in\n" << out);
+    CHECK(back[key].Tag() == "!");  // quoted or a literal block: a string
+    CHECK(back[key].Scalar() == in[key].Scalar());
+  }
+  CHECK(back["i"].Tag() == "?");  // a plain number stays plain
+  CHECK(back["k"].Scalar() == "quoted words");  // needs no quotes to stay a string
+  CHECK(back["n"]["x"].Tag() == "!");
+  CHECK(back["n"]["y"][1].Tag() == "!");
+  CHECK(ebb::k8s::emit(back) == out);  // stable
 }
