@@ -8,36 +8,21 @@
 import glob
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
+from k8s_util import Tally, ebb_binary, run
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "fixtures", "inject")
-failures = []
-passes = 0
-
-
-def run(cmd, stdin=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EBB_")}
-    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60, env=env)
-
-
-def expect(name, ok, r=None):
-    global passes
-    if ok:
-        passes += 1
-        print("ok   " + name)
-    else:
-        failures.append(name)
-        print("FAIL " + name + ("" if r is None else "\nexit %d\n%s%s" % (r.returncode, r.stdout, r.stderr)))
 
 
 def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("EBB_BIN", "")
+    binary = ebb_binary()
+    t = Tally()
     node = shutil.which("node") or shutil.which("nodejs")
-    if not binary or not os.access(binary, os.X_OK) or not node:
-        print("FAIL: no ebb binary (pass its path or set EBB_BIN) or no node")
+    if not node:
+        print("FAIL: no node (make deps)")
         sys.exit(1)
     fixtures = sorted(glob.glob(os.path.join(FIX, "*.yaml")) + glob.glob(os.path.join(FIX, "*.json")))
     fixtures.append(os.path.join(HERE, "..", "..", "deploy", "examples", "app.yaml"))  # README's
@@ -51,18 +36,18 @@ def main():
                 name = os.path.basename(f) + (" " + extra[0] if extra else "")
                 before = run([binary, "check-k8s", f])
                 once = run([binary, "inject", f, *extra])
-                expect(name + ": inject exits 0", once.returncode == 0 and once.stdout, once)
+                t.expect(name + ": inject exits 0", once.returncode == 0 and once.stdout, once)
                 out = os.path.join(tmp, "out.yaml")
                 with open(out, "w") as fh:
                     fh.write(once.stdout)
                 r = run([binary, "check-k8s", out])
-                expect(name + ": check-k8s passes on the output (and saw no ebb before)",
+                t.expect(name + ": check-k8s passes on the output (and saw no ebb before)",
                        r.returncode == 0 and "ok: 1 workload(s)" in r.stdout and
                        "ok: 0 workload(s)" in before.stdout, r)
                 r = run([node, os.path.join(HERE, "validate.js"), out])
-                expect(name + ": strict schema", r.returncode == 0, r)
+                t.expect(name + ": strict schema", r.returncode == 0, r)
                 twice = run([binary, "inject", "-", *extra], stdin=once.stdout)
-                expect(name + ": injecting the output (from stdin) changes nothing",
+                t.expect(name + ": injecting the output (from stdin) changes nothing",
                        twice.returncode == 0 and twice.stdout == once.stdout, twice)
 
         cfg = os.path.join(tmp, "ebb.yaml")
@@ -70,31 +55,30 @@ def main():
             fh.write("admin: {drain_token: s3cret}\nshutdown: {propagation_max: 20s, drain_timeout: 40s}\n")
         r = run([binary, "inject", os.path.join(FIX, "catalog-rollout.yaml"), "--config", cfg,
                  "--image", "registry.example.com/ebb:1.2.3"])
-        expect("--config: token in the hook and ebb's env, grace 65s, --image",
+        t.expect("--config: token in the hook and ebb's env, grace 65s, --image",
                r.returncode == 0 and "path: \"/drain?wait=true&token=s3cret\"" in r.stdout and
                "{name: EBB_ADMIN_DRAIN_TOKEN, value: s3cret}" in r.stdout and
                "terminationGracePeriodSeconds: 65" in r.stdout and
                "image: registry.example.com/ebb:1.2.3" in r.stdout and
                "generated" not in r.stderr, r)
         r = run([binary, "inject", os.path.join(FIX, "catalog-rollout.yaml")])
-        expect("no token configured: one is generated and said so",
+        t.expect("no token configured: one is generated and said so",
                r.returncode == 0 and "generated one" in r.stderr, r)
 
         r = run([binary, "inject", "-"], stdin="kind: Deployment\nspec: [unclosed\n")
-        expect("broken YAML: exit 2", r.returncode == 2 and "not valid YAML" in r.stderr, r)
+        t.expect("broken YAML: exit 2", r.returncode == 2 and "not valid YAML" in r.stderr, r)
         r = run([binary, "inject", os.path.join(FIX, "no-such.yaml")])
-        expect("missing file: exit 2", r.returncode == 2 and "cannot read" in r.stderr, r)
+        t.expect("missing file: exit 2", r.returncode == 2 and "cannot read" in r.stderr, r)
         r = run([binary, "inject", "--frobnicate"])
-        expect("unknown option: exit 2", r.returncode == 2, r)
+        t.expect("unknown option: exit 2", r.returncode == 2, r)
         r = run([binary, "inject", os.path.join(FIX, "catalog-rollout.yaml"), "--config",
                  os.path.join(HERE, "fixtures", "config", "ebb-bad.yaml")])
-        expect("invalid config: exit 2", r.returncode == 2 and "drain_timeout" in r.stderr, r)
+        t.expect("invalid config: exit 2", r.returncode == 2 and "drain_timeout" in r.stderr, r)
         r = run([binary, "--help"])
-        expect("--help lists inject", r.returncode == 0 and "ebb inject" in r.stdout, r)
+        t.expect("--help lists inject", r.returncode == 0 and "ebb inject" in r.stdout, r)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("%d passed, %d failed" % (passes, len(failures)))
-    sys.exit(1 if failures else 0)
+    t.finish()
 
 
 if __name__ == "__main__":
