@@ -37,7 +37,7 @@ std::string percent_decode(const std::string& s) {
       out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
       i += 2;
     } else {
-      out += s[i] == '+' ? ' ' : s[i];
+      out += s[i];  // '+' stays '+': not every query parser reads it as a space
     }
   }
   return out;

@@ -240,7 +240,12 @@ std::optional<int> resolve_port(const YAML::Node& port, const YAML::Node& contai
   return std::nullopt;
 }
 
-std::string path_only(const std::string& p) { return p.substr(0, p.find('?')); }
+std::string path_only(const std::string& p) {
+  // Every kubelet puts one "/" before a path that lacks it (old ones always add one, so
+  // "/drain" arrives as "//drain", which ebb takes as "/drain").
+  std::string path = p.substr(0, p.find('?'));
+  return "/" + path.substr(std::min(path.find_first_not_of('/'), path.size()));
+}
 
 std::string item_path(const std::string& base, const std::string& list, std::size_t i) {
   return base + "." + list + "[" + std::to_string(i) + "]";

@@ -103,7 +103,7 @@ std::map<std::string, std::string> string_map(const YAML::Node& n);  // scalar p
 std::string meta(const YAML::Node& obj, const char* key);  // metadata.<key>, or ""
 // Objects without a namespace land in whatever namespace they are applied to: assume the same.
 bool same_namespace(const std::string& a, const std::string& b);
-// "/drain?wait=true" -> "/drain".
+// "/drain?wait=true" -> "/drain"; "drain" and "//drain" -> "/drain", as the kubelet sends them.
 std::string path_only(const std::string& p);
 // The words of an exec hook's command, joined with spaces.
 std::string exec_line(const YAML::Node& exec);

@@ -373,6 +373,24 @@ TEST_CASE("check-k8s: rollout advice the API accepts, per kind", "[check_k8s]") 
   CHECK(cj.findings[0].rule == "job-sidecar");
 }
 
+TEST_CASE("check-k8s: a hook path without its leading slash is still the drain", "[check_k8s]") {
+  std::ifstream in(fixture("clean-classic.yaml"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string hook = "path: /drain?wait=true&token=fixture-token";
+  REQUIRE(text.find(hook) != std::string::npos);
+  for (const char* path : {"path: drain?wait=true&token=fixture-token",
+                           "path: //drain?wait=true&token=fixture-token"}) {
+    std::string t = text;
+    t.replace(t.find(hook), hook.size(), path);
+    TempManifest m(t);
+    ebb::CheckOptions opts;
+    opts.files = {m.path.string()};
+    opts.config_path = kConfig;
+    INFO(path);
+    CHECK(ebb::check_k8s_files(opts).findings.empty());
+  }
+}
+
 TEST_CASE("check-k8s: which hook form works on which kubelet", "[check_k8s]") {
   auto header = check("drain-header-only.yaml");
   REQUIRE(header.findings.size() == 1);
