@@ -37,16 +37,33 @@ void emit_scalar(YAML::Emitter& out, const YAML::Node& n) {
   }
 }
 
+// A collection read in flow style stays so unless it now holds one built in block style (a
+// container inject added to `containers: [...]`), which would otherwise turn into one long line.
+bool all_flow(const YAML::Node& n) {
+  if (!n.IsMap() && !n.IsSequence()) return true;
+  if (n.Style() != YAML::EmitterStyle::Flow) return false;
+  if (n.IsSequence()) {
+    for (const auto& item : n) {
+      if (!all_flow(item)) return false;
+    }
+  } else {
+    for (const auto& kv : n) {
+      if (!all_flow(kv.second)) return false;
+    }
+  }
+  return true;
+}
+
 void emit_node(YAML::Emitter& out, const YAML::Node& n) {
   switch (n.Type()) {
     case YAML::NodeType::Sequence:
-      if (n.Style() == YAML::EmitterStyle::Flow) out << YAML::Flow;
+      if (all_flow(n)) out << YAML::Flow;
       out << YAML::BeginSeq;
       for (const auto& item : n) emit_node(out, item);
       out << YAML::EndSeq;
       break;
     case YAML::NodeType::Map:
-      if (n.Style() == YAML::EmitterStyle::Flow) out << YAML::Flow;
+      if (all_flow(n)) out << YAML::Flow;
       out << YAML::BeginMap;
       for (const auto& kv : n) {
         out << YAML::Key;

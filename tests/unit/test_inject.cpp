@@ -220,3 +220,16 @@ TEST_CASE("inject: the emitter keeps every string a string, and reads back the s
   CHECK(back["n"]["y"][1].Tag() == "!");
   CHECK(ebb::k8s::emit(back) == out);  // stable
 }
+
+TEST_CASE("inject: a manifest written in flow style gets ebb in block style", "[inject]") {
+  const std::string in =
+      "{apiVersion: apps/v1, kind: Deployment, metadata: {name: w}, spec: {selector: "
+      "{matchLabels: {a: w}}, template: {metadata: {labels: {a: w}}, spec: {containers: "
+      "[{name: app, image: x, ports: [{containerPort: 3000}]}]}}}}\n";
+  auto once = inject(in);
+  REQUIRE(once.error.empty());
+  CHECK(once.output.find("\n      containers:\n") != std::string::npos);
+  CHECK(once.output.find("matchLabels: {a: w}") != std::string::npos);  // untouched: still flow
+  CHECK(inject(once.output).output == once.output);
+  CHECK(check_text(once.output).findings.empty());
+}
