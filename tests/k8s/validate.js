@@ -1,14 +1,18 @@
 #!/usr/bin/env node
-// Strict Kubernetes API schema validation of the manifests in deploy/kubernetes/ (make test).
+// Strict Kubernetes API schema validation of the manifests in deploy/kubernetes/, of the test
+// fixtures, and of what `ebb inject` makes of them (make test).
 // kubernetes-models' validate() checks types and required fields but lets unknown fields through,
 // and a misspelled field (`periodSecond: 1`) is silently dropped by the API server. So this also
 // rejects every field the schema does not read, and proves it on fixtures that must fail.
 //
-//   node validate.js            deploy/kubernetes/*.yaml must pass, tests/k8s/fixtures/schema/*
-//                               must fail with the error their "# expect:" line names
+//   node validate.js            deploy/kubernetes/*.yaml, the realistic fixtures (shop/, kubectl/,
+//                               inject/) and `$EBB_BIN inject` of inject/ and deploy/examples/
+//                               must pass, tests/k8s/fixtures/schema/* must fail with the error
+//                               their "# expect:" line names
 //   node validate.js FILE...    validate these files only (`-` reads stdin: `ebb inject | node validate.js -`)
 'use strict';
 
+const { spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
 const YAML = require('yaml');
@@ -16,6 +20,8 @@ const YAML = require('yaml');
 const ROOT = path.resolve(__dirname, '..', '..');
 const DEPLOY_DIR = path.join(ROOT, 'deploy', 'kubernetes');
 const BAD_DIR = path.join(__dirname, 'fixtures', 'schema');
+const FIXTURE_DIRS = ['shop', 'kubectl', 'inject'].map((d) => path.join(__dirname, 'fixtures', d));
+const INJECT_DIR = path.join(__dirname, 'fixtures', 'inject');
 
 // Custom resources with a model package of their own (ES modules, loaded once by loadCrdModels).
 const CRD_PACKAGES = {
@@ -134,12 +140,22 @@ function validateObject(obj) {
 
 // {docs, problems}: problems prefixed with the document's place and name.
 function validateFile(file) {
+  let text;
+  try {
+    text = fs.readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (e) {
+    return { docs: 0, problems: ['cannot read: ' + e.message] };
+  }
+  return validateText(text);
+}
+
+function validateText(text) {
   const problems = [];
   let docs = [];
   try {
-    docs = YAML.parseAllDocuments(fs.readFileSync(file === '-' ? 0 : file, 'utf8'), { uniqueKeys: true });
+    docs = YAML.parseAllDocuments(text, { uniqueKeys: true });
   } catch (e) {
-    return { docs: 0, problems: ['cannot read: ' + e.message] };
+    return { docs: 0, problems: ['cannot parse: ' + e.message] };
   }
   let count = 0;
   docs.forEach((doc, i) => {
@@ -159,7 +175,7 @@ function validateFile(file) {
 
 function yamlFiles(dir) {
   return fs.readdirSync(dir)
-    .filter((f) => f.endsWith('.yaml') || f.endsWith('.yml'))
+    .filter((f) => f.endsWith('.yaml') || f.endsWith('.yml') || f.endsWith('.json'))
     .sort()
     .map((f) => path.join(dir, f));
 }
@@ -178,15 +194,38 @@ async function main(argv) {
     console.log('FAIL: no manifest found in ' + rel(DEPLOY_DIR));
     failed += 1;
   }
-  for (const file of good) {
-    const r = validateFile(file);
+  const report = (what, r) => {
     if (r.problems.length) {
       failed += 1;
-      console.log('FAIL ' + rel(file));
+      console.log('FAIL ' + what);
       r.problems.forEach((p) => console.log('  ' + p));
     } else {
       passed += 1;
-      console.log('ok   ' + rel(file) + ' (' + r.docs + ' object' + (r.docs === 1 ? '' : 's') + ')');
+      console.log('ok   ' + what + ' (' + r.docs + ' object' + (r.docs === 1 ? '' : 's') + ')');
+    }
+  };
+  // The realistic fixtures are real manifests too, and so is what `ebb inject` makes of the
+  // plain ones, classic and native ($EBB_BIN, set by CTest; without it the run fails).
+  const fixtures = explicit ? [] : FIXTURE_DIRS.flatMap(yamlFiles);
+  for (const file of good.concat(fixtures)) report(rel(file), validateFile(file));
+  if (!explicit) {
+    const bin = process.env.EBB_BIN;
+    if (!bin) {
+      failed += 1;
+      console.log('FAIL: EBB_BIN is not set, so the output of `ebb inject` is not validated');
+    }
+    const inputs = yamlFiles(INJECT_DIR).concat([path.join(ROOT, 'deploy', 'examples', 'app.yaml')]);
+    for (const file of bin ? inputs : []) {
+      for (const flags of [[], ['--native']]) {
+        const what = 'ebb inject ' + rel(file) + (flags.length ? ' ' + flags.join(' ') : '');
+        const out = spawnSync(bin, ['inject', file, ...flags], { encoding: 'utf8' });
+        if (out.status !== 0) {
+          failed += 1;
+          console.log('FAIL ' + what + ': exit ' + out.status + '\n' + out.stderr);
+          continue;
+        }
+        report(what, validateText(out.stdout));
+      }
     }
   }
   // The negative fixtures prove the check has teeth: each must fail, and for its stated reason.
