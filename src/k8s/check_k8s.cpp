@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 
 #include "k8s/manifest_io.hpp"
 #include "k8s/rules.hpp"
@@ -167,6 +168,17 @@ bool workload_spec(const YAML::Node& obj, const std::string& kind, YAML::Node& s
   return false;
 }
 
+// "ReplicaSet/web-7d9f8c6b5" for an object a controller owns (metadata.ownerReferences with
+// controller: true), else "".
+std::string controller_of(const YAML::Node& obj) {
+  for (const auto& ref : seq_at(child(obj, "metadata"), "ownerReferences")) {
+    if (str_at(ref, "controller") == "true") {
+      return str_at(ref, "kind").value_or("") + "/" + str_at(ref, "name").value_or("");
+    }
+  }
+  return "";
+}
+
 std::string json_string(const std::string& s) {
   std::string out = "\"";
   for (unsigned char c : s) {
@@ -209,12 +221,25 @@ CheckResult check_k8s_files(const CheckOptions& opts) {
     for (const auto& f : files) {
       if (!load_file(f, docs, result.error)) return result;
     }
+    // `kubectl get all -o yaml` lists a Deployment, its ReplicaSets and their Pods: each is
+    // checked once, through the owner that is among the objects read.
+    std::set<std::string> present;
+    for (const auto& d : docs) {
+      present.insert(meta(d.node, "namespace") + "|" + str_at(d.node, "kind").value_or("") + "/" +
+                     meta(d.node, "name"));
+    }
     std::vector<Workload> workloads;
     for (const auto& d : docs) {
       Workload w;
       w.kind = str_at(d.node, "kind").value_or("");
       YAML::Node labels;
       if (!workload_spec(d.node, w.kind, w.pod.spec, w.pod.spec_path, labels)) continue;
+      std::string owner = controller_of(d.node);
+      if (!owner.empty() && present.count(meta(d.node, "namespace") + "|" + owner)) {
+        result.notes.push_back(w.kind + "/" + meta(d.node, "name") + ": checked through its owner " +
+                               owner);
+        continue;
+      }
       if (!w.pod.spec.IsMap()) {
         result.notes.push_back(w.kind + "/" + meta(d.node, "name") +
                                ": no pod template (e.g. a Rollout's workloadRef); not checked");

@@ -358,6 +358,35 @@ TEST_CASE("check-k8s: kubectl get -o yaml (kind: List) is read item by item", "[
                            "Service/checkout server service-target"});
 }
 
+TEST_CASE("check-k8s: kubectl get all: a Deployment's ReplicaSets and Pods are checked once",
+          "[check_k8s]") {
+  ebb::CheckOptions opts;
+  opts.files = {fixture("kubectl/get-all.yaml")};
+  auto r = ebb::check_k8s_files(opts);
+  REQUIRE(r.error.empty());
+  CHECK(r.workloads == 1);
+  CHECK(rules_of(r) == std::vector<std::string>{
+                           "Deployment/checkout ebb grace-period",
+                           "Deployment/checkout ebb readiness-slow",
+                           "Deployment/checkout server prestop-drain",
+                           "Deployment/checkout  max-unavailable",
+                           "Service/checkout server service-target"});
+  int through_owner = 0;
+  for (const auto& n : r.notes) through_owner += n.find("checked through its owner") != std::string::npos;
+  CHECK(through_owner == 2);
+  // Without its owners among the objects, a Pod is checked as it runs.
+  std::ifstream in(fixture("kubectl/get-all.yaml"));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto cut = text.find("- apiVersion: v1\n  kind: Service");
+  REQUIRE(cut != std::string::npos);
+  TempManifest pods_only(text.substr(0, cut) + "kind: List\n");
+  opts.files = {pods_only.path.string()};
+  auto p = ebb::check_k8s_files(opts);
+  CHECK(p.workloads == 1);
+  CHECK(p.findings.size() == 3);
+  CHECK(p.findings[0].kind == "Pod");
+}
+
 TEST_CASE("check-k8s: rollout advice the API accepts, per kind", "[check_k8s]") {
   auto sts = check("statefulset-max-unavailable.yaml");
   REQUIRE(sts.findings.size() == 1);
