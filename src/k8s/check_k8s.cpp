@@ -46,7 +46,10 @@ bool load_file(const std::string& path, std::vector<Doc>& docs, std::string& err
   std::string text;
   if (!k8s::read_source(path, text, error)) return false;
   try {
-    for (const auto& node : YAML::LoadAll(text)) add_objects(path, node, docs);
+    for (const auto& node : YAML::LoadAll(text)) {
+      k8s::expand_merge_keys(node);
+      add_objects(path, node, docs);
+    }
   } catch (const YAML::Exception& ex) {
     error = path + ":" + std::to_string(ex.mark.line + 1) + ":" +
             std::to_string(ex.mark.column + 1) + ": not valid YAML: " + ex.msg;

@@ -427,6 +427,7 @@ InjectResult inject_manifests(const std::string& text, const std::string& label,
       line += ch.separator.empty() ? 0 : 1;
       try {
         ch.node = YAML::Load(ch.text);
+        k8s::expand_merge_keys(ch.node);
       } catch (const YAML::Exception& ex) {
         result.error = label + ":" + std::to_string(line + ex.mark.line + 1) + ":" +
                        std::to_string(ex.mark.column + 1) + ": not valid YAML: " + ex.msg;

@@ -57,4 +57,36 @@ bool read_source(const std::string& path, std::string& text, std::string& error)
   return true;
 }
 
+void expand_merge_keys(YAML::Node node) {
+  if (node.IsSequence()) {
+    for (std::size_t i = 0; i < node.size(); ++i) expand_merge_keys(node[i]);
+    return;
+  }
+  if (!node.IsMap()) return;
+  std::vector<YAML::Node> sources;
+  for (const auto& kv : node) {
+    if (kv.first.IsScalar() && kv.first.Scalar() == "<<" && kv.first.Tag() == "?") {
+      if (kv.second.IsMap()) sources.push_back(kv.second);
+      if (kv.second.IsSequence()) {
+        for (const auto& m : kv.second) {
+          if (m.IsMap()) sources.push_back(m);
+        }
+      }
+    }
+  }
+  if (!sources.empty()) {
+    node.remove("<<");
+    // Earlier maps in a `<<: [*a, *b]` list win over later ones, and the map's own keys over all.
+    for (const auto& src : sources) {
+      for (const auto& kv : src) {
+        const YAML::Node& lookup = node;  // the const operator[] adds no key
+        if (kv.first.IsScalar() && !lookup[kv.first.Scalar()].IsDefined()) {
+          node[kv.first.Scalar()] = kv.second;
+        }
+      }
+    }
+  }
+  for (auto kv : node) expand_merge_keys(kv.second);
+}
+
 }  // namespace ebb::k8s

@@ -2,6 +2,8 @@
 // read the way `kubectl apply -f DIR` reads one (its *.yaml, *.yml and *.json, sorted).
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <string>
 #include <vector>
 
@@ -14,5 +16,9 @@ bool expand_inputs(const std::vector<std::string>& args, std::vector<std::string
 
 // The whole text of a file, or of stdin for "-" (read once: a second "-" reads nothing).
 bool read_source(const std::string& path, std::string& text, std::string& error);
+
+// Resolves YAML merge keys (`<<: *defaults`) in place, as kubectl's parser does and yaml-cpp
+// does not: the merged maps' keys are added where the map does not set them itself.
+void expand_merge_keys(YAML::Node node);
 
 }  // namespace ebb::k8s

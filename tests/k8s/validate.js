@@ -153,7 +153,7 @@ function validateText(text) {
   const problems = [];
   let docs = [];
   try {
-    docs = YAML.parseAllDocuments(text, { uniqueKeys: true });
+    docs = YAML.parseAllDocuments(text, { uniqueKeys: true, merge: true });  // `<<:` as kubectl
   } catch (e) {
     return { docs: 0, problems: ['cannot parse: ' + e.message] };
   }

@@ -233,3 +233,21 @@ TEST_CASE("inject: a manifest written in flow style gets ebb in block style", "[
   CHECK(inject(once.output).output == once.output);
   CHECK(check_text(once.output).findings.empty());
 }
+
+TEST_CASE("inject: merge keys are expanded as kubectl expands them", "[inject]") {
+  const std::string in =
+      "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: w}\nspec:\n"
+      "  selector: {matchLabels: {a: w}}\n  template:\n    metadata: {labels: {a: w}}\n"
+      "    spec:\n      containers:\n        - &base\n          name: app\n          image: x\n"
+      "          ports: [{name: http, containerPort: 3000}]\n"
+      "        - <<: *base\n          name: worker\n          ports: []\n";
+  auto once = inject(in);
+  REQUIRE(once.error.empty());
+  CHECK(once.output.find("<<") == std::string::npos);
+  YAML::Node containers = doc(once.output, 0)["spec"]["template"]["spec"]["containers"];
+  REQUIRE(containers.size() == 3);
+  CHECK(containers[1]["name"].as<std::string>() == "worker");
+  CHECK(containers[1]["image"].as<std::string>() == "x");  // merged from the anchor
+  CHECK(inject(once.output).output == once.output);
+  CHECK(check_text(once.output).findings.empty());
+}
