@@ -5,7 +5,8 @@
 // and a misspelled field (`periodSecond: 1`) is silently dropped by the API server. So this also
 // rejects every field the schema does not read, and proves it on fixtures that must fail.
 //
-//   node validate.js            deploy/kubernetes/*.yaml, the realistic fixtures (shop/, kubectl/,
+//   node validate.js            deploy/kubernetes/*.yaml (which must also fit a `restricted` Pod
+//                               Security namespace), the realistic fixtures (shop/, kubectl/,
 //                               inject/) and `$EBB_BIN inject` of inject/ and deploy/examples/
 //                               must pass, tests/k8s/fixtures/schema/* must fail with the error
 //                               their "# expect:" line names
@@ -138,18 +139,52 @@ function validateObject(obj) {
   return problems;
 }
 
-// {docs, problems}: problems prefixed with the document's place and name.
-function validateFile(file) {
+// The `restricted` Pod Security Standard (kubernetes.io/docs/concepts/security/pod-security-
+// standards), the parts a pod template can break: every container, init containers included,
+// runs as non-root with RuntimeDefault (or Localhost) seccomp, no privilege escalation, all
+// capabilities dropped (NET_BIND_SERVICE may come back), not privileged, no host namespaces.
+function restrictedProblems(obj) {
+  const podSpec = obj.kind === 'Pod' ? obj.spec : obj.spec && obj.spec.template && obj.spec.template.spec;
+  if (!podSpec) return [];
+  const out = [];
+  const pod = podSpec.securityContext || {};
+  for (const key of ['hostNetwork', 'hostPID', 'hostIPC']) {
+    if (podSpec[key]) out.push('not restricted: ' + key);
+  }
+  const lists = [['containers', podSpec.containers || []], ['initContainers', podSpec.initContainers || []]];
+  for (const [list, containers] of lists) {
+    containers.forEach((c, i) => {
+      const at = 'not restricted: ' + list + '[' + i + '] (' + c.name + ') ';
+      const sc = c.securityContext || {};
+      if (sc.allowPrivilegeEscalation !== false) out.push(at + 'allowPrivilegeEscalation is not false');
+      if (sc.privileged) out.push(at + 'privileged');
+      const drop = (sc.capabilities && sc.capabilities.drop) || [];
+      if (!drop.includes('ALL')) out.push(at + 'capabilities.drop lacks ALL');
+      const add = (sc.capabilities && sc.capabilities.add) || [];
+      if (add.some((a) => a !== 'NET_BIND_SERVICE')) out.push(at + 'adds capabilities');
+      const nonRoot = sc.runAsNonRoot !== undefined ? sc.runAsNonRoot : pod.runAsNonRoot;
+      if (nonRoot !== true) out.push(at + 'runAsNonRoot is not true');
+      if (sc.runAsUser === 0 || (sc.runAsUser === undefined && pod.runAsUser === 0)) out.push(at + 'runs as user 0');
+      const seccomp = (sc.seccompProfile || pod.seccompProfile || {}).type;
+      if (seccomp !== 'RuntimeDefault' && seccomp !== 'Localhost') out.push(at + 'seccompProfile is not RuntimeDefault');
+    });
+  }
+  return out;
+}
+
+// {docs, problems}: problems prefixed with the document's place and name. With `restricted`,
+// pod templates must also fit a `restricted` Pod Security namespace.
+function validateFile(file, restricted) {
   let text;
   try {
     text = fs.readFileSync(file === '-' ? 0 : file, 'utf8');
   } catch (e) {
     return { docs: 0, problems: ['cannot read: ' + e.message] };
   }
-  return validateText(text);
+  return validateText(text, restricted);
 }
 
-function validateText(text) {
+function validateText(text, restricted) {
   const problems = [];
   let docs = [];
   try {
@@ -167,7 +202,8 @@ function validateText(text) {
     if (obj === null || obj === undefined) return;  // an empty document between `---`s
     count += 1;
     const name = (obj.kind || '?') + '/' + ((obj.metadata && obj.metadata.name) || '?');
-    validateObject(obj).forEach((p) => problems.push('document ' + (i + 1) + ' ' + name + ': ' + p));
+    const found = validateObject(obj).concat(restricted ? restrictedProblems(obj) : []);
+    found.forEach((p) => problems.push('document ' + (i + 1) + ' ' + name + ': ' + p));
   });
   if (count === 0 && problems.length === 0) problems.push('no Kubernetes object in the file');
   return { docs: count, problems };
@@ -207,7 +243,8 @@ async function main(argv) {
   // The realistic fixtures are real manifests too, and so is what `ebb inject` makes of the
   // plain ones, classic and native ($EBB_BIN, set by CTest; without it the run fails).
   const fixtures = explicit ? [] : FIXTURE_DIRS.flatMap(yamlFiles);
-  for (const file of good.concat(fixtures)) report(rel(file), validateFile(file));
+  for (const file of good) report(rel(file), validateFile(file, !explicit));
+  for (const file of fixtures) report(rel(file), validateFile(file, false));
   if (!explicit) {
     const bin = process.env.EBB_BIN;
     if (!bin) {
@@ -224,7 +261,8 @@ async function main(argv) {
           console.log('FAIL ' + what + ': exit ' + out.status + '\n' + out.stderr);
           continue;
         }
-        report(what, validateText(out.stdout));
+        // deploy/examples/app.yaml is restricted, and so must be what inject adds to it.
+        report(what, validateText(out.stdout, file.startsWith(path.join(ROOT, 'deploy'))));
       }
     }
   }
@@ -232,7 +270,7 @@ async function main(argv) {
   const bad = explicit ? [] : yamlFiles(BAD_DIR);
   for (const file of bad) {
     const m = /^# expect: (.+)$/m.exec(fs.readFileSync(file, 'utf8'));
-    const r = validateFile(file);
+    const r = validateFile(file, true);
     const hit = m && r.problems.some((p) => p.includes(m[1].trim()));
     if (hit) {
       passed += 1;
