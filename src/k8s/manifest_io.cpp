@@ -46,6 +46,11 @@ bool read_source(const std::string& path, std::string& text, std::string& error)
     text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     return true;
   }
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    error = path + ": is a directory, not a manifest file";
+    return false;
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     error = path + ": cannot read the file";

@@ -69,6 +69,8 @@ def main():
         t.expect("broken YAML: exit 2", r.returncode == 2 and "not valid YAML" in r.stderr, r)
         r = run([binary, "inject", os.path.join(FIX, "no-such.yaml")])
         t.expect("missing file: exit 2", r.returncode == 2 and "cannot read" in r.stderr, r)
+        r = run([binary, "inject", FIX])
+        t.expect("a directory: exit 2", r.returncode == 2 and "is a directory" in r.stderr, r)
         r = run([binary, "inject", "--frobnicate"])
         t.expect("unknown option: exit 2", r.returncode == 2, r)
         r = run([binary, "inject", os.path.join(FIX, "catalog-rollout.yaml"), "--config",
