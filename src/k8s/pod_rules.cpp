@@ -256,6 +256,8 @@ EbbSettings settings_from(const Config& c) {
   s.listen_port = c.listen.port;
   s.admin_port = c.admin.listen.port;
   s.upstream_port = c.upstream.port;
+  const std::string& h = c.upstream.host;
+  s.upstream_in_pod = h == "localhost" || h == "::1" || h.rfind("127.", 0) == 0;
   s.propagation_delay = c.shutdown.propagation_delay;
   s.propagation_max = c.shutdown.propagation_max;
   s.drain_timeout = c.shutdown.drain_timeout;
@@ -320,7 +322,7 @@ void check_pod(const PodContext& pod, const EbbContainer& ebb, const EbbSettings
     upstream_declared = upstream_declared || declares_port(apps[i], s.upstream_port);
     any_app_port = any_app_port || !seq_at(apps[i], "ports").empty();
   }
-  if (any_app_port && !upstream_declared) {
+  if (any_app_port && !upstream_declared && s.upstream_in_pod) {
     e.add(ebb.name, pod.spec_path + ".containers", "upstream-port", "error",
           "no app container declares ebb's upstream port " + std::to_string(s.upstream_port) +
               ": ebb's readiness check connects to 127.0.0.1:" +

@@ -21,6 +21,7 @@ struct EbbSettings {
   int listen_port = 8080;
   int admin_port = 9901;
   int upstream_port = 3000;
+  bool upstream_in_pod = true;  // upstream is on loopback: an app container of this pod
   Millis propagation_delay = 5000;
   Millis propagation_max = 15000;
   Millis drain_timeout = 25000;

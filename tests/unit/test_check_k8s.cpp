@@ -420,6 +420,12 @@ TEST_CASE("check-k8s: a hook path without its leading slash is still the drain",
   }
 }
 
+TEST_CASE("check-k8s: an upstream outside the pod needs no app port", "[check_k8s]") {
+  CHECK(check("upstream-undeclared.yaml").findings.size() == 1);
+  auto remote = check("upstream-undeclared.yaml", kConfig, {{"EBB_UPSTREAM", "legacy.shop.svc:3000"}});
+  CHECK(remote.findings.empty());
+}
+
 TEST_CASE("check-k8s: which hook form works on which kubelet", "[check_k8s]") {
   auto header = check("drain-header-only.yaml");
   REQUIRE(header.findings.size() == 1);
