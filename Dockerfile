@@ -26,6 +26,16 @@ RUN make static DEPS_CHECK="/usr/bin/g++ /usr/bin/cmake /usr/bin/pkg-config /usr
 # So the base is the smallest image with glibc: distroless base without OpenSSL (ebb speaks
 # plain HTTP to the app and the kubelet). It also has /etc/passwd with the nonroot user 65532.
 FROM gcr.io/distroless/base-nossl-debian12
+# OCI annotations; set version and revision at build time:
+#   docker build --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) -t ebb .
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="ebb" \
+      org.opencontainers.image.description="Drain-aware HTTP/1.1 and h2c reverse-proxy sidecar for zero-downtime rolling deploys on Kubernetes" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.base.name="gcr.io/distroless/base-nossl-debian12" \
+      org.opencontainers.image.documentation="deploy/README.md"
 COPY --from=build /src/build/ebb /usr/local/bin/ebb
 COPY config/ebb.yaml /etc/ebb/ebb.yaml
 USER 65532:65532

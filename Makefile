@@ -33,9 +33,11 @@ deps:
 	fi
 	@$(MAKE) --no-print-directory -s npm-deps
 
-# kubernetes-models carries the Kubernetes API schema used to validate deploy/ strictly.
+# kubernetes-models carries the Kubernetes API schema used to validate deploy/ strictly, and
+# @kubernetes-models/prometheus-operator the PodMonitor's; a checkout that lacks either installs.
 npm-deps:
-	@if [ -f tests/k8s/package.json ] && [ ! -d tests/k8s/node_modules ]; then \
+	@if [ -f tests/k8s/package.json ] && { [ ! -d tests/k8s/node_modules/kubernetes-models ] || \
+	  [ ! -d tests/k8s/node_modules/@kubernetes-models/prometheus-operator ]; }; then \
 	  echo "make deps: npm install in tests/k8s"; \
 	  (cd tests/k8s && npm install --no-audit --no-fund --silent); fi
 

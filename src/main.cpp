@@ -1,4 +1,4 @@
-// Command line: run the proxy, or one of the tools (--check-config, drain, check-k8s).
+// Command line: run the proxy, or one of the tools (--check-config, drain, check-k8s, inject).
 // Exit codes: 0 ok, 1 runtime failure (or requests cut at the drain timeout), 2 usage/config.
 #include <csignal>
 #include <cstdio>
@@ -10,6 +10,7 @@
 #include "build_commit.hpp"
 #include "config.hpp"
 #include "k8s/check_k8s.hpp"
+#include "k8s/inject.hpp"
 #include "log.hpp"
 #include "server.hpp"
 
@@ -25,8 +26,10 @@ void usage(FILE* to) {
                "  ebb --check-config [--config FILE]   validate, print the effective config, exit 0 or 2\n"
                "  ebb drain [--admin HOST:PORT] [--wait] [--token T] [--config FILE]\n"
                "                                       start a drain through the admin port (preStop.exec)\n"
-               "  ebb check-k8s FILE.yaml [--config FILE] [--json]\n"
+               "  ebb check-k8s FILE.yaml|DIR|- [--config FILE] [--json]\n"
                "                                       lint Kubernetes manifests for settings that drop requests\n"
+               "  ebb inject [FILE|-] [--native] [--config FILE] [--image IMAGE]\n"
+               "                                       add ebb to Deployments/StatefulSets/Rollouts, print them\n"
                "  ebb --version | --help\n\n"
                "Every config key can be set by an environment variable: EBB_ + the key path in capitals,\n"
                "e.g. EBB_UPSTREAM=127.0.0.1:3000, EBB_SHUTDOWN_DRAIN_TIMEOUT=25s. The environment wins.\n",
@@ -44,6 +47,7 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   if (argc >= 2 && std::strcmp(argv[1], "drain") == 0) return ebb::drain_main(argc - 1, argv + 1);
   if (argc >= 2 && std::strcmp(argv[1], "check-k8s") == 0) return ebb::check_k8s_main(argc - 1, argv + 1);
+  if (argc >= 2 && std::strcmp(argv[1], "inject") == 0) return ebb::inject_main(argc - 1, argv + 1);
 
   std::string config_path;
   bool check = false;
