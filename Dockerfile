@@ -16,7 +16,9 @@ WORKDIR /src
 COPY . .
 # DEPS_CHECK names the build tools only, so `make deps` finds nothing missing and installs
 # nothing more; tests/ is not in the context (.dockerignore), so no npm install either.
-RUN make static DEPS_CHECK="/usr/bin/g++ /usr/bin/cmake /usr/bin/pkg-config /usr/include/uv.h \
+# The context has no .git: the commit for ebb_build_info and --version comes in as REVISION.
+ARG REVISION=unknown
+RUN make static CMAKE_ARGS="-DEBB_COMMIT=${REVISION}" DEPS_CHECK="/usr/bin/g++ /usr/bin/cmake /usr/bin/pkg-config /usr/include/uv.h \
       /usr/share/llhttp/llhttp.c /usr/include/yaml-cpp/yaml.h /usr/bin/python3" \
  && strip build/ebb
 

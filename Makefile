@@ -4,6 +4,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 CTEST_ARGS ?=
+CMAKE_ARGS ?=  # e.g. -DEBB_COMMIT=<sha> where there is no .git (the image build)
 
 # "file:package" pairs: a package is installed only when its file is missing, so what the machine
 # already has (e.g. a Node.js from another source, whose npm conflicts with Debian's) is left alone.
@@ -44,7 +45,7 @@ npm-deps:
 # The release build links libuv, yaml-cpp and the C++ runtime statically: the binary the tests
 # run is the binary the image ships (only glibc stays dynamic).
 build: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DEBB_STATIC=ON >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DEBB_STATIC=ON $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
 asan: deps
