@@ -4,7 +4,8 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 CTEST_ARGS ?=
-CMAKE_ARGS ?=  # e.g. -DEBB_COMMIT=<sha> where there is no .git (the image build)
+# Extra CMake options, e.g. -DEBB_COMMIT=<sha> where there is no .git (the image build).
+CMAKE_ARGS ?=
 
 # "file:package" pairs: a package is installed only when its file is missing, so what the machine
 # already has (e.g. a Node.js from another source, whose npm conflicts with Debian's) is left alone.
