@@ -7,7 +7,7 @@ complete, correct answer, unless a response before it on its connection announce
 it must get no answer), or the client saw the server's FIN before sending it (checked before every
 send, as Go's client does). ebb must end with nothing cut and exit 0.
 
-EBB_RANDOM_SEEDS=N runs N seeds (default 300; 60 under sanitizers), EBB_RANDOM_SEED=S runs one,
+EBB_RANDOM_SEEDS=N runs N seeds (default 300; 100 under sanitizers), EBB_RANDOM_SEED=S runs one,
 EBB_RANDOM_BASE=B starts at seed B (default 1). A failure names its seed."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ebbtest import (CLOSE, SANITIZED, ConnectionClosed, Ebb, HarnessError, Http
                      build_request, build_response, chunked_body, dl, FakeUpstream, upgrade_echo)
 from lifecycle_util import admin_request, log_time, scrape, wait_stderr_eof
 
-SEEDS = int(os.environ.get("EBB_RANDOM_SEEDS", "60" if SANITIZED else "300"))
+SEEDS = int(os.environ.get("EBB_RANDOM_SEEDS", "100" if SANITIZED else "300"))
 BASE = int(os.environ.get("EBB_RANDOM_BASE", "1"))
 ONE = os.environ.get("EBB_RANDOM_SEED")
 PARALLEL = int(os.environ.get("EBB_RANDOM_PARALLEL", "3" if SANITIZED else "6"))
@@ -38,6 +38,12 @@ PARALLEL = int(os.environ.get("EBB_RANDOM_PARALLEL", "3" if SANITIZED else "6"))
 # 600ms. Nothing here lasts long enough to meet the drain timeout: a cut is a failure.
 SHUTDOWN = {"propagation_delay": "200ms", "quiet_period": "100ms", "propagation_max": "600ms",
             "drain_timeout": "8s" if SANITIZED else "4s"}
+# One seed in OVERSTAY_ONE_IN also sends, before the drain, a request that the app answers only
+# after the drain timeout: by design it is cut, ebb's `drained` line counts exactly that one, and
+# ebb exits 1.
+OVERSTAY_ONE_IN = 10
+OVERSTAY_DRAIN = dl(0.7)
+OVERSTAY_LATENCY = OVERSTAY_DRAIN + 0.6 + dl(1.5)
 # A request sent on an idle connection this close to the end of propagation (ebb's `listener
 # closed` line) may race ebb's close of that idle connection: HTTP's keep-alive race, which
 # clients resolve by retrying. It is counted apart, never as an answer.
@@ -53,7 +59,12 @@ def pattern(tag: str, size: int) -> bytes:
 # --------------------------------------------------------------------------------------------
 # The app: what to answer is in the request target, so the client knows what to expect.
 
-def app_handler(req, conn):
+def make_app(release: threading.Event):
+    """The app's handler; `release` ends a long wait early when the seed is over."""
+    return lambda req, conn: app_handler(req, conn, release)
+
+
+def app_handler(req, conn, release):
     if req.header("Upgrade"):
         return upgrade_echo()(req, conn)
     q = {k: v[0] for k, v in parse_qs(urlsplit(req.target).query).items()}
@@ -73,7 +84,7 @@ def app_handler(req, conn):
     full = build_response(200, body, headers, framing=framing_arg,
                           chunk_sizes=[b - a for a, b in zip([0] + cuts, cuts)] if framing == "ch" else None)
     head_len = full.index(b"\r\n\r\n") + 4
-    time.sleep(lat / 1000)  # the app's work before it answers: the latency is the behaviour
+    release.wait(lat / 1000)  # the app's work before it answers: the latency is the behaviour
     conn.send(full[:head_len])  # head and body in separate writes, as app frameworks do
     rest = full[head_len:]
     if head_gap:
@@ -141,8 +152,13 @@ class Seed:
         rng = self.rng
         self.trigger = rng.choice(["sigterm", "drain"])
         self.workers = rng.randint(2, 7)
-        fake = FakeUpstream(app_handler, name=f"app{self.seed}").start()
-        ebb = Ebb(fake, {"log": {"level": "info", "access": False}, "shutdown": SHUTDOWN})
+        self.overstay = rng.randrange(OVERSTAY_ONE_IN) == 0
+        shutdown = dict(SHUTDOWN)
+        if self.overstay:
+            shutdown["drain_timeout"] = f"{int(OVERSTAY_DRAIN * 1000)}ms"
+        release = threading.Event()
+        fake = FakeUpstream(make_app(release), name=f"app{self.seed}").start()
+        ebb = Ebb(fake, {"log": {"level": "info", "access": False}, "shutdown": shutdown})
         try:
             ebb.start()
             ebb.wait_log("ready", dl(5))
@@ -150,11 +166,16 @@ class Seed:
             started = threading.Event()
             threads = [threading.Thread(target=self.worker, args=(w, started), daemon=True)
                        for w in range(self.workers)]
+            if self.overstay:
+                threads.append(threading.Thread(target=self.overstayer, daemon=True))
             for t in threads:
                 t.start()
             # The drain starts at a random moment once traffic flows.
             if not started.wait(dl(5)):
                 self.problems.append("no request was answered before the drain")
+            if self.overstay:
+                fake.wait_for(lambda: any("tag=overstay" in r.target for r in fake.requests), dl(5),
+                              "the overstaying request at the app")
             time.sleep(rng.uniform(0, 0.25))  # the random moment is the test's input
             self.t_trigger = time.time()
             summary = None
@@ -167,15 +188,18 @@ class Seed:
                 t.join(dl(30))
                 if t.is_alive():
                     self.problems.append("a client worker did not finish")
+            self.by_reason = None
             if self.trigger == "drain":
-                self.unanswered = self.metrics_unanswered(ebb)
-                if summary[0] != 200 or '"cut_requests":0' not in summary[1]:
-                    self.problems.append(f"/drain?wait=true answered {summary}")
+                self.by_reason = self.unanswered_by_reason(ebb)
+                want = f'"cut_requests":{int(self.overstay)},'
+                if summary[0] != 200 or want not in summary[1]:
+                    self.problems.append(f"/drain?wait=true answered {summary}, expected {want}")
                 ebb.signal(signal.SIGTERM)  # drained: exits at once
             code = ebb.wait_exit(dl(15))
             wait_stderr_eof(ebb)
             self.check_ebb(ebb, code)
         finally:
+            release.set()
             fake.stop()
             ebb.stop()
         for err in fake.parse_errors + fake.handler_errors:
@@ -183,29 +207,56 @@ class Seed:
         self.classify(ebb)
         return self
 
-    def metrics_unanswered(self, ebb):
+    def unanswered_by_reason(self, ebb):
+        """ebb_requests_unanswered_total by reason, scraped while ebb is drained but alive."""
         ex = scrape(ebb)
         if "ebb_requests_unanswered_total" not in ex.families:
-            return None
-        return sum(v for _, v in ex.labelled("ebb_requests_unanswered_total"))
+            self.problems.append("/metrics has no ebb_requests_unanswered_total")
+            return {}
+        return {l.get("reason"): v for l, v in ex.labelled("ebb_requests_unanswered_total")}
 
     def check_ebb(self, ebb, code):
+        """ebb's own account must match the clients': nothing cut but the overstaying request,
+        nothing unanswered but requests that followed an announced close (`after_close`)."""
+        after_close = sum(1 for o in self.outcomes if o.kind == "not_answered_after_close")
+        cut = int(self.overstay)
         drained = ebb.logs("drained")
         if len(drained) != 1:
             self.problems.append(f"{len(drained)} `drained` lines")
-        elif drained[0].get("cut") != 0:
-            self.problems.append(f"drained line says cut {drained[0].get('cut')}: {drained[0]}")
-        elif drained[0].get("unanswered", 0) != 0:
-            self.problems.append(f"drained line counts unanswered requests: {drained[0]}")
-        if code != 0:
-            self.problems.append(f"ebb exited {code}")
-        if getattr(self, "unanswered", None):
-            self.problems.append(f"ebb_requests_unanswered_total is {self.unanswered}")
+        else:
+            d = drained[0]
+            if d.get("cut") != cut:
+                self.problems.append(f"drained line says cut {d.get('cut')}, expected {cut}: {d}")
+            if not isinstance(d.get("unanswered"), int) or not cut <= d["unanswered"] <= cut + after_close:
+                self.problems.append(f"drained line counts unanswered {d.get('unanswered')}, expected "
+                                     f"{cut} cut plus at most {after_close} sent after an announced close: {d}")
+        if code != cut:
+            self.problems.append(f"ebb exited {code}, expected {cut}")
+        if self.by_reason is not None:
+            other = {k: v for k, v in self.by_reason.items() if k not in ("after_close", "drain_timeout") and v}
+            if other or self.by_reason.get("drain_timeout", 0) != cut \
+                    or self.by_reason.get("after_close", 0) > after_close:
+                self.problems.append(f"ebb_requests_unanswered_total {self.by_reason}: expected drain_timeout "
+                                     f"{cut}, after_close at most {after_close}, nothing else")
         for rec in ebb.records:
-            if rec.get("level") in ("error",) or "raw" in rec:
+            if rec.get("level") == "error" or "raw" in rec:
                 self.problems.append(f"ebb logged {rec}")
         closed = ebb.logs("listener closed")
         self.t_closed = log_time(closed[0]) if closed else None
+
+    def overstayer(self):
+        """Sends a request that the app answers only after the drain timeout: ebb must cut it."""
+        o = Outcome("overstay", 0, 0, False, time.time(), "a request outliving the drain timeout")
+        with self.lock:
+            self.outcomes.append(o)
+        lat = int(OVERSTAY_LATENCY * 1000)
+        with HttpClient(self.port, timeout=dl(10) + OVERSTAY_LATENCY) as c:
+            c.send(build_request("GET", f"/r?tag=overstay&lat={lat}&size=10"))
+            try:
+                resp = c.read_response("GET")
+                o.kind, o.detail = "overstay_answered", f"{resp!r} {resp.body[:100]!r}"
+            except (ConnectionClosed, OSError) as e:
+                o.kind, o.detail = "cut_by_design", repr(e)
 
     def classify(self, ebb):
         """A request that got nothing on a connection ebb closed is a loss, unless it was sent
@@ -216,7 +267,8 @@ class Seed:
                 o.kind = "idle_race"
 
     def failures(self):
-        bad = [o for o in self.outcomes if o.kind not in ("ok", "not_answered_after_close", "idle_race")]
+        bad = [o for o in self.outcomes
+               if o.kind not in ("ok", "not_answered_after_close", "idle_race", "cut_by_design")]
         return bad, self.problems
 
     # -- one client worker: connections one after another ----------------------------------

@@ -189,7 +189,7 @@ class KeepAliveClient(MixClient):
     left when a response says `Connection: close`, or when the server's FIN is already readable
     before a send (as Go's client checks); any other close before a whole answer is a failure."""
 
-    def __init__(self, port, workers=8, stream=False, **kw):
+    def __init__(self, port, workers=12, stream=False, **kw):
         super().__init__(port, slow_workers=0, mix_workers=workers, **kw)
         self.stream = stream
         self.reused = 0           # requests sent on a connection that had answered before

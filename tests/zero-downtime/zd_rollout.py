@@ -86,6 +86,7 @@ class Result:
     wrk: dict = field(default_factory=dict)
     client_requests: int = 0
     keepalive: dict = field(default_factory=dict)
+    unanswered_checked: int = 0  # deleted pods whose ebb's `drained` line said unanswered 0
     failures: list = field(default_factory=list)
     pods: list = field(default_factory=list)
     sessions: list = field(default_factory=list)
@@ -124,6 +125,9 @@ class Result:
             waited = max(d.get("seconds_waited", 0) for d in drained)
             lines.append(f"  preStop /drain?wait=true: {len(drained)} answered, drained_requests={dr} "
                          f"cut_requests={cut}, longest wait {waited}s")
+        if self.scenario.ebb:
+            lines.append(f"  ebb `drained` lines with unanswered 0: {self.unanswered_checked} of "
+                         f"{max(0, len(self.pods) - REPLICAS)} deleted pods")
         aborts = sum(1 for s in self.sessions if s["ts"][0] in "SPRI")
         lines.append(f"  HAProxy: {len(self.sessions)} sessions, {aborts} ended on the server side or in HAProxy")
         inflight = [p.in_flight_at_delete for p in self.pods if p.in_flight_at_delete is not None]
@@ -273,6 +277,13 @@ def run_scenario(sc, restarts, bins, ebb_bin, workdir):
                     res.problems.append(f"{p.name} needed SIGKILL after {GRACE_SECONDS}s")
             if pod.ebb and pod.ebb.popen.returncode != 0:
                 res.problems.append(f"{pod.ebb.name} exited {pod.ebb.popen.returncode}")
+            if pod.ebb:
+                # ebb's own account of the drain: nothing it read went unanswered, whatever the cause.
+                drained = [r for r in pod.ebb_log() if r.get("msg") == "drained"]
+                if len(drained) != 1 or drained[0].get("unanswered") != 0:
+                    res.problems.append(f"{pod.ebb.name}: `drained` lines {drained}, expected one with unanswered 0")
+                else:
+                    res.unanswered_checked += 1
             if sc.prestop and (not pod.prestop or pod.prestop.get("status") != 200):
                 res.problems.append(f"{pod.name} preStop /drain?wait=true: {pod.prestop}")
     return res
