@@ -5,7 +5,10 @@ send requests at random moments, in split writes, pipelined, with uploads and up
 (SIGTERM or /drain?wait=true) starts at a random moment. Every request a client sent must get a
 complete, correct answer, unless a response before it on its connection announced the close (then
 it must get no answer), or the client saw the server's FIN before sending it (checked before every
-send, as Go's client does). ebb must end with nothing cut and exit 0.
+send, as Go's client does). ebb's own account must agree: its `drained` line, exit code and
+`ebb_requests_unanswered_total` show a cut only for a request that outlives the drain timeout by
+design (one seed in ten sends one), and nothing unanswered beyond that and the requests that
+followed an announced close.
 
 EBB_RANDOM_SEEDS=N runs N seeds (default 300; 100 under sanitizers), EBB_RANDOM_SEED=S runs one,
 EBB_RANDOM_BASE=B starts at seed B (default 1). A failure names its seed."""
@@ -35,7 +38,7 @@ ONE = os.environ.get("EBB_RANDOM_SEED")
 PARALLEL = int(os.environ.get("EBB_RANDOM_PARALLEL", "3" if SANITIZED else "6"))
 
 # Short lifecycle: propagation at least 200ms, then until 100ms without a new connection, at most
-# 600ms. Nothing here lasts long enough to meet the drain timeout: a cut is a failure.
+# 600ms. Nothing but the overstaying request lasts long enough to meet the drain timeout.
 SHUTDOWN = {"propagation_delay": "200ms", "quiet_period": "100ms", "propagation_max": "600ms",
             "drain_timeout": "8s" if SANITIZED else "4s"}
 # One seed in OVERSTAY_ONE_IN also sends, before the drain, a request that the app answers only
@@ -136,7 +139,6 @@ class Seed:
         self.lock = threading.Lock()
         self.problems: list[str] = []
         self.t_trigger = None
-        self.completed = 0
 
     def spec(self, rng, tag, method):
         """A request's query: what the app answers. Mostly short, sometimes slow or large."""
@@ -373,8 +375,6 @@ class Seed:
                     o.detail = f"status {resp.status} {resp.headers} body {len(resp.body)}B {resp.body[:80]!r}"
                 else:
                     o.kind = "ok"
-                    with self.lock:
-                        self.completed += 1
                     started.set()
                 announced = "close" in resp.header_tokens("Connection")
                 c.last_answer = (f"read {time.time() - self.t_trigger:+.3f}s after the drain started"
