@@ -19,6 +19,26 @@ const char* upstream_error_name(UpstreamError e) {
   return "unknown";
 }
 
+const char* unanswered_name(Unanswered u) {
+  switch (u) {
+    case Unanswered::kClientClosed: return "client_closed";
+    case Unanswered::kUpstreamBroken: return "upstream_broken";
+    case Unanswered::kRequestError: return "request_error";
+    case Unanswered::kDrainTimeout: return "drain_timeout";
+    case Unanswered::kClientSendTimeout: return "client_send_timeout";
+    case Unanswered::kAfterClose: return "after_close";
+    case Unanswered::kExit: return "exit";
+    case Unanswered::kCount: break;
+  }
+  return "unknown";
+}
+
+std::uint64_t Metrics::unanswered_total() const {
+  std::uint64_t n = 0;
+  for (auto v : requests_unanswered) n += v;
+  return n;
+}
+
 void Metrics::count_request(int code, double seconds) {
   if (code >= 100 && code < 600) ++requests_by_code[static_cast<size_t>(code)];
   ++duration_count;
@@ -42,6 +62,7 @@ void Metrics::add(const Metrics& o) {
   duration_count += o.duration_count;
   duration_sum += o.duration_sum;
   drain_cut_requests += o.drain_cut_requests;
+  for (size_t i = 0; i < requests_unanswered.size(); ++i) requests_unanswered[i] += o.requests_unanswered[i];
   client_send_timeouts += o.client_send_timeouts;
   backpressure_pauses_client += o.backpressure_pauses_client;
   backpressure_pauses_upstream += o.backpressure_pauses_upstream;
@@ -115,6 +136,12 @@ std::string render_prometheus(const Metrics& m, const ProcessFigures& p) {
   }
   counter(out, "ebb_drain_cut_requests_total", "Requests and tunnels cut at the drain timeout.",
           m.drain_cut_requests);
+  header(out, "ebb_requests_unanswered_total", "counter",
+         "Requests a client sent that got no complete answer, by reason.");
+  for (size_t i = 0; i < m.requests_unanswered.size(); ++i) {
+    line(out, "ebb_requests_unanswered_total{reason=\"%s\"} %llu\n", unanswered_name(static_cast<Unanswered>(i)),
+         static_cast<unsigned long long>(m.requests_unanswered[i]));
+  }
   counter(out, "ebb_client_send_timeouts_total",
           "Clients closed because they stopped reading a response.", m.client_send_timeouts);
   header(out, "ebb_backpressure_pauses_total", "counter",

@@ -174,6 +174,7 @@ void Server::start_drain(const char* trigger) {
   last_accept_ms_ = drain_started_ms_;
   requests_at_drain_ = requests_total();
   cut_at_drain_ = worker_.metrics().drain_cut_requests;
+  unanswered_at_drain_ = worker_.metrics().unanswered_total();
   worker_.set_phase(Phase::kPropagation);
   const auto& s = cfg_->shutdown;
   LOG_INFO("drain started", {"trigger", trigger}, {"in_flight", worker_.in_flight()},
@@ -247,7 +248,8 @@ void Server::finish_drain() {
   drained_ms_ = uv_now(&loop_);
   drained_requests_ = requests_total() - requests_at_drain_;
   cut_requests_ = worker_.metrics().drain_cut_requests - cut_at_drain_;
-  LOG_INFO("drained", {"requests", drained_requests_}, {"cut", cut_requests_},
+  unanswered_requests_ = worker_.metrics().unanswered_total() - unanswered_at_drain_;
+  LOG_INFO("drained", {"requests", drained_requests_}, {"cut", cut_requests_}, {"unanswered", unanswered_requests_},
            {"seconds", seconds(drained_ms_ - drain_started_ms_)},
            {"drain_s", seconds(drained_ms_ - listener_closed_ms_)});
   admin_.answer_drain_waiters();
@@ -255,11 +257,12 @@ void Server::finish_drain() {
 }
 
 std::string Server::drain_summary() const {
-  char buf[160];
+  char buf[200];
   std::uint64_t end = state_ == State::kDrained ? drained_ms_ : uv_now(&loop_);
-  std::snprintf(buf, sizeof buf, "{\"drained_requests\":%llu,\"cut_requests\":%llu,\"seconds\":%.3f}\n",
+  std::snprintf(buf, sizeof buf,
+                "{\"drained_requests\":%llu,\"cut_requests\":%llu,\"unanswered_requests\":%llu,\"seconds\":%.3f}\n",
                 static_cast<unsigned long long>(drained_requests_), static_cast<unsigned long long>(cut_requests_),
-                seconds(end - drain_started_ms_));
+                static_cast<unsigned long long>(unanswered_requests_), seconds(end - drain_started_ms_));
   return buf;
 }
 

@@ -81,6 +81,8 @@ class Server final : public WorkerObserver, public AdminBackend {
   std::uint64_t cut_at_drain_ = 0;
   std::uint64_t drained_requests_ = 0;
   std::uint64_t cut_requests_ = 0;
+  std::uint64_t unanswered_at_drain_ = 0;
+  std::uint64_t unanswered_requests_ = 0;
 };
 
 }  // namespace ebb

@@ -140,14 +140,14 @@ void ClientConn::replay_or_fail(UpstreamConn* up, UpstreamError kind, int err) {
   }
   w_.metrics().count_upstream_error(kind);
   if (tunnel_) {
-    close();
+    close(Unanswered::kUpstreamBroken);
     return;
   }
   bool timeout = kind == UpstreamError::kResponseTimeout || kind == UpstreamError::kConnectTimeout;
   LOG_WARN("upstream failed", {"conn", id_}, {"kind", upstream_error_name(kind)},
            {"error", err < 0 ? uv_err_name(err) : "protocol"}, {"response_started", ex_.response_started});
   if (ex_.response_started) {
-    close();  // the status line is out: closing is the only honest signal left
+    close(Unanswered::kUpstreamBroken);  // the status line is out: closing is the only honest signal left
     return;
   }
   const char* reason = "upstream failed";
@@ -194,14 +194,12 @@ int ClientConn::upstream_head(UpstreamConn* up) {
     tunnel_ = true;
     ex_.websocket = info_.websocket;
   } else {
-    if (ex_.upgrade) ex_.close_after = true;  // declined upgrade: the client's next bytes are not HTTP
     bool no_body = ex_.head_method || status == 204 || status == 304;
-    if (!no_body && !ri.has_content_length) {
-      if (ex_.http10) ex_.close_after = true;  // close-delimited for a client without chunked
-      else f.chunked = true;                  // keeps the client connection reusable
-    }
-    if (!ex_.request_complete) ex_.close_after = true;  // answered before the whole request arrived
-    if (w_.phase() != Phase::kServing) ex_.close_after = true;
+    bool close_delimited = !no_body && !ri.has_content_length && ex_.http10;  // no chunked for 1.0
+    f.chunked = !no_body && !ri.has_content_length && !ex_.http10;         // keeps the connection reusable
+    // A declined upgrade: the client's next bytes are not HTTP. Answered before the whole request
+    // arrived: the rest of it cannot be told from a next request.
+    ex_.close_after = announce_close(ex_.upgrade || close_delimited || !ex_.request_complete);
     f.close = ex_.close_after;
     f.keep_alive_10 = ex_.http10 && !ex_.close_after;
   }
@@ -307,12 +305,13 @@ void ClientConn::finish_exchange() {
   --w_.metrics().requests_in_flight;
   log_access();
   ++requests_;
-  bool close_after = ex_.close_after || client_eof_ || w_.phase() != Phase::kServing;
+  idle_since_ms_ = w_.now_ms();
+  bool close_now = may_close_after_answer();
   ex_ = Exchange{};
   scan_.reset();
   if (up_ != nullptr) release_upstream(false);
-  if (close_after) {
-    graceful_close();
+  if (close_now) {
+    graceful_close(true);
     return;
   }
   llhttp_resume(&parser_);
@@ -334,6 +333,7 @@ bool ClientConn::answer_probe() {
   ex_.local = true;
   ex_.status = status;
   ex_.response_started = true;
+  ex_.close_after = announce_close(false);  // the body, if any, is read and dropped before the next request
   flush_batch();
   scratch_.clear();
   char head[160];

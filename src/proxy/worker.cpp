@@ -72,7 +72,7 @@ void Worker::on_accept(uv_stream_t* listener) {
   }
   auto* c = new ClientConn(*this, next_conn_id_++);
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(c->tcp())) != 0) {
-    c->close();
+    c->close(Unanswered::kClientClosed);
     return;
   }
   c->start();
@@ -81,7 +81,7 @@ void Worker::on_accept(uv_stream_t* listener) {
 void Worker::adopt(int fd) {
   auto* c = new ClientConn(*this, next_conn_id_++);
   if (uv_tcp_open(c->tcp(), fd) != 0) {
-    c->close();
+    c->close(Unanswered::kClientClosed);
     return;
   }
   c->start();
@@ -107,7 +107,7 @@ void Worker::cut_all() {
 void Worker::close_all() {
   for (ClientConn* c = head_; c != nullptr;) {
     ClientConn* next = c->next_;
-    c->close();
+    c->close(Unanswered::kExit);
     c = next;
   }
   pool_.close_all();
