@@ -47,6 +47,8 @@ SHUTDOWN = {"propagation_delay": "200ms", "quiet_period": "100ms", "propagation_
 OVERSTAY_ONE_IN = 15
 OVERSTAY_DRAIN = dl(1.5)  # several times what the other requests need, even on a loaded machine
 OVERSTAY_LATENCY = OVERSTAY_DRAIN + 0.6 + dl(1.5)
+# A client that is done keeps its last connection open and idle this often, until ebb closes it.
+HOLD_IDLE = 0.1
 # A request sent on an idle connection this close to the end of propagation (ebb's `listener
 # closed` line) may race ebb's close of that idle connection: HTTP's keep-alive race, which
 # clients resolve by retrying. It is counted apart, never as an answer.
@@ -395,6 +397,12 @@ class Seed:
                     return budget
             if c.eof:
                 return budget
+        if rng.random() < HOLD_IDLE:
+            # Done, but the connection stays open and idle: ebb must close it in the drain,
+            # without a byte (an unsolicited answer would be read as the next request's).
+            if not c.wait_closed(dl(5)) or c.after_close:
+                self.problems.append(f"w{w}/c{cn}: an idle keep-alive connection was not closed quietly "
+                                     f"(eof {c.eof}, bytes {c.after_close[:120]!r})")
         return budget
 
     def upgrade(self, rng, w, cn, c, budget, sent_on_conn):
