@@ -1,11 +1,12 @@
 """Randomized drain lifecycle (issue 8): per seed, a real ebb in front of a scripted app that
 answers with random latency, head and body in separate writes, chunked or Content-Length or
 close-delimited bodies, sometimes `Connection: close`, sometimes a 101 tunnel; client connections
-send requests at random moments, in split writes, pipelined, with uploads and upgrades; the drain
-(SIGTERM or /drain?wait=true) starts at a random moment. Every request a client sent must get a
-complete, correct answer, unless a response before it on its connection announced the close (then
-it must get no answer), or the client saw the server's FIN before sending it (checked before every
-send, as Go's client does). ebb's own account must agree: its `drained` line, exit code and
+send requests at random moments, in split writes, pipelined, with uploads, upgrades and
+half-closes; the drain (SIGTERM or /drain?wait=true) starts at a random moment. Every request a
+client sent must get a complete, correct answer, unless a response before it on its connection
+announced the close (then it must get no answer), or the client saw the server's FIN before
+sending it (checked before every send, as Go's client does). A connection a client leaves idle
+must be closed by ebb without a byte. ebb's own account must agree: its `drained` line, exit code and
 `ebb_requests_unanswered_total` show a cut only for a request that outlives the drain timeout by
 design (one seed in 15 sends one), and nothing unanswered beyond that and the requests that
 followed an announced close.
@@ -49,6 +50,8 @@ OVERSTAY_DRAIN = dl(1.5)  # several times what the other requests need, even on 
 OVERSTAY_LATENCY = OVERSTAY_DRAIN + 0.6 + dl(1.5)
 # A client that is done keeps its last connection open and idle this often, until ebb closes it.
 HOLD_IDLE = 0.1
+# This often a client half-closes (shutdown(SHUT_WR)) right after its requests.
+HALF_CLOSE = 0.04
 # A request sent on an idle connection this close to the end of propagation (ebb's `listener
 # closed` line) may race ebb's close of that idle connection: HTTP's keep-alive race, which
 # clients resolve by retrying. It is counted apart, never as an answer.
@@ -357,6 +360,9 @@ class Seed:
                         o.kind = "not_sent"
                 return budget
             sent_on_conn += len(reqs)
+            half_closed = rng.random() < HALF_CLOSE
+            if half_closed:
+                c.sock.shutdown(socket.SHUT_WR)  # done sending: the answers must still come
             # Read the answers in order.
             for i, (raw, method, q, body) in enumerate(reqs):
                 o = outs[i]
@@ -395,7 +401,7 @@ class Seed:
                             later.kind = "answered_after_close"
                             later.detail = f"got {c.after_close[:120]!r}"
                     return budget
-            if c.eof:
+            if c.eof or half_closed:
                 return budget
         if rng.random() < HOLD_IDLE:
             # Done, but the connection stays open and idle: ebb must close it in the drain,
