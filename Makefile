@@ -7,12 +7,15 @@ CTEST_ARGS ?=
 
 # "file:package" pairs: a package is installed only when its file is missing, so what the machine
 # already has (e.g. a Node.js from another source, whose npm conflicts with Debian's) is left alone.
+# prometheus is there for promtool (the metrics test runs `promtool check metrics`); its postinst
+# starts no server in a container: Docker's policy-rc.d denies it, and without one invoke-rc.d
+# finds no runlevel and starts nothing.
 DEPS := /usr/bin/g++:g++ /usr/bin/cmake:cmake /usr/bin/make:make /usr/bin/pkg-config:pkg-config \
         /usr/include/uv.h:libuv1-dev /usr/share/llhttp/llhttp.c:node-llhttp \
         /usr/include/yaml-cpp/yaml.h:libyaml-cpp-dev /usr/include/catch2/catch.hpp:catch2 \
         /usr/bin/python3:python3 /usr/bin/curl:curl /usr/bin/wrk:wrk /usr/sbin/nginx:nginx \
         /usr/sbin/haproxy:haproxy /usr/bin/go:golang-go /usr/bin/node:nodejs /usr/bin/npm:npm \
-        /usr/bin/pgrep:procps /usr/bin/readelf:binutils
+        /usr/bin/pgrep:procps /usr/bin/readelf:binutils /usr/bin/promtool:prometheus
 DEPS_CHECK ?= $(foreach d,$(DEPS),$(firstword $(subst :, ,$(d))))
 
 .PHONY: all deps build asan static run test test-unit test-e2e test-asan zero-downtime bench clean

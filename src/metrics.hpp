@@ -38,16 +38,27 @@ const char* unanswered_name(Unanswered u);
 inline constexpr std::array<double, 12> kDurationBuckets = {
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
+// One latency histogram (non-cumulative buckets; rendered cumulative).
+struct Histogram {
+  std::array<std::uint64_t, kDurationBuckets.size()> buckets{};
+  std::uint64_t count = 0;
+  double sum = 0;
+  void observe(double seconds);
+  void add(const Histogram& o);
+};
+
 struct Metrics {
-  std::array<std::uint64_t, 600> requests_by_code{};
+  std::array<std::uint64_t, 600> requests_by_code{};  // every answer, the app's and ebb's
+  std::array<std::uint64_t, 600> local_by_code{};     // of which ebb made these itself
   std::uint64_t requests_in_flight = 0;
   std::uint64_t connections_active = 0;
   std::uint64_t connections_accepted = 0;
   std::uint64_t connections_rejected = 0;  // over limits.max_connections
   std::array<std::uint64_t, static_cast<size_t>(UpstreamError::kCount)> upstream_errors{};
-  std::array<std::uint64_t, kDurationBuckets.size()> duration_buckets{};  // non-cumulative
-  std::uint64_t duration_count = 0;
-  double duration_sum = 0;
+  Histogram duration;           // a request's first byte -> the end of its answer
+  Histogram upstream_response;  // request sent to the app -> first byte of its answer
+  std::uint64_t request_bytes = 0;   // request heads and bodies read from clients
+  std::uint64_t response_bytes = 0;  // answers written to clients, heads included
   std::uint64_t drain_cut_requests = 0;
   std::array<std::uint64_t, static_cast<size_t>(Unanswered::kCount)> requests_unanswered{};
   std::uint64_t client_send_timeouts = 0;
@@ -56,7 +67,8 @@ struct Metrics {
   std::uint64_t upstream_connections_opened = 0;
   std::uint64_t upstream_connections_reused = 0;
 
-  void count_request(int code, double seconds);
+  // `local`: ebb answered itself (an error or a probe), not the app.
+  void count_request(int code, double seconds, bool local = false);
   void count_upstream_error(UpstreamError e) { ++upstream_errors[static_cast<size_t>(e)]; }
   void count_unanswered(Unanswered u) { ++requests_unanswered[static_cast<size_t>(u)]; }
   std::uint64_t unanswered_total() const;
@@ -68,8 +80,33 @@ struct ProcessFigures {
   const char* state = "starting";
   std::uint64_t admin_refused = 0;
   std::string version;
+  std::string commit = "unknown";
+  // Admin requests for no endpoint, with a wrong method, or not parsable.
+  std::uint64_t admin_not_found = 0;
+  std::uint64_t admin_bad_method = 0;
+  std::uint64_t admin_malformed = 0;
+  // Config reloads (SIGHUP, POST /reload, the file watch); the start-up load sets the first.
+  bool reload_success = true;
+  double reload_timestamp = 0;  // seconds since the epoch
+  std::uint64_t reloads_ok = 0;
+  std::uint64_t reloads_failed = 0;
+  // The last drain's phases, 0 until the phase ended.
+  double last_propagation_seconds = 0;
+  double last_drain_seconds = 0;
+  // process_* from /proc/self, as the Prometheus client libraries export them.
+  bool have_process = false;
+  double cpu_seconds = 0;
+  std::uint64_t resident_bytes = 0;
+  std::uint64_t virtual_bytes = 0;
+  std::uint64_t open_fds = 0;
+  std::uint64_t max_fds = 0;
+  double start_time_seconds = 0;
 };
 
 std::string render_prometheus(const Metrics& m, const ProcessFigures& p);
+
+// Fills the process_* figures of `p` from /proc/self; leaves have_process false where /proc
+// cannot be read (then no process_* family is rendered).
+void read_process_figures(ProcessFigures& p);
 
 }  // namespace ebb

@@ -242,6 +242,7 @@ int ClientConn::on_header_value(const char* at, size_t len) {
 
 int ClientConn::on_headers_complete() {
   ex_.head_done = true;
+  ex_.head_bytes = scan_.size();
   const Config& cfg = w_.cfg();
   if (parser_.http_major != 1 || parser_.http_minor > 1) return reject(505, "only HTTP/1.0 and HTTP/1.1 are supported");
   ex_.http10 = parser_.http_minor == 0;
@@ -289,6 +290,7 @@ int ClientConn::on_message_complete() {
 
 void ClientConn::send(const uv_buf_t* bufs, unsigned n) {
   if (closing_) return;
+  for (unsigned i = 0; i < n; ++i) ex_.response_bytes += bufs[i].len;
   OutBatch& b = w_.batch();
   if (b.owner == this) {
     if (b.n + n > OutBatch::kMax) flush_batch();
@@ -297,6 +299,10 @@ void ClientConn::send(const uv_buf_t* bufs, unsigned n) {
       return;
     }
   }
+  write_now(bufs, n);
+}
+
+void ClientConn::write_now(const uv_buf_t* bufs, unsigned n) {
   int r = net::write(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n, [](uv_stream_t* s, int status) {
     static_cast<ClientConn*>(s->data)->on_write_done(status);
   });
@@ -321,9 +327,7 @@ void ClientConn::flush_batch() {
   if (b.owner != this || b.n == 0) return;
   unsigned n = b.n;
   b.n = 0;
-  b.owner = nullptr;  // the write below must not land in the batch again
-  send(b.bufs, n);
-  b.owner = this;
+  write_now(b.bufs, n);
   b.lines_used = 0;
 }
 
@@ -370,6 +374,7 @@ void ClientConn::send_error(int status, const char* reason) {
   flush_batch();
   // Unread request bytes (or an upgrade's) cannot be told from the next request.
   ex_.close_after = announce_close(!ex_.request_complete || ex_.upgrade || status == 400 || status == 408);
+  ex_.ebb_reason = reason;
   ex_.status = status;
   ex_.response_started = true;
   ex_.local = true;
@@ -456,6 +461,7 @@ void ClientConn::close(Unanswered why) {
     up_ = nullptr;
   }
   if (ex_.active) {
+    account_exchange();
     ex_.active = false;
     --w_.metrics().requests_in_flight;
   }
@@ -583,12 +589,29 @@ void ClientConn::on_timer() {
   }
 }
 
+void ClientConn::account_exchange() {
+  Metrics& m = w_.metrics();
+  m.request_bytes += ex_.head_bytes + ex_.body_bytes;
+  m.response_bytes += ex_.response_bytes;
+}
+
 void ClientConn::log_access() {
   if (!w_.cfg().log.access) return;
-  std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
-  LOG_INFO("access", {"conn", id_}, {"client", client_ip_}, {"method", method},
-           {"target", head_.target()}, {"status", ex_.status}, {"bytes", ex_.response_bytes},
-           {"ms", static_cast<double>(uv_hrtime() - ex_.started_ns) / 1e6});
+  // Only what the request really said: a request rejected before its head was read has no
+  // method, target or fields.
+  bool head = ex_.head_done;
+  auto field = [&](std::string_view name) { return head ? http::trim(head_.find(name)) : std::string_view{}; };
+  std::string_view id = field("x-request-id");
+  if (id.empty()) id = ex_.request_id;
+  double upstream_ms = ex_.upstream_first_ns > 0 ? static_cast<double>(ex_.upstream_first_ns - ex_.upstream_sent_ns) / 1e6 : -1;
+  LOG_INFO("access", {"conn", id_}, {"request_id", id}, {"client", client_ip_},
+           {"protocol", head ? (ex_.http10 ? "HTTP/1.0" : "HTTP/1.1") : ""},
+           {"method", head ? llhttp_method_name(static_cast<llhttp_method_t>(parser_.method)) : ""},
+           {"target", head ? head_.target() : std::string_view{}}, {"host", field("host")},
+           {"user_agent", field("user-agent")}, {"status", ex_.status}, {"answered_by", ex_.local ? "ebb" : "app"},
+           {"ebb_error", ex_.ebb_reason != nullptr ? ex_.ebb_reason : ""},
+           {"bytes_in", ex_.head_bytes + ex_.body_bytes}, {"bytes_out", ex_.response_bytes},
+           {"upstream_ms", upstream_ms}, {"ms", static_cast<double>(uv_hrtime() - ex_.started_ns) / 1e6});
 }
 
 }  // namespace ebb

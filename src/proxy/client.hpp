@@ -72,8 +72,13 @@ class ClientConn {
     bool retried = false;
     bool local = false;           // answered by ebb itself (probe or error)
     int status = 0;
+    const char* ebb_reason = nullptr;  // why ebb answered itself (X-Ebb-Error), for the access log
+    std::uint64_t head_bytes = 0;
     std::uint64_t body_bytes = 0;
     std::uint64_t started_ns = 0;  // uv_hrtime: uv_now is whole milliseconds
+    std::uint64_t upstream_sent_ns = 0;   // the head went to the app
+    std::uint64_t upstream_first_ns = 0;  // the app's answer began
+    char request_id[40] = {0};            // the X-Request-Id ebb added, if it added one
     std::uint64_t retry_until_ms = 0;
     std::uint64_t retry_delay_ms = 0;
     std::uint64_t response_bytes = 0;
@@ -94,6 +99,7 @@ class ClientConn {
 
   // Forwarding (exchange.cpp).
   void begin_forward();
+  void upstream_began();
   void connect_upstream();
   void send_request_head();
   int forward_body(const char* at, size_t len);
@@ -103,8 +109,10 @@ class ClientConn {
   bool answer_probe();
 
   // Writing to the client, closing, timers.
-  void send(const uv_buf_t* bufs, unsigned n);
+  void send(const uv_buf_t* bufs, unsigned n);  // counted as this exchange's answer
+  void write_now(const uv_buf_t* bufs, unsigned n);
   void flush_batch();
+  void account_exchange();  // byte counters of the exchange that ends
   char* chunk_line_buffer(char* fallback);
   void send_error(int status, const char* reason);
   bool announce_close(bool for_this_response) const;

@@ -60,14 +60,14 @@ void Worker::unlink(ClientConn* c) {
 }
 
 void Worker::on_accept(uv_stream_t* listener) {
-  if (conn_count_ >= cfg_->limits.max_connections) {
+  if (conn_count_ >= connection_cap_) {
     // Over the limit: take the connection off the backlog and close it, so the listener
     // keeps accepting (and a client sees a clean close rather than a SYN timeout).
     auto* t = new uv_tcp_t;
     uv_tcp_init(loop_, t);
     if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(t)) == 0) ++metrics_.connections_rejected;
     uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-    LOG_DEBUG("connection limit reached", {"limit", cfg_->limits.max_connections});
+    LOG_DEBUG("connection limit reached", {"limit", connection_cap_});
     return;
   }
   auto* c = new ClientConn(*this, next_conn_id_++);
