@@ -11,7 +11,7 @@ must be closed by ebb without a byte. ebb's own account must agree: its `drained
 design (one seed in 15 sends one), and nothing unanswered beyond that and the requests that
 followed an announced close.
 
-EBB_RANDOM_SEEDS=N runs N seeds (default 300; 100 under sanitizers), EBB_RANDOM_SEED=S runs one,
+EBB_RANDOM_SEEDS=N runs N seeds (default 300; 60 under sanitizers), EBB_RANDOM_SEED=S runs one,
 EBB_RANDOM_BASE=B starts at seed B (default 1). A failure names its seed."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ebbtest import (CLOSE, SANITIZED, ConnectionClosed, Ebb, HarnessError, Http
                      build_request, build_response, chunked_body, dl, FakeUpstream, upgrade_echo)
 from lifecycle_util import admin_request, log_time, scrape, wait_stderr_eof
 
-SEEDS = int(os.environ.get("EBB_RANDOM_SEEDS", "100" if SANITIZED else "300"))
+SEEDS = int(os.environ.get("EBB_RANDOM_SEEDS", "60" if SANITIZED else "300"))
 BASE = int(os.environ.get("EBB_RANDOM_BASE", "1"))
 ONE = os.environ.get("EBB_RANDOM_SEED")
 PARALLEL = int(os.environ.get("EBB_RANDOM_PARALLEL", "3" if SANITIZED else "6"))
