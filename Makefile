@@ -68,8 +68,9 @@ test: build asan
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j2 -L 'unit|e2e' $(CTEST_ARGS)
 
+# Run directly, not through CTest, so that every scenario's lines are printed as it ends.
 zero-downtime: build
-	cd $(BUILD) && EBB_ZD_RESTARTS=20 ctest --output-on-failure -L zero-downtime
+	EBB_BIN=$(abspath $(BUILD))/ebb EBB_ZD_RESTARTS=20 python3 -u tests/zero-downtime/test_rolling_deploy.py
 
 bench: build
 	python3 tests/bench/bench.py $(BUILD)/ebb
