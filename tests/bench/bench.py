@@ -142,7 +142,7 @@ class Bench:
         self.memory: dict = {}      # label -> memory figures
         self.pinning: dict = {}     # label -> problems
         self.notes: list[str] = []
-        self.ledger = measure.CpuLedger(self.own_pids)
+        self.ledger = measure.CpuLedger(self.own_pids, self.proxy_pids, args.proxy_cpus)
         self.load_at_start = os.getloadavg()
 
     def own_pids(self) -> list[int]:
@@ -150,6 +150,9 @@ class Bench:
         for t in self.targets:
             pids += t.pids()
         return pids
+
+    def proxy_pids(self) -> list[int]:
+        return [p for t in self.proxies() for p in t.pids()]
 
     def say(self, msg: str):
         print(msg, flush=True)
@@ -170,15 +173,20 @@ class Bench:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by every server
         measure.pin([os.getpid()], a.other_cpus)
         max_conns = max(max(a.idle_conns, default=0), max(c["conns"] for c in self.cells))
+        for w in a.workers if "ebb" in a.targets else []:
+            # Asked before anything starts: `workers: 2` is refused until ebb's multi-core work lands.
+            refused = tg.EbbProxy(a.ebb, w, a.proxy_cpus, self.tmp, 1, max_conns).refusal()
+            if refused:
+                raise SystemExit(f"bench: ebb refuses `workers: {w}`: {refused}\n"
+                                 f"(nginx and HAProxy can run it: --targets nginx,haproxy,direct)")
+        for w in a.workers:
+            if w > len(a.proxy_cpus):
+                self.notes.append(f"{w} workers share {len(a.proxy_cpus)} proxy CPU(s)")
         self.upstream = tg.Upstream(a.other_cpus, self.tmp, a.stream_bytes).start()
         for w in a.workers:
             for name in a.targets:
                 if name == "ebb":
                     t = tg.EbbProxy(a.ebb, w, a.proxy_cpus, self.tmp, self.upstream.port, max_conns)
-                    refused = t.refusal()
-                    if refused:
-                        raise SystemExit(f"bench: ebb refuses `workers: {w}`: {refused}\n"
-                                         f"(nginx and HAProxy can run it: --targets nginx,haproxy,direct)")
                 elif name == "nginx":
                     t = tg.NginxProxy(w, a.proxy_cpus, self.tmp, self.upstream.port, max_conns)
                 elif name == "haproxy":
@@ -194,7 +202,8 @@ class Bench:
         self.pinning["harness"] = measure.pinning_problems([os.getpid()], a.other_cpus)
         for t in self.proxies():
             self.pinning[t.label] = measure.pinning_problems(t.pids(), a.proxy_cpus)
-            self.memory[t.label] = {"processes": len(t.pids()), "rss_idle_kib": measure.rss_kib(t.pids())}
+            self.memory[t.label] = {"processes": len(t.pids()), "rss_idle_kib": measure.rss_kib(t.pids()),
+                                    "rss_idle_kib_by_pid": {p: measure.rss_kib([p]) for p in t.pids()}}
         for label, problems in self.pinning.items():
             for p in problems:
                 self.say(f"PINNING FAILED ({label}): {p}")
@@ -224,6 +233,8 @@ class Bench:
             s0, c0 = self.ledger.take(), measure.cpu_seconds(pids)
             w = self.wrk(t.port, cell, a.seconds)
             c1, s1 = measure.cpu_seconds(pids), self.ledger.take()
+            if t.proxy and not t.pids():
+                raise RuntimeError(f"{t.label} exited during {cell['name']}: {t.log_tail()}")
             noise = measure.CpuLedger.between(s0, s1)
             rec = {"requests": w.requests, "rps": w.rps, "p50_ms": w.p50_ms, "p99_ms": w.p99_ms,
                    "errors": w.socket_errors + w.non_2xx,
@@ -234,7 +245,7 @@ class Bench:
             if rec["valid"]:
                 break
             self.say(f"  refused {t.label} {cell['name']}: other load took {noise.other_cores:.0%} of a core "
-                     f"(limit {a.noise_limit:.0%})" + ("; repeating" if len(attempts) <= a.retries else ""))
+                     f"({noise.proxy_cpus_other_s / noise.wall_s:.0%} on the proxy CPUs; limit {a.noise_limit:.0%})" + ("; repeating" if len(attempts) <= a.retries else ""))
         rec = dict(attempts[-1])
         rec["attempts"] = len(attempts)
         rec["refused_other_cores"] = [x["noise"]["other_cores"] for x in attempts[:-1]]
@@ -242,8 +253,10 @@ class Bench:
 
     def rounds(self):
         self.warm_up()
+        n = len(self.targets)
         for r in range(self.args.rounds):
-            for t in self.targets:
+            # Each round starts with the next target, so no target always runs first or last.
+            for t in self.targets[r % n:] + self.targets[:r % n]:
                 for cell in self.cells:
                     rec = self.cell(t, cell)
                     self.results.setdefault(t.label, {}).setdefault(cell["name"], []).append(rec)
@@ -324,6 +337,8 @@ class Bench:
                 r = self.idle_connections(t, n)
                 if "rss_kib" in r:
                     r["kib_per_conn"] = round((r["rss_kib"] - base) / n, 3)
+                elif not r["error"].startswith(t.label):
+                    self.notes.append(f"{t.label}, {n} idle connections: {r['error']}")
                 m["idle_conns"][str(n)] = r
                 self.say(f"memory {t.label:12} {n} idle keep-alive connections: {r}")
 
@@ -448,12 +463,13 @@ class Bench:
                 f = _memory_figures(mem)
                 say(f"{label:12} " + " ".join(f"{f[c]:>15.1f}" if f.get(c) is not None else f"{'n/a':>15}"
                                               for c in cols))
-            for note in self.notes:
-                say(f"  note: {note}")
+
             for ebb, others in d["ratios"].items():
                 for other, r in others.items():
                     say(f"  {ebb} / {other}: " + "  ".join(f"{c} x{r['memory.' + c]:.2f}" for c in cols
                                                           if 'memory.' + c in r))
+        for note in self.notes:
+            say(f"note: {note}")
         say("")
         if d["valid"]:
             say(f"VALID: every cell ran with other load at most {a.noise_limit:.0%} of a core, every proxy pinned")
@@ -532,8 +548,16 @@ def selftest(args) -> int:
             check(rec["noise"]["wall_s"] > 0 and rec["noise"]["machine_busy_s"] > 0,
                   f"{t.label}: noise read ({rec['noise']['other_cores']:.0%} of a core)")
             if t.proxy:
-                check(rec["cpu_us_per_req"] and rec["cpu_us_per_req"] > 0,
-                      f"{t.label}: {rec['cpu_us_per_req']} CPU µs/request")
+                # CPU times come in clock ticks (10 ms): on a starved machine a 1 s cell can end
+                # before the proxy used one, so more cells run until it has used a few.
+                reqs, cpu = rec["requests"], rec["proxy_cpu_s"]
+                for _ in range(10):
+                    if cpu >= 3 / measure.CLK_TCK:
+                        break
+                    more = b.cell(t, b.cells[0])
+                    reqs, cpu = reqs + more["requests"], cpu + more["proxy_cpu_s"]
+                check(reqs and cpu / reqs > 0, f"{t.label}: {cpu / reqs * 1e6 if reqs else 0:.2f} CPU µs/request "
+                                               f"({cpu:.2f} s over {reqs} requests)")
                 mem = b.memory[t.label]
                 check(mem["rss_idle_kib"] > 0 and mem["rss_after_load_kib"] > 0, f"{t.label}: RSS read")
                 held = mem["idle_conns"]["50"]
@@ -581,25 +605,29 @@ def main(argv=None) -> int:
     avail = sorted(os.sched_getaffinity(0))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("ebb", nargs="?", default=os.environ.get("EBB_BIN") or str(REPO_ROOT / "build" / "ebb"))
+    ap.add_argument("ebb", nargs="?", default=os.environ.get("EBB_BIN") or str(REPO_ROOT / "build" / "ebb"),
+                    help="the ebb binary (default $EBB_BIN, else build/ebb)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--seconds", type=int, default=5, help="wrk duration of one cell, whole seconds (default 5)")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per target and cell (default 2)")
     ap.add_argument("--cells", default=DEFAULT_CELLS, help=f"BODY-cCONNS list (default {DEFAULT_CELLS})")
-    ap.add_argument("--targets", default="ebb,nginx,haproxy,direct")
+    ap.add_argument("--targets", default="ebb,nginx,haproxy,direct",
+                    help="any of ebb, nginx, haproxy, direct (the upstream alone: the floor)")
     ap.add_argument("--workers", type=int_list, default=[1],
                     help="worker counts, e.g. 1,2: ebb `workers`, nginx worker_processes, HAProxy nbthread")
     ap.add_argument("--proxy-cpus", type=measure.parse_cpus, default=avail[:1],
-                    help=f"CPUs of the proxy under test (default {avail[0]})")
+                    help=f"CPUs of the proxy under test, e.g. 0-1 on a bigger machine (default {avail[0]})")
     ap.add_argument("--other-cpus", type=measure.parse_cpus, default=avail[1:] or avail,
                     help="CPUs of the upstream, wrk and helpers (default: the rest)")
-    ap.add_argument("--idle-conns", type=int_list, default=[2000, 10000])
+    ap.add_argument("--idle-conns", type=int_list, default=[2000, 10000],
+                    help="idle keep-alive connection counts to measure RSS with (default 2000,10000)")
     ap.add_argument("--stream-bytes", type=parse_size, default=1 << 30, help="default 1GiB; 0 skips")
     ap.add_argument("--noise-limit", type=float, default=0.10,
                     help="other load allowed during a cell, in cores (default 0.10)")
     ap.add_argument("--retries", type=int, default=3, help="repeats of a refused cell (default 3)")
-    ap.add_argument("--json", default=str(REPO_ROOT / "build" / "bench.json"))
-    ap.add_argument("--selftest", action="store_true")
+    ap.add_argument("--json", default=str(REPO_ROOT / "build" / "bench.json"), help="default build/bench.json")
+    ap.add_argument("--selftest", action="store_true",
+                    help="each target 1 s at c1: checks the harness, asserts no performance")
     args = ap.parse_args(argv)
     args.targets = [t for t in args.targets.split(",") if t]
     args.ebb = os.path.abspath(args.ebb)  # ebb runs in its own temp dir

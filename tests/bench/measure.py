@@ -133,16 +133,27 @@ def pinning_problems(pids, cpus) -> list[str]:
 
 # -- the noise guard -------------------------------------------------------------------------
 
-def _machine_cpu() -> dict:
-    """The machine's CPU time by kind, in seconds, from the first line of /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) / CLK_TCK for x in f.readline().split()[1:]]
-    v += [0.0] * (8 - len(v))
+def _busy(fields: list) -> tuple[float, float, float]:
+    """(busy, irq + softirq, steal) in seconds from one cpu line of /proc/stat."""
+    v = [int(x) / CLK_TCK for x in fields] + [0.0] * 8
     user, nice, system, _idle, _iowait, irq, softirq, steal = v[:8]
     # Busy time that processes are charged for, plus steal (the hypervisor gave our CPU to someone
     # else). irq and softirq are kept apart: loopback TCP of the benchmark's own traffic lands
     # there and no process is charged for it, so it cannot be told from other load.
-    return {"busy": user + nice + system + steal, "irq": irq + softirq, "steal": steal}
+    return user + nice + system + steal, irq + softirq, steal
+
+
+def _machine_cpu(proxy_cpus) -> dict:
+    """The machine's CPU time by kind, in seconds, from /proc/stat: all CPUs, and the proxy's."""
+    out = {"busy": 0.0, "irq": 0.0, "steal": 0.0, "busy_proxy_cpus": 0.0}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name == "cpu":
+                out["busy"], out["irq"], out["steal"] = _busy(fields)
+            elif name.startswith("cpu") and int(name[3:]) in proxy_cpus:
+                out["busy_proxy_cpus"] += _busy(fields)[0]
+    return out
 
 
 @dataclass
@@ -151,6 +162,7 @@ class CpuSnapshot:
     machine: dict
     own: float
     kthreads: float
+    proxies: float
 
 
 @dataclass
@@ -160,8 +172,9 @@ class Noise:
     busy_s: float     # the whole machine (user + nice + system + steal)
     own_s: float      # the benchmark's processes, the harness and its reaped children (wrk)
     kthreads_s: float  # kernel threads (ksoftirqd, kworkers): apart, like irq, for the same reason
-    irq_s: float      # irq + softirq, reported apart (see _machine_cpu)
+    irq_s: float      # irq + softirq, reported apart (see _busy)
     steal_s: float
+    proxy_cpus_other_s: float  # of the other load, what ran on the proxy CPUs (busy there - proxies)
 
     @property
     def other_s(self) -> float:
@@ -177,7 +190,8 @@ class Noise:
                 "own_s": round(self.own_s, 3), "kernel_threads_s": round(self.kthreads_s, 3),
                 "other_s": round(self.other_s, 3),
                 "other_cores": round(self.other_cores, 4), "irq_softirq_s": round(self.irq_s, 3),
-                "steal_s": round(self.steal_s, 3)}
+                "steal_s": round(self.steal_s, 3),
+                "other_on_proxy_cpus_s": round(max(0.0, self.proxy_cpus_other_s), 3)}
 
 
 class CpuLedger:
@@ -185,8 +199,8 @@ class CpuLedger:
     the benchmark keeps running (proxies, upstream); the harness itself and the children it has
     reaped (wrk, curl, helpers) come from getrusage."""
 
-    def __init__(self, own_pids):
-        self.own_pids = own_pids
+    def __init__(self, own_pids, proxy_pids, proxy_cpus):
+        self.own_pids, self.proxy_pids, self.proxy_cpus = own_pids, proxy_pids, set(proxy_cpus)
 
     def take(self) -> CpuSnapshot:
         me = resource.getrusage(resource.RUSAGE_SELF)
@@ -194,14 +208,17 @@ class CpuLedger:
         own = (cpu_seconds(self.own_pids()) + me.ru_utime + me.ru_stime
                + kids.ru_utime + kids.ru_stime)
         kthreads = cpu_seconds(process_tree(2))  # kthreadd and its children
-        return CpuSnapshot(time.monotonic(), _machine_cpu(), own, kthreads)
+        return CpuSnapshot(time.monotonic(), _machine_cpu(self.proxy_cpus), own, kthreads,
+                           cpu_seconds(self.proxy_pids()))
 
     @staticmethod
     def between(a: CpuSnapshot, b: CpuSnapshot) -> Noise:
         return Noise(wall_s=b.t - a.t, busy_s=b.machine["busy"] - a.machine["busy"],
                      own_s=b.own - a.own, kthreads_s=b.kthreads - a.kthreads,
                      irq_s=b.machine["irq"] - a.machine["irq"],
-                     steal_s=b.machine["steal"] - a.machine["steal"])
+                     steal_s=b.machine["steal"] - a.machine["steal"],
+                     proxy_cpus_other_s=(b.machine["busy_proxy_cpus"] - a.machine["busy_proxy_cpus"])
+                     - (b.proxies - a.proxies))
 
 
 # -- wrk -------------------------------------------------------------------------------------

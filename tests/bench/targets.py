@@ -117,6 +117,9 @@ class Target:
     def pids(self) -> list[int]:
         return self.daemon.pids() if self.daemon else []
 
+    def log_tail(self) -> str:
+        return self.daemon.log_tail() if self.daemon else ""
+
     def capacity(self) -> int:
         """Client connections this target was configured to hold at once."""
         return self.max_conns + 512
@@ -335,6 +338,9 @@ class EbbProxy(Target):
 
     def pids(self):
         return [self.ebb.pid] if self.ebb and self.ebb.alive() else []
+
+    def log_tail(self) -> str:
+        return self.ebb.log_text(20) if self.ebb else ""
 
     def capacity(self) -> int:
         # ebb caps client connections to half its descriptors (one app connection each) and
