@@ -24,14 +24,13 @@ import os
 import platform
 import resource
 import selectors
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
-import time
-import shutil
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -266,6 +265,11 @@ class Bench:
                              f"{'' if rec['valid'] else '  INVALID'}")
         for t in self.proxies():
             self.memory[t.label]["rss_after_load_kib"] = measure.rss_kib(t.pids())
+            # Again at the end: a worker nginx or HAProxy re-forked must still be on the proxy CPUs.
+            late = measure.pinning_problems(t.pids(), self.args.proxy_cpus)
+            self.pinning[t.label] += [p for p in late if p not in self.pinning[t.label]]
+            for p in late:
+                self.say(f"PINNING FAILED ({t.label}, after the rounds): {p}")
 
     # -- memory ------------------------------------------------------------------------------
     def idle_connections(self, t: tg.Target, n: int) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -169,7 +170,6 @@ def _nginx_head(workers: int, workdir: str, max_conns: int) -> str:
 
 
 def _hard_nofile() -> int:
-    import resource
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
 
