@@ -72,8 +72,13 @@ test: build asan
 zero-downtime: build
 	EBB_BIN=$(abspath $(BUILD))/ebb EBB_ZD_RESTARTS=20 python3 -u tests/zero-downtime/test_rolling_deploy.py
 
+# Not part of `make test`: ebb, nginx and HAProxy each pinned to CPU 0, the upstream and wrk on
+# the rest, interleaved rounds; it exits 3 when the noise guard marked the run INVALID.
+# Options: make bench BENCH_ARGS="--rounds 5 --seconds 10 --cells small-c50 --proxy-cpus 0-1 --other-cpus 2-3"
+# (bench.py --help lists them all).
+BENCH_ARGS ?=
 bench: build
-	python3 tests/bench/bench.py $(BUILD)/ebb
+	python3 tests/bench/bench.py $(BUILD)/ebb --json $(BUILD)/bench.json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
