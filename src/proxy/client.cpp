@@ -193,8 +193,10 @@ void ClientConn::parse(char* data, size_t len) {
       status = 505;
     }
     if (reason == nullptr || *reason == '\0') reason = llhttp_errno_name(err);
-    LOG_INFO("bad request", {"conn", id_}, {"status", status}, {"reason", reason},
-             {"error", llhttp_errno_name(err)});
+    if (!ex_.shed) {  // a request turned away at upstream_limits was logged as such
+      LOG_INFO("bad request", {"conn", id_}, {"status", status}, {"reason", reason},
+               {"error", llhttp_errno_name(err)});
+    }
     send_error(status, reason);
     return;
   }

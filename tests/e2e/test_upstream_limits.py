@@ -164,6 +164,8 @@ class Queue(LimitCase):
         self.assertEqual(ex.value("ebb_upstream_queue_rejected_total", {"reason": "full"}), 1)
         self.assertEqual(ex.value("ebb_upstream_queue_rejected_total", {"reason": "timeout"}), 0)
         self.assertEqual(ex.value("ebb_requests_total", {"code": "503", "source": "ebb"}), 1)
+        self.assertEqual(len(ebb.logs("request turned away: queue full")), 1)
+        self.assertEqual(ebb.logs("bad request"), [], "a full queue is not the client's fault")
         t.open()
         self.assertOk(held.read_response(timeout=dl(5)), b"/held")
         self.assertOk(queued.read_response(timeout=dl(5)), b"/queued")
