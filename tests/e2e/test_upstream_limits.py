@@ -383,6 +383,26 @@ class Drain(LifecycleCase, LimitCase):
         self.assertEqual(t.arrived, ["/held", "/q1", "/q2", "/q3"])
         self.assertEqual(t.peak, 1)
 
+    def test_requests_still_queued_at_drain_timeout_are_cut_and_counted(self):
+        t = Turnstile()
+        self.on_teardown(t.open)
+        fake, ebb = self.proxy(t, {**limits(1), **shutdown_config(0.3, 0.1, 1.0, 1.0)})
+        held = self.send(ebb, "/held")  # never let through: the app hangs
+        t.wait_arrivals(1, dl(5))
+        queued = []
+        for i, target in enumerate(["/q1", "/q2"]):
+            queued.append(self.send(ebb, target))
+            self.wait_queued(ebb, i + 1)
+        t0 = time.monotonic()
+        ebb.signal(signal.SIGTERM)
+        code, _ = exit_timed(ebb, t0, dl(10))
+        self.assertEqual(code, 1, "requests were cut at drain_timeout: exit 1")
+        rec = ebb.logs("drained")[0]
+        self.assertEqual(rec.get("cut"), 3, f"the one at the app and both queued are cut: {rec}")
+        for c in [held] + queued:
+            self.assertClosed(c, dl(2))
+        self.assertEqual(t.arrived, ["/held"], "a cut queued request never reaches the app")
+
 
 # --------------------------------------------------------------------------------------------
 # `max_concurrency: auto` against an app whose latency grows with the requests it holds.
@@ -424,7 +444,8 @@ asyncio.run(main())
 
 BASE, K = 0.010, 0.010  # 20 ms alone; the app's throughput approaches 1/K = 100 per second
 WARM_RATE, WARM_SECONDS = 20, 2.0    # normal traffic: ~one request at the app
-SPIKE_RATE, SPIKE_SECONDS = 200, 3.0  # twice what the app can ever do
+SPIKE_RATE, SPIKE_SECONDS = 200, 5.0  # twice what the app can ever do: unlimited, its latency grows
+                                      # by ~1 s per second of spike
 
 
 async def one_request(port: int, target: str, timeout: float):
@@ -522,14 +543,16 @@ class AutoLimit(EbbTestCase):
         # Unlimited: every request reaches the app, which slows down for all of them.
         self.assertEqual(unlimited["served"], unlimited["n"], unlimited)
         self.assertGreater(unlimited["app_peak"], 60, unlimited)
-        self.assertGreater(unlimited["p99"], 1.5, unlimited)
+        self.assertGreater(unlimited["p99"], 3.0, unlimited)
         # Auto: the limit comes down from where it stood, the app holds few requests, what is
         # served is served fast and the excess is told at once (503 + Retry-After) to go elsewhere.
+        # Measured: p99 0.26-0.40 s against 5.1-5.2 s unlimited (a 3 s spike under ASan on a busy
+        # machine once gave 0.9 s): the bounds leave room for a machine shared with builds.
         self.assertEqual(auto["failed"], 0, auto)
         self.assertLess(auto["limit_after"], auto["limit_before"], auto)
         self.assertLessEqual(auto["app_peak"], 25, auto)
-        self.assertLess(auto["p99"], 0.8, auto)
-        self.assertLess(auto["p99_served"], 0.8, auto)
+        self.assertLess(auto["p99"], 1.5, auto)
+        self.assertLess(auto["p99_served"], 1.5, auto)
         self.assertGreaterEqual(auto["served"], auto["n"] * 0.25, f"auto shed nearly everything: {auto}")
         self.assertEqual(auto["shed"], auto["rejected"], auto)
         self.assertGreater(unlimited["p99"], 3 * auto["p99"])
