@@ -19,6 +19,7 @@ import unittest
 
 from ebbtest import (EbbTestCase, build_request, close_mid_body, close_without_answer, dl, ok, route,
                      unused_port, upgrade_echo)
+from test_proxy_upstream import close_idle_when_next_request_arrives
 from lifecycle_util import (EARLY, LifecycleCase, exit_timed, rewrite_config, scrape, shutdown_config,
                             wait_metric, wait_ready)
 
@@ -254,6 +255,18 @@ class SlotRelease(LimitCase):
             r = self.connect(ebb).request("POST", "/fail", body=b"x", timeout=dl(5))
             self.assertEbbError(r, 502)
         self.assertNextPasses(ebb)
+
+    def test_replay_on_a_fresh_connection_keeps_its_one_slot(self):
+        # The app closes the pooled connection as the second request arrives: ebb replays it on a
+        # new connection within the same slot (a second slot would be over the limit of 1).
+        fake, ebb = self.proxy(close_idle_when_next_request_arrives, self.CONFIG)
+        c = self.connect(ebb)
+        self.assertOk(c.request("GET", "/first", timeout=dl(5)), b"/first")
+        self.assertOk(c.request("GET", "/second", timeout=dl(5)), b"/second")
+        self.assertEqual(fake.accepts, 2, "the second request was replayed on a fresh connection")
+        self.assertEqual(self.metric(ebb, "ebb_upstream_errors_total", {"kind": "stale_retried"}), 1)
+        self.assertEqual(self.metric(ebb, "ebb_upstream_queue_wait_seconds_count"), 0, "nothing queued")
+        self.wait_idle(ebb)
 
     def test_app_refusing_connections_502(self):
         port = unused_port()
