@@ -31,7 +31,7 @@ struct SizeRef {
   std::uint64_t* p;
 };
 using Field = std::variant<HostPort*, std::string*, DurationRef, SizeRef, std::uint32_t*, bool*,
-                           UpstreamCheck*, LogFormat*, LogLevel*>;
+                           UpstreamCheck*, LogFormat*, LogLevel*, ConcurrencyLimit*>;
 
 struct Key {
   std::string_view path;
@@ -65,6 +65,9 @@ const Key kKeys[] = {
     {"limits.max_connections", [](Config& c) -> Field { return SizeRef{&c.limits.max_connections}; }},
     {"upstream_pool.max_idle", [](Config& c) -> Field { return &c.upstream_pool.max_idle; }},
     {"upstream_retry.connect_retry_budget", [](Config& c) -> Field { return DurationRef{&c.upstream_retry.connect_retry_budget}; }},
+    {"upstream_limits.max_concurrency", [](Config& c) -> Field { return &c.upstream_limits.max_concurrency; }},
+    {"upstream_limits.queue_size", [](Config& c) -> Field { return &c.upstream_limits.queue_size; }},
+    {"upstream_limits.queue_timeout", [](Config& c) -> Field { return DurationRef{&c.upstream_limits.queue_timeout}; }},
     {"probes.on_proxy_listener", [](Config& c) -> Field { return &c.probes.on_proxy_listener; }},
     {"log.format", [](Config& c) -> Field { return &c.log.format; }},
     {"log.level", [](Config& c) -> Field { return &c.log.level; }},
@@ -96,6 +99,9 @@ Overloaded(F...) -> Overloaded<F...>;
 constexpr std::string_view kDurationNoun = "a duration like 250ms, 5s or 1m";
 // A year is "forever" for any timeout here, and keeps sums and ms->ns conversions far from overflow.
 constexpr Millis kMaxDuration = 8760ull * 3'600'000;
+// Far above any app's real concurrency, and far below where counters could misbehave.
+constexpr std::uint64_t kMaxConcurrency = 1'000'000;
+constexpr std::uint32_t kMaxQueueSize = 1'000'000;
 
 const Key* find_key(std::string_view path) {
   for (const Key& k : kKeys)
@@ -326,6 +332,19 @@ std::string set_field(Field f, std::string_view s) {
                         [&](UpstreamCheck* p) { return enum_error(kChecks, s, *p); },
                         [&](LogFormat* p) { return enum_error(kFormats, s, *p); },
                         [&](LogLevel* p) { return enum_error(kLevels, s, *p); },
+                        [&](ConcurrencyLimit* p) {
+                          if (s == "auto") {
+                            *p = ConcurrencyLimit{true, 0};
+                            return std::string();
+                          }
+                          std::uint64_t n = 0;
+                          if (!parse_uint(s, n))
+                            return "expected a non-negative integer (0 = unlimited) or auto, got " + quote(s);
+                          if (n > kMaxConcurrency)
+                            return "must be at most " + std::to_string(kMaxConcurrency) + ", got " + quote(s);
+                          *p = ConcurrencyLimit{false, static_cast<std::uint32_t>(n)};
+                          return std::string();
+                        },
                     },
                     f);
 }
@@ -341,6 +360,7 @@ std::string field_noun(Field f) {
                         [](UpstreamCheck*) { return std::string("one of tcp, http, none"); },
                         [](LogFormat*) { return std::string("one of json, text"); },
                         [](LogLevel*) { return std::string("one of debug, info, warn, error"); },
+                        [](ConcurrencyLimit*) { return std::string("a non-negative integer (0 = unlimited) or auto"); },
                     },
                     f);
 }
@@ -357,6 +377,7 @@ std::string format_field(Field f) {
           [](UpstreamCheck* p) { return std::string(enum_name(kChecks, *p)); },
           [](LogFormat* p) { return std::string(enum_name(kFormats, *p)); },
           [](LogLevel* p) { return std::string(enum_name(kLevels, *p)); },
+          [](ConcurrencyLimit* p) { return p->adaptive ? std::string("auto") : std::to_string(p->fixed); },
       },
       f);
 }
@@ -473,6 +494,10 @@ class Loader {
     if (c.limits.max_uri_bytes == 0) return blame("limits.max_uri_bytes", "must be above 0");
     if (c.limits.max_connections == 0) return blame("limits.max_connections", "must be above 0");
     if (c.upstream_pool.max_idle > 100000) return blame("upstream_pool.max_idle", "must be at most 100000");
+    if (c.upstream_limits.queue_size > kMaxQueueSize)
+      return blame("upstream_limits.queue_size", "must be at most " + std::to_string(kMaxQueueSize));
+    if (c.upstream_limits.queue_timeout == 0)
+      return blame("upstream_limits.queue_timeout", "must be above 0 (queue_size: 0 turns the queue off)");
     if (c.workers == 0) return blame("workers", "0 workers would serve nothing; only 1 is supported");
     if (c.workers > 1)
       return blame("workers", "workers above 1 come with the multi-core work; only 1 is supported");

@@ -26,6 +26,14 @@ enum class UpstreamCheck { kTcp, kHttp, kNone };
 enum class LogFormat { kJson, kText };
 enum class LogLevel { kDebug, kInfo, kWarn, kError };
 
+// upstream_limits.max_concurrency: a fixed number of requests at the app (0 = unlimited), or
+// `auto`, a limit that follows the app's latency (proxy/limiter.hpp).
+struct ConcurrencyLimit {
+  bool adaptive = false;
+  std::uint32_t fixed = 0;
+  bool operator==(const ConcurrencyLimit&) const = default;
+};
+
 struct Config {
   HostPort listen{"0.0.0.0", 8080};
   HostPort upstream{"127.0.0.1", 3000};
@@ -65,6 +73,11 @@ struct Config {
   struct {
     Millis connect_retry_budget = 2000;
   } upstream_retry;
+  struct {
+    ConcurrencyLimit max_concurrency;
+    std::uint32_t queue_size = 100;  // 0: no queue, a request over the limit gets 503 at once
+    Millis queue_timeout = 10000;
+  } upstream_limits;
   struct {
     bool on_proxy_listener = false;
   } probes;

@@ -42,6 +42,15 @@ const char* unanswered_name(Unanswered u) {
   return "unknown";
 }
 
+const char* queue_rejection_name(QueueRejection r) {
+  switch (r) {
+    case QueueRejection::kFull: return "full";
+    case QueueRejection::kTimeout: return "timeout";
+    case QueueRejection::kCount: break;
+  }
+  return "unknown";
+}
+
 std::uint64_t Metrics::unanswered_total() const {
   std::uint64_t n = 0;
   for (auto v : requests_unanswered) n += v;
@@ -92,6 +101,11 @@ void Metrics::add(const Metrics& o) {
   backpressure_pauses_upstream += o.backpressure_pauses_upstream;
   upstream_connections_opened += o.upstream_connections_opened;
   upstream_connections_reused += o.upstream_connections_reused;
+  upstream_active += o.upstream_active;
+  upstream_queue_depth += o.upstream_queue_depth;
+  upstream_concurrency_limit += o.upstream_concurrency_limit;
+  upstream_queue_wait.add(o.upstream_queue_wait);
+  for (size_t i = 0; i < upstream_queue_rejected.size(); ++i) upstream_queue_rejected[i] += o.upstream_queue_rejected[i];
 }
 
 namespace {
@@ -187,6 +201,22 @@ std::string render_prometheus(const Metrics& m, const ProcessFigures& p) {
           m.upstream_connections_opened);
   counter(out, "ebb_upstream_connections_reused_total", "Requests sent on a pooled connection.",
           m.upstream_connections_reused);
+  gauge(out, "ebb_upstream_concurrency_limit",
+        "Requests allowed at the app at once (upstream_limits.max_concurrency, or the auto limit now); 0 = unlimited.",
+        m.upstream_concurrency_limit);
+  gauge(out, "ebb_upstream_active_requests", "Requests holding one of those slots (tunnels included).",
+        m.upstream_active);
+  gauge(out, "ebb_upstream_queue_depth", "Requests waiting for a slot at the app.", m.upstream_queue_depth);
+  histogram(out, "ebb_upstream_queue_wait_seconds",
+            "Time requests that had to queue waited for a slot at the app (served, timed out or gone).",
+            m.upstream_queue_wait);
+  header(out, "ebb_upstream_queue_rejected_total", "counter",
+         "Requests answered 503 because the app was at its concurrency limit, by reason.");
+  for (size_t i = 0; i < m.upstream_queue_rejected.size(); ++i) {
+    line(out, "ebb_upstream_queue_rejected_total{reason=\"%s\"} %llu\n",
+         queue_rejection_name(static_cast<QueueRejection>(i)),
+         static_cast<unsigned long long>(m.upstream_queue_rejected[i]));
+  }
   counter(out, "ebb_admin_refused_total",
           "Refused /drain and /reload calls (403: missing or wrong token, or not loopback).", p.admin_refused);
   header(out, "ebb_admin_unknown_total", "counter",

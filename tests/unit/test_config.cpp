@@ -104,6 +104,7 @@ timeouts: {client_header: 15s, client_idle: 60s, client_send: 30s, upstream_conn
 limits: {max_header_bytes: 65536, max_uri_bytes: 8192, max_body_bytes: 0, max_connections: 10000}
 upstream_pool: {max_idle: 64}
 upstream_retry: {connect_retry_budget: 2s}
+upstream_limits: {max_concurrency: 0, queue_size: 100, queue_timeout: 10s}   # 0 = unlimited; auto = adaptive
 probes: {on_proxy_listener: false}
 log: {format: json, level: info, access: false}
 workers: 1            # event-loop threads
@@ -144,6 +145,10 @@ upstream_pool:
   max_idle: 0
 upstream_retry:
   connect_retry_budget: 0s
+upstream_limits:
+  max_concurrency: 12
+  queue_size: 0
+  queue_timeout: 750ms
 probes:
   on_proxy_listener: true
 log:
@@ -177,6 +182,9 @@ workers: 1
   CHECK(c.limits.max_connections == 7);
   CHECK(c.upstream_pool.max_idle == 0);
   CHECK(c.upstream_retry.connect_retry_budget == 0);
+  CHECK(c.upstream_limits.max_concurrency == ebb::ConcurrencyLimit{false, 12});
+  CHECK(c.upstream_limits.queue_size == 0);
+  CHECK(c.upstream_limits.queue_timeout == 750);
   CHECK(c.probes.on_proxy_listener);
   CHECK(c.log.format == ebb::LogFormat::kText);
   CHECK(c.log.level == ebb::LogLevel::kDebug);
@@ -326,6 +334,20 @@ TEST_CASE("config: refusals name the file, the line and the key", "[config]") {
   // Bad values.
   CHECK(error_for("# c\n\nshutdown:\n  propagation_delay: 1s\n  drain_timeout: soon\n") ==
         ":5: shutdown.drain_timeout: expected a duration like 250ms, 5s or 1m, got \"soon\"");
+  CHECK(error_for("upstream_limits:\n  max_concurrency: lots\n") ==
+        ":2: upstream_limits.max_concurrency: expected a non-negative integer (0 = unlimited) or auto, got \"lots\"");
+  CHECK(error_for("upstream_limits: {max_concurrency: -2}\n") ==
+        ":1: upstream_limits.max_concurrency: expected a non-negative integer (0 = unlimited) or auto, got \"-2\"");
+  CHECK(error_for("upstream_limits: {max_concurrency: 2000000}\n") ==
+        ":1: upstream_limits.max_concurrency: must be at most 1000000, got \"2000000\"");
+  CHECK(error_for("upstream_limits:\n  max_concurrency: [auto]\n") ==
+        ":2: upstream_limits.max_concurrency: expected a non-negative integer (0 = unlimited) or auto, got a list");
+  CHECK(error_for("\nupstream_limits: {queue_timeout: 0s}\n") ==
+        ":2: upstream_limits.queue_timeout: must be above 0 (queue_size: 0 turns the queue off)");
+  CHECK(error_for("upstream_limits: {queue_size: 5000000}\n") ==
+        ":1: upstream_limits.queue_size: must be at most 1000000");
+  CHECK(error_for("upstream_limits: {queue_sise: 5}\n") ==
+        ":1: upstream_limits.queue_sise: unknown key (did you mean upstream_limits.queue_size?)");
   CHECK(error_for("shutdown: {drain_timeout: 9000h}\n") ==
         ":1: shutdown.drain_timeout: must be at most 8760h (a year), got \"9000h\"");
   CHECK(error_for("shutdown: {drain_timeout: -5s}\n") ==
@@ -393,6 +415,9 @@ TEST_CASE("config: environment refusals name the variable", "[config]") {
   CHECK(load_error("", {{"EBB_LOG_ACCESS", "1"}}) == "env EBB_LOG_ACCESS: expected true or false, got \"1\"");
   CHECK(load_error("", {{"EBB_ADMIN_LISTEN", ":8080"}}) ==
         "env EBB_ADMIN_LISTEN: port 8080 is used by both listen and admin.listen");
+  CHECK(load_error("", {{"EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY", "Auto"}}) ==
+        "env EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY: expected a non-negative integer (0 = unlimited) or auto, got \"Auto\"");
+  CHECK(load_ok("", {{"EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY", "auto"}}).upstream_limits.max_concurrency.adaptive);
 
   // A file value that only the environment makes impossible is blamed on the environment.
   TempDir dir;
@@ -467,6 +492,7 @@ timeouts: {client_header: 7s, client_idle: 8s, client_send: 9s, upstream_connect
 limits: {max_header_bytes: 13, max_uri_bytes: 14, max_body_bytes: 15, max_connections: 16}
 upstream_pool: {max_idle: 17}
 upstream_retry: {connect_retry_budget: 18s}
+upstream_limits: {max_concurrency: auto, queue_size: 19, queue_timeout: 20s}
 probes: {on_proxy_listener: true}
 log: {format: text, level: error, access: true}
 )"));
@@ -491,7 +517,8 @@ log: {format: text, level: error, access: true}
     for (char ch : path) name += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
     env[name] = value;
   }
-  CHECK(env.size() == 29);
+  CHECK(env.size() == 32);
+  CHECK(env["EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY"] == "auto");
   CHECK(env["EBB_UPSTREAM_RETRY_CONNECT_RETRY_BUDGET"] == "18s");
   CHECK(body(load_ok("", env)) == body(from_file));
 }

@@ -265,6 +265,13 @@ Metrics filled(std::uint64_t seed) {
   m.backpressure_pauses_upstream = k++;
   m.upstream_connections_opened = k++;
   m.upstream_connections_reused = k++;
+  m.upstream_active = k++;
+  m.upstream_queue_depth = k++;
+  m.upstream_concurrency_limit = k++;
+  for (auto& b : m.upstream_queue_wait.buckets) b = k++;
+  m.upstream_queue_wait.count = k++;
+  m.upstream_queue_wait.sum = static_cast<double>(k++) + 0.5;
+  for (auto& r : m.upstream_queue_rejected) r = k++;
   return m;
 }
 
@@ -340,6 +347,41 @@ TEST_CASE("add sums every field of another loop's Metrics", "[metrics]") {
   CHECK(sum.backpressure_pauses_upstream == a.backpressure_pauses_upstream + b.backpressure_pauses_upstream);
   CHECK(sum.upstream_connections_opened == a.upstream_connections_opened + b.upstream_connections_opened);
   CHECK(sum.upstream_connections_reused == a.upstream_connections_reused + b.upstream_connections_reused);
+  CHECK(sum.upstream_active == a.upstream_active + b.upstream_active);
+  CHECK(sum.upstream_queue_depth == a.upstream_queue_depth + b.upstream_queue_depth);
+  CHECK(sum.upstream_concurrency_limit == a.upstream_concurrency_limit + b.upstream_concurrency_limit);
+  for (size_t i = 0; i < sum.upstream_queue_wait.buckets.size(); ++i) {
+    CHECK(sum.upstream_queue_wait.buckets[i] == a.upstream_queue_wait.buckets[i] + b.upstream_queue_wait.buckets[i]);
+  }
+  CHECK(sum.upstream_queue_wait.count == a.upstream_queue_wait.count + b.upstream_queue_wait.count);
+  CHECK(sum.upstream_queue_wait.sum == a.upstream_queue_wait.sum + b.upstream_queue_wait.sum);
+  for (size_t i = 0; i < sum.upstream_queue_rejected.size(); ++i) {
+    CHECK(sum.upstream_queue_rejected[i] == a.upstream_queue_rejected[i] + b.upstream_queue_rejected[i]);
+  }
+}
+
+TEST_CASE("render_prometheus shows upstream_limits: limit, slots, queue depth, wait and rejections", "[metrics]") {
+  Metrics m;
+  m.upstream_concurrency_limit = 8;
+  m.upstream_active = 7;
+  m.upstream_queue_depth = 3;
+  m.upstream_queue_wait.observe(0.2);
+  m.upstream_queue_rejected[static_cast<size_t>(ebb::QueueRejection::kFull)] = 5;
+  m.upstream_queue_rejected[static_cast<size_t>(ebb::QueueRejection::kTimeout)] = 2;
+  ProcessFigures p;
+  p.version = "v";
+  std::string text = ebb::render_prometheus(m, p);
+  Exposition e = parse_exposition(text);
+  INFO(text);
+  CHECK(join(e.errors) == "");
+  CHECK(e.get("ebb_upstream_concurrency_limit") == 8.0);
+  CHECK(e.get("ebb_upstream_active_requests") == 7.0);
+  CHECK(e.get("ebb_upstream_queue_depth") == 3.0);
+  CHECK(e.get("ebb_upstream_queue_wait_seconds_count") == 1.0);
+  CHECK(e.get("ebb_upstream_queue_wait_seconds_bucket", {{"le", "0.25"}}) == 1.0);
+  CHECK(e.get("ebb_upstream_queue_wait_seconds_bucket", {{"le", "0.1"}}) == 0.0);
+  CHECK(e.get("ebb_upstream_queue_rejected_total", {{"reason", "full"}}) == 5.0);
+  CHECK(e.get("ebb_upstream_queue_rejected_total", {{"reason", "timeout"}}) == 2.0);
 }
 
 TEST_CASE("upstream_error_name gives each kind a distinct label value", "[metrics]") {
