@@ -25,8 +25,10 @@ class Propagation(LifecycleCase):
                 h = healthz(ebb)
                 r = readyz(ebb)
             except (ConnectionRefusedError, ConnectionResetError, ConnectionClosed):
-                if ebb.alive() and not ebb.logs("exiting"):
-                    raise
+                # Refused only once ebb is exiting. Its `exiting` line is written before the
+                # admin listener closes, but the thread reading ebb's stderr may not have it yet.
+                if ebb.alive():
+                    ebb.wait_log("exiting", dl(2))
                 break
             seen.append((time.monotonic(), h, r))
             time.sleep(0.02)
