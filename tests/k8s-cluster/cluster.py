@@ -269,7 +269,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "--service-account-key-file", pki / "sa.pub", "--service-account-signing-key-file", pki / "sa.key",
             "--service-account-issuer", "https://kubernetes.default.svc",
             "--authorization-mode", "Node,RBAC", "--allow-privileged=true",
-            "--cert-dir", STATE / "apiserver-certs", "--v", "1"])
+            "--cert-dir", STATE / "apiserver-certs",
+            # `kubectl logs` reaches the kubelet by the node's address, never by a name to resolve.
+            "--kubelet-preferred-address-types", "InternalIP", "--v", "1"])
         wait_for("API server ready", lambda: self.kubectl("get", "--raw", "/readyz", check=False,
                                                           timeout=10).stdout.strip() == "ok", 120, api)
 
@@ -301,7 +303,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             # Pods' cgroups as containerd makes them; no QoS hierarchy or allocatable enforcement
             # (this sandbox cannot set them up).
             "--cgroups-per-qos=false", "--enforce-node-allocatable=", "--cgroup-driver", "cgroupfs",
-            "--fail-swap-on=false", "--read-only-port", "0", "--address", "127.0.0.1",
+            "--fail-swap-on=false", "--read-only-port", "0", "--address", NODE_IP,
+            "--resolv-conf", "",  # pods get no name server: there is none in here
             "--volume-plugin-dir", STATE / "volume-plugins", "--image-gc-high-threshold", "100",
             "--eviction-hard", "memory.available<1Mi,nodefs.available<1%,imagefs.available<1%",
             # The 1.20 kubelet notices a pod whose containers exited by themselves only at its

@@ -98,12 +98,62 @@ class Load:
             self.proc.wait(10)
 
 
+class PodLogs:
+    """Follows ebb's log in every pod of a namespace (`kubectl logs -f`, one child per pod) so that
+    what each pod said during its drain outlives the pod: how the drain started (the preStop
+    hook's admin call, or SIGTERM), what it drained and cut."""
+
+    def __init__(self, cl, ns, container, outdir):
+        self.cl, self.ns, self.container = cl, ns, container
+        self.dir = Path(outdir) / f"pods-{ns}"
+        self.dir.mkdir()
+        self.procs = {}
+
+    def follow_new(self):
+        for p in pods(self.cl, self.ns):
+            name = p["metadata"]["name"]
+            if name in self.procs or p["metadata"].get("deletionTimestamp"):
+                continue
+            out = open(self.dir / f"{name}.log", "w")
+            self.procs[name] = (subprocess.Popen(
+                [str(self.cl.bin / "kubectl"), "--kubeconfig", str(self.cl.kubeconfig), "-n", self.ns,
+                 "logs", "-f", name, "-c", self.container], stdout=out, stderr=subprocess.STDOUT), out)
+
+    def stop(self):
+        for proc, out in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+            out.close()
+
+    def drains(self):
+        """{"pods": n that drained, "triggers": {trigger: n}, "refused": n, "drained": requests,
+        "cut": requests} from the logs of the pods that drained."""
+        d = {"pods": 0, "triggers": {}, "refused": 0, "drained": 0, "cut": 0}
+        for f in self.dir.glob("*.log"):
+            for line in f.read_text(errors="replace").splitlines():
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue
+                msg = e.get("msg")
+                if msg == "drain started":
+                    d["pods"] += 1
+                    d["triggers"][e.get("trigger")] = d["triggers"].get(e.get("trigger"), 0) + 1
+                elif msg == "drain refused":
+                    d["refused"] += 1
+                elif msg == "drained":
+                    d["drained"] += int(e.get("requests", 0))
+                    d["cut"] += int(e.get("cut", 0))
+        return d
+
+
 def pods(cl, ns):
     out = cl.kubectl("-n", ns, "get", "pods", "-o", "json", timeout=30).stdout
     return json.loads(out)["items"]
 
 
-def run_scenario(cl, name, files, deployment, service, restarts, workdir):
+def run_scenario(cl, name, files, deployment, service, restarts, workdir, ebb):
     ns = f"proof-{name}"
     t0 = time.monotonic()
     cl.kubectl("create", "namespace", ns)
@@ -115,8 +165,11 @@ def run_scenario(cl, name, files, deployment, service, restarts, workdir):
     phase(f"{name}:apply", t0)
 
     t0 = time.monotonic()
+    logs = PodLogs(cl, ns, "ebb", workdir) if ebb else None
     load = Load(ip, 80, workdir, name)
     try:
+        if logs:
+            logs.follow_new()
         load.wait_busy()
         rollouts = []
         for i in range(restarts):
@@ -124,6 +177,8 @@ def run_scenario(cl, name, files, deployment, service, restarts, workdir):
             cl.kubectl("-n", ns, "rollout", "restart", f"deployment/{deployment}")
             cl.kubectl("-n", ns, "rollout", "status", f"deployment/{deployment}", "--timeout=300s", timeout=320)
             rollouts.append(time.monotonic() - t)
+            if logs:
+                logs.follow_new()
             cl.check_alive()
             k8s.log(f"{name}: restart {i + 1}/{restarts} rolled out in {rollouts[-1]:.1f}s")
         # The load goes on until every old pod is gone, drains included.
@@ -135,6 +190,9 @@ def run_scenario(cl, name, files, deployment, service, restarts, workdir):
     except BaseException:
         load.kill()
         raise
+    finally:
+        if logs:
+            logs.stop()
     phase(f"{name}:restarts", t0)
     events = json.loads(cl.kubectl("-n", ns, "get", "events", "-o", "json").stdout)["items"]
     hooks = {}
@@ -148,7 +206,8 @@ def run_scenario(cl, name, files, deployment, service, restarts, workdir):
                timeout=120)
     phase(f"{name}:cleanup", t0)
     return {"name": name, "restarts": restarts, "summary": summary, "rollouts": rollouts,
-            "settle": settle, "events": hooks, "hook_msgs": hook_msgs}
+            "settle": settle, "events": hooks, "hook_msgs": hook_msgs,
+            "drains": logs.drains() if logs else None}
 
 
 def report(r):
@@ -163,6 +222,11 @@ def report(r):
     lines.append(f"  keep-alive: {s['keepalive']['requests']} requests on {s['keepalive']['connections']} "
                  f"connections, {s['keepalive']['failed']} failed; new-connection: {s['newconn']['requests']} "
                  f"requests, {s['newconn']['failed']} failed")
+    if r["drains"]:
+        d = r["drains"]
+        lines.append(f"  ebb: {d['pods']} drains started by " + (", ".join(
+            f"{k} {v}" for k, v in sorted(d["triggers"].items())) or "nothing")
+            + f"; {d['refused']} drain calls refused; {d['drained']} requests drained, {d['cut']} cut")
     if r["events"]:
         lines.append("  events: " + " ".join(f"{k}={v}" for k, v in sorted(r["events"].items())))
     for m in r["hook_msgs"][:3]:
@@ -233,9 +297,9 @@ def main():
         for name in chosen:
             if name == "control-naive":
                 files = manifests.control_manifests(workdir, names, REPLICAS)
-                r = run_scenario(cl, name, files, "control-naive", "control-naive", a.restarts, workdir)
+                r = run_scenario(cl, name, files, "control-naive", "control-naive", a.restarts, workdir, False)
             else:
-                r = run_scenario(cl, name, applied, manifests.CLASSIC, "demo", a.restarts, workdir)
+                r = run_scenario(cl, name, applied, manifests.CLASSIC, "demo", a.restarts, workdir, True)
             results.append(r)
             print(report(r), flush=True)
     except (Exception, Interrupted) as e:
