@@ -19,29 +19,65 @@ const char* upstream_error_name(UpstreamError e) {
   return "unknown";
 }
 
-void Metrics::count_request(int code, double seconds) {
-  if (code >= 100 && code < 600) ++requests_by_code[static_cast<size_t>(code)];
-  ++duration_count;
-  duration_sum += seconds;
+const char* unanswered_name(Unanswered u) {
+  switch (u) {
+    case Unanswered::kClientClosed: return "client_closed";
+    case Unanswered::kUpstreamBroken: return "upstream_broken";
+    case Unanswered::kRequestError: return "request_error";
+    case Unanswered::kDrainTimeout: return "drain_timeout";
+    case Unanswered::kClientSendTimeout: return "client_send_timeout";
+    case Unanswered::kAfterClose: return "after_close";
+    case Unanswered::kExit: return "exit";
+    case Unanswered::kCount: break;
+  }
+  return "unknown";
+}
+
+std::uint64_t Metrics::unanswered_total() const {
+  std::uint64_t n = 0;
+  for (auto v : requests_unanswered) n += v;
+  return n;
+}
+
+void Histogram::observe(double seconds) {
+  ++count;
+  sum += seconds;
   for (size_t i = 0; i < kDurationBuckets.size(); ++i) {
     if (seconds <= kDurationBuckets[i]) {
-      ++duration_buckets[i];
+      ++buckets[i];
       break;
     }
   }
 }
 
+void Histogram::add(const Histogram& o) {
+  for (size_t i = 0; i < buckets.size(); ++i) buckets[i] += o.buckets[i];
+  count += o.count;
+  sum += o.sum;
+}
+
+void Metrics::count_request(int code, double seconds, bool local) {
+  if (code >= 100 && code < 600) {
+    ++requests_by_code[static_cast<size_t>(code)];
+    if (local) ++local_by_code[static_cast<size_t>(code)];
+  }
+  duration.observe(seconds);
+}
+
 void Metrics::add(const Metrics& o) {
   for (size_t i = 0; i < requests_by_code.size(); ++i) requests_by_code[i] += o.requests_by_code[i];
+  for (size_t i = 0; i < local_by_code.size(); ++i) local_by_code[i] += o.local_by_code[i];
+  upstream_response.add(o.upstream_response);
+  request_bytes += o.request_bytes;
+  response_bytes += o.response_bytes;
   requests_in_flight += o.requests_in_flight;
   connections_active += o.connections_active;
   connections_accepted += o.connections_accepted;
   connections_rejected += o.connections_rejected;
   for (size_t i = 0; i < upstream_errors.size(); ++i) upstream_errors[i] += o.upstream_errors[i];
-  for (size_t i = 0; i < duration_buckets.size(); ++i) duration_buckets[i] += o.duration_buckets[i];
-  duration_count += o.duration_count;
-  duration_sum += o.duration_sum;
+  duration.add(o.duration);
   drain_cut_requests += o.drain_cut_requests;
+  for (size_t i = 0; i < requests_unanswered.size(); ++i) requests_unanswered[i] += o.requests_unanswered[i];
   client_send_timeouts += o.client_send_timeouts;
   backpressure_pauses_client += o.backpressure_pauses_client;
   backpressure_pauses_upstream += o.backpressure_pauses_upstream;
@@ -71,20 +107,34 @@ void gauge(std::string& out, const char* name, const char* help, std::uint64_t v
   line(out, "%s %llu\n", name, static_cast<unsigned long long>(v));
 }
 
+void histogram(std::string& out, const char* name, const char* help, const Histogram& h) {
+  header(out, name, "histogram", help);
+  std::uint64_t cumulative = 0;
+  for (size_t i = 0; i < kDurationBuckets.size(); ++i) {
+    cumulative += h.buckets[i];
+    line(out, "%s_bucket{le=\"%g\"} %llu\n", name, kDurationBuckets[i], static_cast<unsigned long long>(cumulative));
+  }
+  line(out, "%s_bucket{le=\"+Inf\"} %llu\n", name, static_cast<unsigned long long>(h.count));
+  line(out, "%s_sum %.6f\n", name, h.sum);
+  line(out, "%s_count %llu\n", name, static_cast<unsigned long long>(h.count));
+}
+
 }  // namespace
 
 std::string render_prometheus(const Metrics& m, const ProcessFigures& p) {
   std::string out;
   out.reserve(4096);
-  header(out, "ebb_requests_total", "counter", "Requests answered, by status code.");
+  header(out, "ebb_requests_total", "counter",
+         "Requests answered, by status code and by who answered: the app, or ebb itself (its errors and probes).");
   bool any = false;
   for (size_t code = 100; code < m.requests_by_code.size(); ++code) {
-    if (m.requests_by_code[code] == 0) continue;
-    any = true;
-    line(out, "ebb_requests_total{code=\"%zu\"} %llu\n", code,
-         static_cast<unsigned long long>(m.requests_by_code[code]));
+    std::uint64_t local = m.local_by_code[code];
+    std::uint64_t app = m.requests_by_code[code] - local;
+    if (app > 0) line(out, "ebb_requests_total{code=\"%zu\",source=\"app\"} %llu\n", code, static_cast<unsigned long long>(app));
+    if (local > 0) line(out, "ebb_requests_total{code=\"%zu\",source=\"ebb\"} %llu\n", code, static_cast<unsigned long long>(local));
+    any = any || app > 0 || local > 0;
   }
-  if (!any) out += "ebb_requests_total{code=\"200\"} 0\n";
+  if (!any) out += "ebb_requests_total{code=\"200\",source=\"app\"} 0\n";
   gauge(out, "ebb_requests_in_flight", "Requests and tunnels in progress.", m.requests_in_flight);
   gauge(out, "ebb_connections_active", "Open client connections.", m.connections_active);
   counter(out, "ebb_connections_accepted_total", "Client connections accepted.", m.connections_accepted);
@@ -97,24 +147,25 @@ std::string render_prometheus(const Metrics& m, const ProcessFigures& p) {
          upstream_error_name(static_cast<UpstreamError>(i)),
          static_cast<unsigned long long>(m.upstream_errors[i]));
   }
-  header(out, "ebb_request_duration_seconds", "histogram",
-         "Time from a request's first byte to the end of its response.");
-  std::uint64_t cumulative = 0;
-  for (size_t i = 0; i < kDurationBuckets.size(); ++i) {
-    cumulative += m.duration_buckets[i];
-    line(out, "ebb_request_duration_seconds_bucket{le=\"%g\"} %llu\n", kDurationBuckets[i],
-         static_cast<unsigned long long>(cumulative));
-  }
-  line(out, "ebb_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
-       static_cast<unsigned long long>(m.duration_count));
-  line(out, "ebb_request_duration_seconds_sum %.6f\n", m.duration_sum);
-  line(out, "ebb_request_duration_seconds_count %llu\n", static_cast<unsigned long long>(m.duration_count));
+  histogram(out, "ebb_request_duration_seconds", "Time from a request's first byte to the end of its response.",
+            m.duration);
+  histogram(out, "ebb_upstream_response_duration_seconds",
+            "Time from sending a request to the app to the first byte of its answer.", m.upstream_response);
+  counter(out, "ebb_request_bytes_total", "Request bytes read from clients (heads and bodies).", m.request_bytes);
+  counter(out, "ebb_response_bytes_total", "Response bytes written to clients (heads and bodies).",
+          m.response_bytes);
   header(out, "ebb_lifecycle_state", "gauge", "1 for the current lifecycle state.");
   for (const char* s : {"starting", "ready", "draining", "drained"}) {
     line(out, "ebb_lifecycle_state{state=\"%s\"} %d\n", s, std::string_view(s) == p.state ? 1 : 0);
   }
   counter(out, "ebb_drain_cut_requests_total", "Requests and tunnels cut at the drain timeout.",
           m.drain_cut_requests);
+  header(out, "ebb_requests_unanswered_total", "counter",
+         "Requests a client sent that got no complete answer, by reason.");
+  for (size_t i = 0; i < m.requests_unanswered.size(); ++i) {
+    line(out, "ebb_requests_unanswered_total{reason=\"%s\"} %llu\n", unanswered_name(static_cast<Unanswered>(i)),
+         static_cast<unsigned long long>(m.requests_unanswered[i]));
+  }
   counter(out, "ebb_client_send_timeouts_total",
           "Clients closed because they stopped reading a response.", m.client_send_timeouts);
   header(out, "ebb_backpressure_pauses_total", "counter",

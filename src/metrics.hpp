@@ -21,28 +21,57 @@ enum class UpstreamError : std::uint8_t {
 };
 const char* upstream_error_name(UpstreamError e);
 
+// Why a request that a client sent got no (complete) answer. SPEC §2: such a request is never
+// silent; each one is logged and counted under its reason.
+enum class Unanswered : std::uint8_t {
+  kClientClosed,       // the client closed or reset its connection before the answer was complete
+  kUpstreamBroken,     // the app failed after the response head went out: the answer is truncated
+  kRequestError,       // the request failed (body too large, stalled) after the app's head went out
+  kDrainTimeout,       // cut at shutdown.drain_timeout
+  kClientSendTimeout,  // the client stopped reading the answer (timeouts.client_send)
+  kAfterClose,         // request bytes that arrived after ebb closed the connection, dropped
+  kExit,               // the process exited with the request in flight (a second SIGINT)
+  kCount
+};
+const char* unanswered_name(Unanswered u);
+
 inline constexpr std::array<double, 12> kDurationBuckets = {
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
+// One latency histogram (non-cumulative buckets; rendered cumulative).
+struct Histogram {
+  std::array<std::uint64_t, kDurationBuckets.size()> buckets{};
+  std::uint64_t count = 0;
+  double sum = 0;
+  void observe(double seconds);
+  void add(const Histogram& o);
+};
+
 struct Metrics {
-  std::array<std::uint64_t, 600> requests_by_code{};
+  std::array<std::uint64_t, 600> requests_by_code{};  // every answer, the app's and ebb's
+  std::array<std::uint64_t, 600> local_by_code{};     // of which ebb made these itself
   std::uint64_t requests_in_flight = 0;
   std::uint64_t connections_active = 0;
   std::uint64_t connections_accepted = 0;
   std::uint64_t connections_rejected = 0;  // over limits.max_connections
   std::array<std::uint64_t, static_cast<size_t>(UpstreamError::kCount)> upstream_errors{};
-  std::array<std::uint64_t, kDurationBuckets.size()> duration_buckets{};  // non-cumulative
-  std::uint64_t duration_count = 0;
-  double duration_sum = 0;
+  Histogram duration;           // a request's first byte -> the end of its answer
+  Histogram upstream_response;  // request sent to the app -> first byte of its answer
+  std::uint64_t request_bytes = 0;   // request heads and bodies read from clients
+  std::uint64_t response_bytes = 0;  // answers written to clients, heads included
   std::uint64_t drain_cut_requests = 0;
+  std::array<std::uint64_t, static_cast<size_t>(Unanswered::kCount)> requests_unanswered{};
   std::uint64_t client_send_timeouts = 0;
   std::uint64_t backpressure_pauses_client = 0;    // stopped reading the client
   std::uint64_t backpressure_pauses_upstream = 0;  // stopped reading the app
   std::uint64_t upstream_connections_opened = 0;
   std::uint64_t upstream_connections_reused = 0;
 
-  void count_request(int code, double seconds);
+  // `local`: ebb answered itself (an error or a probe), not the app.
+  void count_request(int code, double seconds, bool local = false);
   void count_upstream_error(UpstreamError e) { ++upstream_errors[static_cast<size_t>(e)]; }
+  void count_unanswered(Unanswered u) { ++requests_unanswered[static_cast<size_t>(u)]; }
+  std::uint64_t unanswered_total() const;
   void add(const Metrics& other);
 };
 

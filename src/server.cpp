@@ -1,9 +1,11 @@
 // The lifecycle state machine (SPEC §2) and the process's ownership of handles.
 #include "server.hpp"
 
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <utility>
@@ -25,6 +27,23 @@ const char* state_name(State s) {
 
 namespace {
 double seconds(std::uint64_t ms) { return static_cast<double>(ms) / 1000.0; }
+
+// Descriptors kept out of the client budget: listeners, the loop's own (epoll, signal pipe,
+// async), admin and readiness-check connections, the log. Pooled app connections come on top.
+constexpr std::uint64_t kReservedFds = 32;
+
+// The soft descriptor limit raised to the hard one (as Go's runtime and nginx's
+// worker_rlimit_nofile do): a proxy holds two descriptors per client.
+std::uint64_t raise_fd_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rlimit want = rl;
+    want.rlim_cur = rl.rlim_max == RLIM_INFINITY ? (1u << 20) : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &want) == 0) rl = want;
+  }
+  return rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : rl.rlim_cur;
+}
 }  // namespace
 
 Server::Server(Config cfg, std::string config_path)
@@ -62,6 +81,8 @@ int Server::run() {
   for (auto [h, signum] : {std::pair{&sigterm_, SIGTERM}, std::pair{&sigint_, SIGINT}, std::pair{&sighup_, SIGHUP}}) {
     uv_signal_start(h, [](uv_signal_t* s, int n) { static_cast<Server*>(s->data)->on_signal(n); }, signum);
   }
+  fd_limit_ = raise_fd_limit();
+  apply_connection_cap();
   if (!resolve_upstream(*cfg_, upstream_addr_, upstream_host_)) {
     exit_with(1);
   } else {
@@ -89,6 +110,7 @@ int Server::run() {
   if (!exiting_) {
     LOG_INFO("listening", {"proxy", net::sock_name(&listener_)}, {"admin", admin_.bound_address()},
              {"upstream", upstream_host_}, {"pid", static_cast<long>(getpid())},
+             {"max_connections", worker_.connection_cap()}, {"fd_limit", fd_limit_},
              {"version", EBB_VERSION});
     if (cfg_->readiness.upstream_check == UpstreamCheck::kNone) on_check(true, "check disabled");
     else check_.start(*cfg_, upstream_addr_, upstream_host_);
@@ -101,9 +123,30 @@ int Server::run() {
 
 // ---- events -----------------------------------------------------------------------------
 
+// Client connections stop at limits.max_connections, and lower when the descriptor limit could
+// not hold that many clients with an app connection each: the proxy never takes the descriptors
+// that the admin port, probes and app connections need (an fd-exhausted proxy fails its probes).
+void Server::apply_connection_cap() {
+  std::uint64_t reserve = kReservedFds + cfg_->upstream_pool.max_idle;
+  std::uint64_t budget = fd_limit_ > reserve ? (fd_limit_ - reserve) / 2 : 1;
+  std::uint64_t cap = std::max<std::uint64_t>(1, std::min<std::uint64_t>(cfg_->limits.max_connections, budget));
+  if (cap < cfg_->limits.max_connections) {
+    LOG_WARN("limits.max_connections lowered to fit the descriptor limit", {"configured", cfg_->limits.max_connections},
+             {"max_connections", cap}, {"fd_limit", fd_limit_});
+  }
+  worker_.set_connection_cap(cap);
+}
+
 void Server::on_accept(int status) {
   if (status < 0) {
-    LOG_WARN("accept failed", {"error", uv_err_name(status)});
+    // Out of descriptors (EMFILE) would repeat for every pending connection: warn once a second.
+    ++accept_errors_;
+    std::uint64_t now = uv_now(&loop_);
+    if (accept_error_logged_ms_ == 0 || now - accept_error_logged_ms_ >= 1000) {
+      LOG_WARN("accept failed", {"error", uv_err_name(status)}, {"count", accept_errors_});
+      accept_error_logged_ms_ = now;
+      accept_errors_ = 0;
+    }
     return;
   }
   last_accept_ms_ = uv_now(&loop_);
@@ -174,6 +217,7 @@ void Server::start_drain(const char* trigger) {
   last_accept_ms_ = drain_started_ms_;
   requests_at_drain_ = requests_total();
   cut_at_drain_ = worker_.metrics().drain_cut_requests;
+  unanswered_at_drain_ = worker_.metrics().unanswered_total();
   worker_.set_phase(Phase::kPropagation);
   const auto& s = cfg_->shutdown;
   LOG_INFO("drain started", {"trigger", trigger}, {"in_flight", worker_.in_flight()},
@@ -247,7 +291,8 @@ void Server::finish_drain() {
   drained_ms_ = uv_now(&loop_);
   drained_requests_ = requests_total() - requests_at_drain_;
   cut_requests_ = worker_.metrics().drain_cut_requests - cut_at_drain_;
-  LOG_INFO("drained", {"requests", drained_requests_}, {"cut", cut_requests_},
+  unanswered_requests_ = worker_.metrics().unanswered_total() - unanswered_at_drain_;
+  LOG_INFO("drained", {"requests", drained_requests_}, {"cut", cut_requests_}, {"unanswered", unanswered_requests_},
            {"seconds", seconds(drained_ms_ - drain_started_ms_)},
            {"drain_s", seconds(drained_ms_ - listener_closed_ms_)});
   admin_.answer_drain_waiters();
@@ -255,11 +300,12 @@ void Server::finish_drain() {
 }
 
 std::string Server::drain_summary() const {
-  char buf[160];
+  char buf[200];
   std::uint64_t end = state_ == State::kDrained ? drained_ms_ : uv_now(&loop_);
-  std::snprintf(buf, sizeof buf, "{\"drained_requests\":%llu,\"cut_requests\":%llu,\"seconds\":%.3f}\n",
+  std::snprintf(buf, sizeof buf,
+                "{\"drained_requests\":%llu,\"cut_requests\":%llu,\"unanswered_requests\":%llu,\"seconds\":%.3f}\n",
                 static_cast<unsigned long long>(drained_requests_), static_cast<unsigned long long>(cut_requests_),
-                seconds(end - drain_started_ms_));
+                static_cast<unsigned long long>(unanswered_requests_), seconds(end - drain_started_ms_));
   return buf;
 }
 
@@ -350,6 +396,7 @@ void Server::reload() {
   upstream_addr_ = addr;
   upstream_host_ = host;
   cfg_ = std::move(fresh);
+  apply_connection_cap();
   logger().configure(cfg_->log.format, cfg_->log.level);
   if (state_ == State::kStarting || state_ == State::kReady) {
     if (cfg_->readiness.upstream_check == UpstreamCheck::kNone) {

@@ -41,6 +41,7 @@ class Server final : public WorkerObserver, public AdminBackend {
  private:
   void on_signal(int signum);
   void on_accept(int status);
+  void apply_connection_cap();
   void on_check(bool ok, const char* why);
   void on_propagation_timer();
   void end_propagation();
@@ -72,6 +73,9 @@ class Server final : public WorkerObserver, public AdminBackend {
   bool exiting_ = false;
   int exit_code_ = 0;
   std::uint64_t admin_refused_ = 0;
+  std::uint64_t fd_limit_ = 0;             // RLIMIT_NOFILE, raised to its hard limit at start
+  std::uint64_t accept_errors_ = 0;        // failed accepts since the last warning about them
+  std::uint64_t accept_error_logged_ms_ = 0;
   std::uint64_t drain_started_ms_ = 0;
   std::uint64_t listener_closed_ms_ = 0;
   std::uint64_t drained_ms_ = 0;
@@ -81,6 +85,8 @@ class Server final : public WorkerObserver, public AdminBackend {
   std::uint64_t cut_at_drain_ = 0;
   std::uint64_t drained_requests_ = 0;
   std::uint64_t cut_requests_ = 0;
+  std::uint64_t unanswered_at_drain_ = 0;
+  std::uint64_t unanswered_requests_ = 0;
 };
 
 }  // namespace ebb

@@ -16,6 +16,7 @@ class HeadScanner {
  public:
   void reset() { *this = HeadScanner{}; }
   bool done() const { return state_ == State::kDone; }
+  size_t size() const { return size_; }  // bytes of the head scanned so far
 
   // Scans `len` more bytes of the stream; returns nullptr, or the reason the head is invalid.
   const char* feed(char* p, size_t len) {
@@ -75,6 +76,7 @@ class HeadScanner {
           const void* lf = std::memchr(p + i, '\n', len - i);
           if (lf == nullptr) {
             prev_cr_ = p[len - 1] == '\r';
+            size_ += len;
             return nullptr;
           }
           size_t at = static_cast<size_t>(static_cast<const char*>(lf) - p);
@@ -93,12 +95,14 @@ class HeadScanner {
       }
       ++i;
     }
+    size_ += i;
     return nullptr;
   }
 
  private:
   enum class State { kStart, kStartLF, kRequestLine, kLineLF, kLineStart, kField, kEndLF, kDone };
   State state_ = State::kStart;
+  size_t size_ = 0;
   unsigned spaces_ = 0;
   char version_[8] = {0};
   unsigned version_len_ = 0;

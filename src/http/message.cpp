@@ -6,6 +6,13 @@
 
 namespace ebb::http {
 
+std::string_view MessageHead::find(std::string_view name) const {
+  for (size_t i = 0; i < fields_.size(); ++i) {
+    if (iequals(this->name(i), name)) return value(i);
+  }
+  return {};
+}
+
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {

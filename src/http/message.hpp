@@ -28,6 +28,8 @@ class MessageHead {
   size_t count() const { return fields_.size(); }
   std::string_view name(size_t i) const { return {buf_.data() + fields_[i].name_off, fields_[i].name_len}; }
   std::string_view value(size_t i) const { return {buf_.data() + fields_[i].value_off, fields_[i].value_len}; }
+  // The first value of field `name` (case-insensitive), or "" when absent.
+  std::string_view find(std::string_view name) const;
   // Releases storage grown by an unusually large head, so idle connections stay small.
   void shrink_if_large();
 

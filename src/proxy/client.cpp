@@ -17,7 +17,10 @@ namespace ebb {
 namespace {
 constexpr std::uint64_t kLingerMs = 2000;
 constexpr std::uint64_t kWsCloseWaitMs = 1000;
-constexpr std::uint64_t kFreshGraceMs = 1000;
+// In the drain phase, how long a connection with nothing in flight may stay before it is closed:
+// a fresh one may have its first request on the wire, and one whose last answer went out without
+// Connection: close (its head left before the drain started) may be sending its next request.
+constexpr std::uint64_t kDrainIdleGraceMs = 1000;
 constexpr size_t kMaxHeldInput = 64 * 1024;
 }  // namespace
 
@@ -54,6 +57,7 @@ void ClientConn::start() {
   std::string ip = net::peer_ip(&tcp_);
   std::strncpy(client_ip_, ip.c_str(), sizeof client_ip_ - 1);
   ++w_.metrics().connections_accepted;
+  idle_since_ms_ = w_.now_ms();
   refresh_timer(false);
   update_read();
 }
@@ -107,12 +111,18 @@ void ClientConn::on_read(ssize_t nread, const uv_buf_t* buf) {
       return;
     }
     if (ex_.active && ex_.head_done && !ex_.request_complete && !ex_.response_started) {
-      LOG_DEBUG("client closed mid-request", {"conn", id_});
+      LOG_DEBUG("client closed mid-request", {"conn", id_}, {"body_bytes", ex_.body_bytes});
     }
-    close();
+    close(Unanswered::kClientClosed);
     return;
   }
-  if (lingering_) return;  // discarded: the connection is closing
+  if (lingering_) {  // discarded: the connection is closing
+    if (boundary_close_) {
+      boundary_close_ = false;
+      count_unanswered(Unanswered::kAfterClose, "request arrived after the connection was closed");
+    }
+    return;
+  }
   if (ex_.active && ex_.request_complete && !tunnel_) {
     // The next request (pipelined), or for an upgrade the new protocol's first bytes.
     (ex_.upgrade ? pending_body_ : pending_in_).append(buf->base, static_cast<size_t>(nread));
@@ -122,7 +132,7 @@ void ClientConn::on_read(ssize_t nread, const uv_buf_t* buf) {
   if (tunnel_) {
     uv_buf_t b = uv_buf_init(buf->base, static_cast<unsigned>(nread));
     if (up_ == nullptr || up_->send(&b, 1) < 0) {
-      close();
+      close(Unanswered::kUpstreamBroken);
       return;
     }
     update_read();
@@ -232,6 +242,7 @@ int ClientConn::on_header_value(const char* at, size_t len) {
 
 int ClientConn::on_headers_complete() {
   ex_.head_done = true;
+  ex_.head_bytes = scan_.size();
   const Config& cfg = w_.cfg();
   if (parser_.http_major != 1 || parser_.http_minor > 1) return reject(505, "only HTTP/1.0 and HTTP/1.1 are supported");
   ex_.http10 = parser_.http_minor == 0;
@@ -246,7 +257,7 @@ int ClientConn::on_headers_complete() {
   ex_.head_method = method == HTTP_HEAD;
   ex_.body_chunked = info_.chunked;
   ex_.upgrade = info_.has_upgrade && info_.connection.upgrade && !ex_.http10;
-  ex_.close_after = !llhttp_should_keep_alive(&parser_) || w_.phase() != Phase::kServing;
+  ex_.close_after = !llhttp_should_keep_alive(&parser_);
   bool has_body = ex_.body_chunked || (has_cl && parser_.content_length > 0);
   bool idempotent = method == HTTP_GET || method == HTTP_HEAD || method == HTTP_OPTIONS ||
                     method == HTTP_PUT || method == HTTP_DELETE || method == HTTP_TRACE;
@@ -279,6 +290,7 @@ int ClientConn::on_message_complete() {
 
 void ClientConn::send(const uv_buf_t* bufs, unsigned n) {
   if (closing_) return;
+  for (unsigned i = 0; i < n; ++i) ex_.response_bytes += bufs[i].len;
   OutBatch& b = w_.batch();
   if (b.owner == this) {
     if (b.n + n > OutBatch::kMax) flush_batch();
@@ -287,12 +299,16 @@ void ClientConn::send(const uv_buf_t* bufs, unsigned n) {
       return;
     }
   }
+  write_now(bufs, n);
+}
+
+void ClientConn::write_now(const uv_buf_t* bufs, unsigned n) {
   int r = net::write(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n, [](uv_stream_t* s, int status) {
     static_cast<ClientConn*>(s->data)->on_write_done(status);
   });
   if (r < 0) {
     LOG_DEBUG("client write failed", {"conn", id_}, {"error", uv_err_name(r)});
-    close();
+    close(Unanswered::kClientClosed);
     return;
   }
   if (net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) > 0) refresh_timer(false);
@@ -311,9 +327,7 @@ void ClientConn::flush_batch() {
   if (b.owner != this || b.n == 0) return;
   unsigned n = b.n;
   b.n = 0;
-  b.owner = nullptr;  // the write below must not land in the batch again
-  send(b.bufs, n);
-  b.owner = this;
+  write_now(b.bufs, n);
   b.lines_used = 0;
 }
 
@@ -328,13 +342,13 @@ char* ClientConn::chunk_line_buffer(char* fallback) {
 void ClientConn::on_write_done(int status) {
   if (closing_) return;
   if (status < 0) {
-    close();
+    close(Unanswered::kClientClosed);
     return;
   }
   size_t q = net::queued(reinterpret_cast<uv_stream_t*>(&tcp_));
   if (up_ != nullptr && q <= Worker::kLowWatermark) up_->set_client_blocked(false);
   if (lingering_ && q == 0 && !shutdown_sent_) {
-    graceful_close();  // the last bytes are out: now the FIN
+    graceful_close(boundary_close_);  // the last bytes are out: now the FIN
     return;
   }
   refresh_timer(true);
@@ -350,30 +364,65 @@ void ClientConn::send_error(int status, const char* reason) {
   }
   if (ex_.response_started) {  // the status line is out: all we can do is close
     ex_.status = ex_.status ? ex_.status : status;
-    close();
+    close(Unanswered::kRequestError);
     return;
   }
   if (up_ != nullptr) {
     up_->close();
     up_ = nullptr;
   }
-  bool close_after = !ex_.request_complete || ex_.close_after || ex_.upgrade || client_eof_ ||
-                     w_.phase() != Phase::kServing || status == 400 || status == 408;
   flush_batch();
-  ex_.close_after = close_after;
+  // Unread request bytes (or an upgrade's) cannot be told from the next request.
+  ex_.close_after = announce_close(!ex_.request_complete || ex_.upgrade || status == 400 || status == 408);
+  ex_.ebb_reason = reason;
   ex_.status = status;
   ex_.response_started = true;
   ex_.local = true;
   scratch_.clear();
-  http::write_error_response(scratch_, status, reason, close_after);
+  http::write_error_response(scratch_, status, reason, ex_.close_after);
   uv_buf_t b = uv_buf_init(scratch_.data(), static_cast<unsigned>(scratch_.size()));
   send(&b, 1);
   if (closing_) return;
   finish_exchange();
 }
 
-void ClientConn::graceful_close() {
+// The one rule for an answer's Connection header. A connection is closed only after an answer that
+// announced it (or when idle, or by a timeout or limit): a client that got no such announcement
+// may already be sending its next request, so that request is read and answered, with the close
+// announced then (SPEC §2). `for_this_response` carries what this answer's own shape demands.
+bool ClientConn::announce_close(bool for_this_response) const {
+  if (for_this_response || ex_.close_after) return true;
+  // Draining, or the client finished sending: the last answer the client will get. Requests
+  // already pipelined behind this one are answered first, each in turn, so none is dropped.
+  return (w_.phase() != Phase::kServing || client_eof_) && pending_in_.empty();
+}
+
+// May the connection close now that an answer is complete? Only if the answer announced it, or
+// if the client can send nothing more.
+bool ClientConn::may_close_after_answer() const {
+  return ex_.close_after || (client_eof_ && pending_in_.empty());
+}
+
+void ClientConn::count_unanswered(Unanswered why, const char* what) {
+  w_.metrics().count_unanswered(why);
+  std::string_view method = ex_.head_done ? llhttp_method_name(static_cast<llhttp_method_t>(parser_.method)) : "";
+  // A client that leaves is its own choice (and frequent): info. Every other reason is ebb's or
+  // the app's failure to answer: warn.
+  LogLevel level = why == Unanswered::kClientClosed ? LogLevel::kInfo : LogLevel::kWarn;
+  EBB_LOG(level, what, {"conn", id_}, {"client", client_ip_}, {"reason", unanswered_name(why)}, {"method", method},
+           {"target", ex_.head_done ? head_.target() : std::string_view{}});
+}
+
+// `at_boundary`: the close falls between requests, so any request bytes that still arrive were
+// sent by a client that did not see the close coming; they are counted, never silently dropped.
+void ClientConn::graceful_close(bool at_boundary) {
   if (closing_) return;
+  boundary_close_ = at_boundary;
+  if (at_boundary && !pending_in_.empty()) {
+    boundary_close_ = false;
+    pending_in_.clear();
+    count_unanswered(Unanswered::kAfterClose, "pipelined request dropped after the connection was closed");
+  }
   flush_batch();
   if (up_ != nullptr) {
     up_->close();
@@ -389,13 +438,19 @@ void ClientConn::graceful_close() {
   shutdown_sent_ = true;
   int r = uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), [](uv_shutdown_t* req, int status) {
     auto* self = static_cast<ClientConn*>(req->handle->data);
-    if (status < 0 && !self->closing_) self->close();
+    if (status < 0 && !self->closing_) self->close(Unanswered::kClientClosed);
   });
-  if (r < 0) close();
+  if (r < 0) close(Unanswered::kClientClosed);
 }
 
-void ClientConn::close() {
+void ClientConn::close(Unanswered why) {
   if (closing_) return;
+  // A tunnel's request was answered (101); a cut tunnel is counted by cut().
+  if (ex_.active && ex_.head_done && !tunnel_) {
+    count_unanswered(why, why == Unanswered::kClientClosed ? "client left before its answer" : "request unanswered");
+  } else if (!pending_in_.empty() && !ex_.upgrade && !lingering_) {
+    count_unanswered(why, "pipelined request unanswered");
+  }
   closing_ = true;
   if (w_.batch().owner == this) {
     w_.batch().n = 0;
@@ -406,6 +461,7 @@ void ClientConn::close() {
     up_ = nullptr;
   }
   if (ex_.active) {
+    account_exchange();
     ex_.active = false;
     --w_.metrics().requests_in_flight;
   }
@@ -424,23 +480,16 @@ void ClientConn::on_closed(ClientConn* self) {
 // ---- lifecycle --------------------------------------------------------------------------
 
 void ClientConn::on_phase() {
-  if (closing_ || lingering_) return;
-  // Connections that served requests and sit idle go now; a fresh one may have its first
-  // request on the wire, so it is served (with Connection: close) rather than reset.
-  if (w_.phase() != Phase::kDrain || ex_.active || !pending_in_.empty()) return;
-  if (requests_ > 0) {
-    graceful_close();
-  } else if (timer_for_ == TimerFor::kHeader) {
-    // Its request would have arrived within a round trip; do not hold the drain for the
-    // full client_header timeout on a connection that never speaks.
-    arm(TimerFor::kHeader, std::min<std::uint64_t>(kFreshGraceMs, w_.cfg().timeouts.client_header));
-  }
+  // Idle connections have kDrainIdleGraceMs left in the drain (refresh_timer): re-arm with it.
+  if (closing_ || lingering_ || ex_.active || w_.phase() != Phase::kDrain) return;
+  if (timer_for_ == TimerFor::kHeader || timer_for_ == TimerFor::kIdle) timer_for_ = TimerFor::kNone;
+  refresh_timer(false);
 }
 
 void ClientConn::cut() {
   if (closing_) return;
   if (!ex_.active || lingering_) {
-    close();
+    close(Unanswered::kDrainTimeout);
     return;
   }
   ++w_.metrics().drain_cut_requests;
@@ -454,7 +503,7 @@ void ClientConn::cut() {
     }
     return;
   }
-  close();
+  close(Unanswered::kDrainTimeout);
 }
 
 void ClientConn::send_ws_close_and_close() {
@@ -466,7 +515,7 @@ void ClientConn::send_ws_close_and_close() {
     --w_.metrics().requests_in_flight;
   }
   ws_close_pending_ = false;
-  graceful_close();
+  graceful_close(false);
 }
 
 // ---- timers -----------------------------------------------------------------------------
@@ -490,6 +539,13 @@ void ClientConn::refresh_timer(bool progress) {
   } else if (!ex_.active) {
     if (requests_ == 0) want = TimerFor::kHeader, ms = t.client_header;
     else want = TimerFor::kIdle, ms = t.client_idle;
+    if (w_.phase() == Phase::kDrain) {
+      // A fresh connection gets the grace from now (its request would arrive within a round
+      // trip); a used one from its last answer, so one idle since before the drain goes at once.
+      std::uint64_t now = w_.now_ms();
+      std::uint64_t idle = requests_ == 0 ? 0 : now - std::min(idle_since_ms_, now);
+      ms = std::min(ms, idle >= kDrainIdleGraceMs ? 0 : kDrainIdleGraceMs - idle);
+    }
   } else if (!ex_.head_done) {
     want = TimerFor::kHeader, ms = t.client_header;
   } else if (!tunnel_ && !ex_.request_complete && reading_) {
@@ -506,10 +562,10 @@ void ClientConn::on_timer() {
   switch (t) {
     case TimerFor::kHeader:
       if (ex_.active) send_error(408, "request head not received in time");
-      else close();  // nothing ever arrived
+      else close(Unanswered::kClientClosed);  // nothing ever arrived
       break;
     case TimerFor::kIdle:
-      graceful_close();
+      graceful_close(true);
       break;
     case TimerFor::kBody:
       send_error(408, "request body stalled");
@@ -517,26 +573,45 @@ void ClientConn::on_timer() {
     case TimerFor::kSend:
       ++w_.metrics().client_send_timeouts;
       LOG_INFO("client stopped reading; closing", {"conn", id_});
-      close();
+      close(Unanswered::kClientSendTimeout);
       break;
     case TimerFor::kRetry:
       connect_upstream();
       break;
     case TimerFor::kLinger:
+      close(Unanswered::kAfterClose);
+      break;
     case TimerFor::kWsClose:
-      close();
+      close(Unanswered::kDrainTimeout);
       break;
     case TimerFor::kNone:
       break;
   }
 }
 
+void ClientConn::account_exchange() {
+  Metrics& m = w_.metrics();
+  m.request_bytes += ex_.head_bytes + ex_.body_bytes;
+  m.response_bytes += ex_.response_bytes;
+}
+
 void ClientConn::log_access() {
   if (!w_.cfg().log.access) return;
-  std::string_view method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
-  LOG_INFO("access", {"conn", id_}, {"client", client_ip_}, {"method", method},
-           {"target", head_.target()}, {"status", ex_.status}, {"bytes", ex_.response_bytes},
-           {"ms", static_cast<double>(uv_hrtime() - ex_.started_ns) / 1e6});
+  // Only what the request really said: a request rejected before its head was read has no
+  // method, target or fields.
+  bool head = ex_.head_done;
+  auto field = [&](std::string_view name) { return head ? http::trim(head_.find(name)) : std::string_view{}; };
+  std::string_view id = field("x-request-id");
+  if (id.empty()) id = ex_.request_id;
+  double upstream_ms = ex_.upstream_first_ns > 0 ? static_cast<double>(ex_.upstream_first_ns - ex_.upstream_sent_ns) / 1e6 : -1;
+  LOG_INFO("access", {"conn", id_}, {"request_id", id}, {"client", client_ip_},
+           {"protocol", head ? (ex_.http10 ? "HTTP/1.0" : "HTTP/1.1") : ""},
+           {"method", head ? llhttp_method_name(static_cast<llhttp_method_t>(parser_.method)) : ""},
+           {"target", head ? head_.target() : std::string_view{}}, {"host", field("host")},
+           {"user_agent", field("user-agent")}, {"status", ex_.status}, {"answered_by", ex_.local ? "ebb" : "app"},
+           {"ebb_error", ex_.ebb_reason != nullptr ? ex_.ebb_reason : ""},
+           {"bytes_in", ex_.head_bytes + ex_.body_bytes}, {"bytes_out", ex_.response_bytes},
+           {"upstream_ms", upstream_ms}, {"ms", static_cast<double>(uv_hrtime() - ex_.started_ns) / 1e6});
 }
 
 }  // namespace ebb

@@ -27,7 +27,9 @@ class ClientConn {
 
   uv_tcp_t* tcp() { return &tcp_; }
   void start();     // after accept: timers, reading
-  void close();     // abortive and idempotent; the object is freed in the last close callback
+  // Abortive and idempotent; the object is freed in the last close callback. A request on the
+  // connection that is still unanswered is logged and counted under `why`.
+  void close(Unanswered why);
   void on_phase();  // the worker's lifecycle phase changed
   void cut();       // drain deadline
   bool in_flight() const { return ex_.active; }
@@ -58,6 +60,8 @@ class ClientConn {
     bool request_complete = false;
     bool response_started = false;  // the client has bytes of the answer
     bool response_chunked = false;
+    // Before the answer: the request asked for the close (Connection: close, HTTP/1.0).
+    // Once the answer's head is out: that head announced the close (announce_close).
     bool close_after = false;
     bool http10 = false;
     bool head_method = false;
@@ -68,8 +72,13 @@ class ClientConn {
     bool retried = false;
     bool local = false;           // answered by ebb itself (probe or error)
     int status = 0;
+    const char* ebb_reason = nullptr;  // why ebb answered itself (X-Ebb-Error), for the access log
+    std::uint64_t head_bytes = 0;
     std::uint64_t body_bytes = 0;
     std::uint64_t started_ns = 0;  // uv_hrtime: uv_now is whole milliseconds
+    std::uint64_t upstream_sent_ns = 0;   // the head went to the app
+    std::uint64_t upstream_first_ns = 0;  // the app's answer began
+    char request_id[40] = {0};            // the X-Request-Id ebb added, if it added one
     std::uint64_t retry_until_ms = 0;
     std::uint64_t retry_delay_ms = 0;
     std::uint64_t response_bytes = 0;
@@ -90,6 +99,7 @@ class ClientConn {
 
   // Forwarding (exchange.cpp).
   void begin_forward();
+  void upstream_began();
   void connect_upstream();
   void send_request_head();
   int forward_body(const char* at, size_t len);
@@ -99,11 +109,16 @@ class ClientConn {
   bool answer_probe();
 
   // Writing to the client, closing, timers.
-  void send(const uv_buf_t* bufs, unsigned n);
+  void send(const uv_buf_t* bufs, unsigned n);  // counted as this exchange's answer
+  void write_now(const uv_buf_t* bufs, unsigned n);
   void flush_batch();
+  void account_exchange();  // byte counters of the exchange that ends
   char* chunk_line_buffer(char* fallback);
   void send_error(int status, const char* reason);
-  void graceful_close();
+  bool announce_close(bool for_this_response) const;
+  bool may_close_after_answer() const;
+  void count_unanswered(Unanswered why, const char* what);
+  void graceful_close(bool at_boundary);
   void update_read();
   void refresh_timer(bool progress);
   void arm(TimerFor t, std::uint64_t ms);
@@ -133,6 +148,7 @@ class ClientConn {
   WsFrameTracker ws_;
   TimerFor timer_for_ = TimerFor::kNone;
   std::uint64_t requests_ = 0;
+  std::uint64_t idle_since_ms_ = 0;  // when the last answer ended (or the connection opened)
   int pending_closes_ = 0;
   bool reading_ = false;
   bool closing_ = false;
@@ -143,6 +159,8 @@ class ClientConn {
   bool parsing_ = false;
   bool resume_pending_ = false;
   bool client_eof_ = false;  // the client finished sending; close once the exchange ends
+  // Closed between requests: bytes that still arrive are a request ebb will not answer.
+  bool boundary_close_ = false;
   const char* reject_reason_ = nullptr;
   int reject_status_ = 0;
 };

@@ -1,8 +1,10 @@
 // The exchange: one request forwarded to the app and its answer streamed back. Policy reads
 // as phases: pick a connection (pool, or connect with retries), send the head, stream the
 // body, rewrite the response head, stream the response, then keep alive or close.
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 
 #include "log.hpp"
 #include "net/io.hpp"
@@ -30,6 +32,10 @@ void ClientConn::begin_forward() {
   ctx.method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
   ctx.client_ip = client_ip_;
   ctx.request_id = w_.next_request_id();
+  if (!info_.has_request_id) {
+    size_t n = std::min(ctx.request_id.size(), sizeof ex_.request_id - 1);
+    std::memcpy(ex_.request_id, ctx.request_id.data(), n);
+  }
   ctx.default_host = w_.upstream_host();
   ctx.body_chunked = ex_.body_chunked;
   ctx.upgrade = ex_.upgrade;
@@ -83,6 +89,7 @@ void ClientConn::send_request_head() {
   uv_buf_t bufs[2] = {uv_buf_init(out_.data(), static_cast<unsigned>(out_.size())),
                       uv_buf_init(pending_body_.data(), static_cast<unsigned>(pending_body_.size()))};
   UpstreamConn* u = up_;
+  ex_.upstream_sent_ns = uv_hrtime();
   int r = u->send(bufs, pending_body_.empty() ? 1 : 2);
   if (r < 0) {
     up_ = nullptr;
@@ -140,14 +147,14 @@ void ClientConn::replay_or_fail(UpstreamConn* up, UpstreamError kind, int err) {
   }
   w_.metrics().count_upstream_error(kind);
   if (tunnel_) {
-    close();
+    close(Unanswered::kUpstreamBroken);
     return;
   }
   bool timeout = kind == UpstreamError::kResponseTimeout || kind == UpstreamError::kConnectTimeout;
   LOG_WARN("upstream failed", {"conn", id_}, {"kind", upstream_error_name(kind)},
            {"error", err < 0 ? uv_err_name(err) : "protocol"}, {"response_started", ex_.response_started});
   if (ex_.response_started) {
-    close();  // the status line is out: closing is the only honest signal left
+    close(Unanswered::kUpstreamBroken);  // the status line is out: closing is the only honest signal left
     return;
   }
   const char* reason = "upstream failed";
@@ -167,7 +174,15 @@ void ClientConn::upstream_failed(UpstreamConn* up, UpstreamError kind, int err) 
   replay_or_fail(up, kind, err);
 }
 
+// The app's answer began: its time to first byte.
+void ClientConn::upstream_began() {
+  if (ex_.upstream_first_ns != 0) return;
+  ex_.upstream_first_ns = uv_hrtime();
+  w_.metrics().upstream_response.observe(static_cast<double>(ex_.upstream_first_ns - ex_.upstream_sent_ns) / 1e9);
+}
+
 int ClientConn::upstream_informational(UpstreamConn* up) {
+  upstream_began();
   if (ex_.http10) return 0;  // HTTP/1.0 clients do not expect 1xx
   http::ResponseFraming f;
   f.status = up->status();
@@ -180,6 +195,7 @@ int ClientConn::upstream_informational(UpstreamConn* up) {
 }
 
 int ClientConn::upstream_head(UpstreamConn* up) {
+  upstream_began();
   int status = up->status();
   ex_.status = status;
   http::ResponseInfo ri = http::analyse_response(up->head());
@@ -194,14 +210,12 @@ int ClientConn::upstream_head(UpstreamConn* up) {
     tunnel_ = true;
     ex_.websocket = info_.websocket;
   } else {
-    if (ex_.upgrade) ex_.close_after = true;  // declined upgrade: the client's next bytes are not HTTP
     bool no_body = ex_.head_method || status == 204 || status == 304;
-    if (!no_body && !ri.has_content_length) {
-      if (ex_.http10) ex_.close_after = true;  // close-delimited for a client without chunked
-      else f.chunked = true;                  // keeps the client connection reusable
-    }
-    if (!ex_.request_complete) ex_.close_after = true;  // answered before the whole request arrived
-    if (w_.phase() != Phase::kServing) ex_.close_after = true;
+    bool close_delimited = !no_body && !ri.has_content_length && ex_.http10;  // no chunked for 1.0
+    f.chunked = !no_body && !ri.has_content_length && !ex_.http10;         // keeps the connection reusable
+    // A declined upgrade: the client's next bytes are not HTTP. Answered before the whole request
+    // arrived: the rest of it cannot be told from a next request.
+    ex_.close_after = announce_close(ex_.upgrade || close_delimited || !ex_.request_complete);
     f.close = ex_.close_after;
     f.keep_alive_10 = ex_.http10 && !ex_.close_after;
   }
@@ -237,7 +251,6 @@ int ClientConn::upstream_body(const char* at, size_t len) {
   } else {
     bufs[n++] = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
   }
-  ex_.response_bytes += len;
   send(bufs, n);
   if (closing_) return HPE_USER;
   if (up_ != nullptr && net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) > Worker::kHighWatermark) {
@@ -275,7 +288,6 @@ void ClientConn::upstream_tunnel(const char* at, size_t len) {
     ws_.consume(p, len);
   }
   uv_buf_t b = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
-  ex_.response_bytes += len;
   send(&b, 1);
   if (!closing_ && up_ != nullptr && net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) > Worker::kHighWatermark) {
     up_->set_client_blocked(true);
@@ -303,16 +315,18 @@ void ClientConn::finish_exchange() {
   if (!ex_.active) return;
   flush_batch();
   double secs = static_cast<double>(uv_hrtime() - ex_.started_ns) / 1e9;
-  w_.metrics().count_request(ex_.status, secs);
+  w_.metrics().count_request(ex_.status, secs, ex_.local);
+  account_exchange();
   --w_.metrics().requests_in_flight;
   log_access();
   ++requests_;
-  bool close_after = ex_.close_after || client_eof_ || w_.phase() != Phase::kServing;
+  idle_since_ms_ = w_.now_ms();
+  bool close_now = may_close_after_answer();
   ex_ = Exchange{};
   scan_.reset();
   if (up_ != nullptr) release_upstream(false);
-  if (close_after) {
-    graceful_close();
+  if (close_now) {
+    graceful_close(true);
     return;
   }
   llhttp_resume(&parser_);
@@ -333,7 +347,9 @@ bool ClientConn::answer_probe() {
   if (w_.observer() == nullptr || !w_.observer()->probe(path, status, body)) return false;
   ex_.local = true;
   ex_.status = status;
+  ex_.ebb_reason = "probe";
   ex_.response_started = true;
+  ex_.close_after = announce_close(false);  // the body, if any, is read and dropped before the next request
   flush_batch();
   scratch_.clear();
   char head[160];

@@ -261,6 +261,8 @@ int UpstreamConn::on_header_value(const char* at, size_t len) {
 int UpstreamConn::on_headers_complete() {
   if (state_ == State::kClosing || owner_ == nullptr) return HPE_USER;
   int status = llhttp_get_status_code(&parser_);
+  // Not an HTTP status (RFC 9110 §15): the answer is not forwarded; the exchange gets a 502.
+  if (status < 100 || status > 599) return http::fail(&parser_, "status code outside 100-599");
   if (status >= 100 && status < 200 && status != 101) return owner_->upstream_informational(this);
   int r = owner_->upstream_head(this);
   if (state_ == State::kClosing) return HPE_USER;

@@ -60,19 +60,19 @@ void Worker::unlink(ClientConn* c) {
 }
 
 void Worker::on_accept(uv_stream_t* listener) {
-  if (conn_count_ >= cfg_->limits.max_connections) {
+  if (conn_count_ >= connection_cap_) {
     // Over the limit: take the connection off the backlog and close it, so the listener
     // keeps accepting (and a client sees a clean close rather than a SYN timeout).
     auto* t = new uv_tcp_t;
     uv_tcp_init(loop_, t);
     if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(t)) == 0) ++metrics_.connections_rejected;
     uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-    LOG_DEBUG("connection limit reached", {"limit", cfg_->limits.max_connections});
+    LOG_DEBUG("connection limit reached", {"limit", connection_cap_});
     return;
   }
   auto* c = new ClientConn(*this, next_conn_id_++);
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(c->tcp())) != 0) {
-    c->close();
+    c->close(Unanswered::kClientClosed);
     return;
   }
   c->start();
@@ -81,7 +81,7 @@ void Worker::on_accept(uv_stream_t* listener) {
 void Worker::adopt(int fd) {
   auto* c = new ClientConn(*this, next_conn_id_++);
   if (uv_tcp_open(c->tcp(), fd) != 0) {
-    c->close();
+    c->close(Unanswered::kClientClosed);
     return;
   }
   c->start();
@@ -107,7 +107,7 @@ void Worker::cut_all() {
 void Worker::close_all() {
   for (ClientConn* c = head_; c != nullptr;) {
     ClientConn* next = c->next_;
-    c->close();
+    c->close(Unanswered::kExit);
     c = next;
   }
   pool_.close_all();

@@ -57,6 +57,9 @@ class Worker {
   ~Worker();
 
   void set_config(const Config* cfg) { cfg_ = cfg; }
+  // limits.max_connections, lowered by the process's descriptor budget (Server::connection_cap).
+  void set_connection_cap(size_t cap) { connection_cap_ = cap; }
+  size_t connection_cap() const { return connection_cap_; }
   void set_upstream(const sockaddr_storage& addr, std::string host_header);
   void on_accept(uv_stream_t* listener);  // from the listener's connection callback
   void adopt(int fd);                     // a connection accepted by hand (backlog drain)
@@ -98,6 +101,7 @@ class Worker {
   std::string upstream_host_;
   ClientConn* head_ = nullptr;
   size_t conn_count_ = 0;
+  size_t connection_cap_ = 0;
   std::uint64_t next_conn_id_ = 1;
   std::uint64_t request_counter_ = 0;
   char request_id_[40] = {0};

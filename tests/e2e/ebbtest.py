@@ -341,7 +341,8 @@ class Ebb:
     """One ebb process. Use as a context manager or through EbbTestCase.start_ebb."""
 
     def __init__(self, upstream, config: dict | None = None, *, env: dict | None = None,
-                 binary: str | None = None, args=(), start_timeout: float | None = None):
+                 binary: str | None = None, args=(), start_timeout: float | None = None,
+                 nofile: int | None = None):
         if isinstance(upstream, FakeUpstream):
             upstream = f"127.0.0.1:{upstream.port}"
         elif isinstance(upstream, int):
@@ -354,6 +355,7 @@ class Ebb:
         self.binary = binary or EBB_BIN
         self.args = list(args)
         self.start_timeout = start_timeout if start_timeout is not None else dl(10)
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) for the ebb process
         self.proc: subprocess.Popen | None = None
         self.tmpdir: str | None = None
         self.lines: list[str] = []        # every stderr line, raw
@@ -382,9 +384,13 @@ class Ebb:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EBB_")}
         env.update(self.env)
         self._stdout = open(os.path.join(self.tmpdir, "stdout"), "wb")
+        limit = None
+        if self.nofile:
+            import resource
+            limit = lambda n=self.nofile: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
         self.proc = subprocess.Popen([self.binary, "--config", self.config_path, *self.args],
                                      stdin=subprocess.DEVNULL, stdout=self._stdout,
-                                     stderr=subprocess.PIPE, env=env, cwd=self.tmpdir)
+                                     stderr=subprocess.PIPE, env=env, cwd=self.tmpdir, preexec_fn=limit)
         self._reader = threading.Thread(target=self._read_stderr, daemon=True,
                                         name=f"ebb-stderr-{self.proc.pid}")
         self._reader.start()

@@ -24,7 +24,7 @@ class AdminCase(LifecycleCase):
         self.assertEqual(resp.status, 200, f"{resp!r} {resp.body!r}")
         self.assertIn("application/json", resp.header("Content-Type", ""), resp)
         doc = json.loads(resp.body)
-        self.assertEqual(set(doc), {"drained_requests", "cut_requests", "seconds"}, doc)
+        self.assertEqual(set(doc), {"drained_requests", "cut_requests", "unanswered_requests", "seconds"}, doc)
         return doc
 
 

@@ -171,6 +171,26 @@ class AppFailures(EbbTestCase):
         self.assertTrue(r.body.strip(), "SPEC §5: a short text body naming the cause")
         self.assertGreaterEqual(fake.accepts, 1)
 
+    def test_status_outside_100_599_gives_502_counted_once(self):
+        # SPEC §5: an answer that is not HTTP is ebb's 502, never forwarded; counted once.
+        from lifecycle_util import scrape
+        for raw in (b"HTTP/1.1 999 Nope\r\nContent-Length: 2\r\n\r\nno",
+                    b"HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\nno"):
+            def bad(req, conn, raw=raw):
+                req.read_body()
+                conn.send(raw)
+                return CLOSE
+            fake, ebb = self.proxy(bad)
+            c = self.connect(ebb)
+            r = c.request("GET", "/", timeout=dl(5))
+            self.assertEbbError(r, 502, f"the app answered {raw[:16]!r}")
+            m = scrape(ebb)
+            total = sum(v for _, v in m.labelled("ebb_requests_total"))
+            self.assertEqual(total, 1, "counted once in ebb_requests_total")
+            self.assertEqual(m.value("ebb_requests_total", {"code": "502", "source": "ebb"}), 1)
+            self.assertEqual(m.value("ebb_request_duration_seconds_count"), 1, "and once in the histogram")
+            self.assertEqual(m.value("ebb_upstream_errors_total", {"kind": "bad_response"}), 1)
+
     def test_hung_app_gives_504_after_upstream_response_timeout(self):
         fake, ebb = self.proxy(never_answer, {"timeouts": {"upstream_response": "500ms"}})
         c = self.connect(ebb)

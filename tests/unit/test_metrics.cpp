@@ -254,9 +254,9 @@ Metrics filled(std::uint64_t seed) {
   m.connections_accepted = k++;
   m.connections_rejected = k++;
   for (auto& u : m.upstream_errors) u = k++;
-  for (auto& b : m.duration_buckets) b = k++;
-  m.duration_count = k++;
-  m.duration_sum = static_cast<double>(k++) + 0.25;
+  for (auto& b : m.duration.buckets) b = k++;
+  m.duration.count = k++;
+  m.duration.sum = static_cast<double>(k++) + 0.25;
   m.drain_cut_requests = k++;
   m.client_send_timeouts = k++;
   m.backpressure_pauses_client = k++;
@@ -280,11 +280,11 @@ TEST_CASE("count_request puts a duration in the first bucket whose bound it does
     INFO(c.seconds << " s");
     Metrics m;
     m.count_request(200, c.seconds);
-    CHECK(m.duration_count == 1);
-    CHECK(m.duration_sum == c.seconds);
-    for (size_t i = 0; i < m.duration_buckets.size(); ++i) {
+    CHECK(m.duration.count == 1);
+    CHECK(m.duration.sum == c.seconds);
+    for (size_t i = 0; i < m.duration.buckets.size(); ++i) {
       INFO("bucket " << i);
-      CHECK(m.duration_buckets[i] == (static_cast<int>(i) == c.bucket ? 1u : 0u));
+      CHECK(m.duration.buckets[i] == (static_cast<int>(i) == c.bucket ? 1u : 0u));
     }
   }
 }
@@ -302,9 +302,9 @@ TEST_CASE("count_request counts codes 100-599 by code and every request in the h
   for (auto c : m.requests_by_code) total += c;
   CHECK(total == 5);
   CHECK(m.requests_in_flight == 0);  // a code of 600 must not spill into the next field
-  CHECK(m.duration_count == 9);
-  CHECK(m.duration_buckets[2] == 9);
-  CHECK(m.duration_sum == Approx(0.09));
+  CHECK(m.duration.count == 9);
+  CHECK(m.duration.buckets[2] == 9);
+  CHECK(m.duration.sum == Approx(0.09));
   m.count_upstream_error(ebb::UpstreamError::kStaleRetried);
   m.count_upstream_error(ebb::UpstreamError::kStaleRetried);
   CHECK(m.upstream_errors[static_cast<size_t>(ebb::UpstreamError::kStaleRetried)] == 2);
@@ -327,11 +327,11 @@ TEST_CASE("add sums every field of another loop's Metrics", "[metrics]") {
   for (size_t i = 0; i < sum.upstream_errors.size(); ++i) {
     CHECK(sum.upstream_errors[i] == a.upstream_errors[i] + b.upstream_errors[i]);
   }
-  for (size_t i = 0; i < sum.duration_buckets.size(); ++i) {
-    CHECK(sum.duration_buckets[i] == a.duration_buckets[i] + b.duration_buckets[i]);
+  for (size_t i = 0; i < sum.duration.buckets.size(); ++i) {
+    CHECK(sum.duration.buckets[i] == a.duration.buckets[i] + b.duration.buckets[i]);
   }
-  CHECK(sum.duration_count == a.duration_count + b.duration_count);
-  CHECK(sum.duration_sum == a.duration_sum + b.duration_sum);
+  CHECK(sum.duration.count == a.duration.count + b.duration.count);
+  CHECK(sum.duration.sum == a.duration.sum + b.duration.sum);
   CHECK(sum.drain_cut_requests == a.drain_cut_requests + b.drain_cut_requests);
   CHECK(sum.client_send_timeouts == a.client_send_timeouts + b.client_send_timeouts);
   CHECK(sum.backpressure_pauses_client == a.backpressure_pauses_client + b.backpressure_pauses_client);
@@ -369,7 +369,7 @@ TEST_CASE("render_prometheus of empty Metrics is valid and names every SPEC §6 
   CHECK(e.type.at("ebb_requests_total") == "counter");
   CHECK(e.type.at("ebb_requests_in_flight") == "gauge");
   CHECK(e.type.at("ebb_request_duration_seconds") == "histogram");
-  CHECK(e.get("ebb_requests_total", {{"code", "200"}}) == 0.0);
+  CHECK(e.get("ebb_requests_total", {{"code", "200"}, {"source", "app"}}) == 0.0);
   CHECK(e.family("ebb_requests_total").size() == 1);
   CHECK(e.family("ebb_upstream_errors_total").size() == static_cast<size_t>(ebb::UpstreamError::kCount));
   CHECK(e.get("ebb_request_duration_seconds_count") == 0.0);
@@ -403,8 +403,8 @@ TEST_CASE("render_prometheus renders the counted values", "[metrics]") {
   Exposition e = parse_exposition(text);
   INFO(text);
   CHECK(join(e.errors) == "");
-  CHECK(e.get("ebb_requests_total", {{"code", "200"}}) == 6.0);
-  CHECK(e.get("ebb_requests_total", {{"code", "503"}}) == 1.0);
+  CHECK(e.get("ebb_requests_total", {{"code", "200"}, {"source", "app"}}) == 6.0);
+  CHECK(e.get("ebb_requests_total", {{"code", "503"}, {"source", "app"}}) == 1.0);
   CHECK(e.family("ebb_requests_total").size() == 2);  // codes never seen are left out
   CHECK(e.get("ebb_requests_in_flight") == 4.0);
   CHECK(e.get("ebb_connections_active") == 9.0);
@@ -443,8 +443,8 @@ TEST_CASE("render_prometheus prints 64-bit counters exactly and each lifecycle s
   const std::uint64_t max = std::numeric_limits<std::uint64_t>::max();
   m.requests_by_code[204] = max;
   m.connections_accepted = max;
-  m.duration_buckets[0] = 1;
-  m.duration_count = 1;
+  m.duration.buckets[0] = 1;
+  m.duration.count = 1;
   ProcessFigures p;
   p.version = "v";
   for (const char* state : {"starting", "ready", "draining", "drained"}) {
@@ -452,7 +452,7 @@ TEST_CASE("render_prometheus prints 64-bit counters exactly and each lifecycle s
     Exposition e = parse_exposition(ebb::render_prometheus(m, p));
     INFO(state);
     CHECK(join(e.errors) == "");
-    CHECK(e.raw("ebb_requests_total", {{"code", "204"}}) == std::to_string(max));
+    CHECK(e.raw("ebb_requests_total", {{"code", "204"}, {"source", "app"}}) == std::to_string(max));
     CHECK(e.raw("ebb_connections_accepted_total") == std::to_string(max));
     double ones = 0;
     for (const Sample* s : e.family("ebb_lifecycle_state")) ones += s->value;
@@ -477,4 +477,43 @@ TEST_CASE("the exposition checker catches the faults it looks for", "[metrics]")
   CHECK_FALSE(parse_exposition(h + "h_bucket{le=\"1\"} 3\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n").errors.empty());
   CHECK_FALSE(parse_exposition(h + "h_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 5\n").errors.empty());
   CHECK_FALSE(parse_exposition(h + "h_bucket{le=\"1\"} 1\nh_sum 3\nh_count 1\n").errors.empty());
+}
+
+TEST_CASE("render_prometheus separates ebb's own answers from the app's, and renders the upstream histogram", "[metrics]") {
+  Metrics m;
+  m.count_request(502, 0.002, true);
+  m.count_request(502, 0.002, false);
+  m.count_request(200, 0.002, false);
+  m.upstream_response.observe(0.03);
+  m.request_bytes = 1234;
+  m.response_bytes = 5678;
+  ProcessFigures p;
+  p.version = "v";
+  std::string text = ebb::render_prometheus(m, p);
+  Exposition e = parse_exposition(text);
+  INFO(text);
+  CHECK(join(e.errors) == "");
+  CHECK(e.get("ebb_requests_total", {{"code", "502"}, {"source", "ebb"}}) == 1.0);
+  CHECK(e.get("ebb_requests_total", {{"code", "502"}, {"source", "app"}}) == 1.0);
+  CHECK(e.get("ebb_requests_total", {{"code", "200"}, {"source", "app"}}) == 1.0);
+  CHECK(!e.get("ebb_requests_total", {{"code", "200"}, {"source", "ebb"}}));
+  CHECK(e.family("ebb_requests_total").size() == 3);
+  CHECK(e.type.at("ebb_upstream_response_duration_seconds") == "histogram");
+  CHECK(e.get("ebb_upstream_response_duration_seconds_bucket", {{"le", "0.025"}}) == 0.0);
+  CHECK(e.get("ebb_upstream_response_duration_seconds_bucket", {{"le", "0.05"}}) == 1.0);
+  CHECK(e.get("ebb_upstream_response_duration_seconds_count") == 1.0);
+  CHECK(e.get("ebb_request_bytes_total") == 1234.0);
+  CHECK(e.get("ebb_response_bytes_total") == 5678.0);
+  for (const char* reason : {"client_closed", "upstream_broken", "request_error", "drain_timeout",
+                             "client_send_timeout", "after_close", "exit"}) {
+    CHECK(e.get("ebb_requests_unanswered_total", {{"reason", reason}}) == 0.0);
+  }
+  Metrics sum;
+  sum.add(m);
+  sum.add(m);
+  sum.count_unanswered(ebb::Unanswered::kAfterClose);
+  CHECK(sum.local_by_code[502] == 2);
+  CHECK(sum.upstream_response.count == 2);
+  CHECK(sum.response_bytes == 2 * 5678);
+  CHECK(sum.unanswered_total() == 1);
 }
