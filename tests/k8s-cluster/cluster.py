@@ -112,6 +112,7 @@ class Cluster:
         self.netns_inode = None
         self.host_ns = None
         self.before = {}
+        self.owned = False  # down() touches nothing unless this run set the cluster up
 
     # ---- helpers -------------------------------------------------------------------------
     def kubectl(self, *args, check=True, timeout=120, input=None):
@@ -237,7 +238,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def up(self):
         if os.path.exists(f"/run/netns/{NETNS}") or STATE.exists() or RUN.exists():
             raise RuntimeError(f"a previous run's cluster is still there (/run/netns/{NETNS}, {STATE} "
-                               f"or {RUN}): run `make k8s-proof-clean` first")
+                               f"or {RUN}): another run is going on, or a killed one left it: "
+                               "`make k8s-proof-clean` removes it")
+        self.owned = True
         self._record_host()
         for d in (STATE / "tmp", RUN / "containerd"):
             d.mkdir(parents=True)
@@ -321,7 +324,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "--conntrack-max-per-core", "0", "--conntrack-tcp-timeout-established", "0",
             "--conntrack-tcp-timeout-close-wait", "0", "--oom-score-adj", "0",
             "--metrics-bind-address", "127.0.0.1:10249", "--healthz-bind-address", "127.0.0.1:10256",
-            "--v", "1"])
+            "--v", "2"])  # 2: each rules sync and how long it took
         wait_for("kube-proxy's service rules", lambda: "KUBE-SERVICES" in run(
             ["iptables", "-t", "nat", "-S", "KUBE-SERVICES"], check=False).stdout and API_SERVICE_IP in run(
             ["iptables", "-t", "nat", "-S", "KUBE-SERVICES"], check=False).stdout, 60, self.procs[-1])
@@ -347,6 +350,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                          "netns": set(b["netns"]), "netns_dir": b["netns_dir"], "cgroups": set(map(Path, b["cgroups"])),
                          "sysctl": b["sysctl"]}
         cl.netns_inode = ns_inode(f"/run/netns/{NETNS}")
+        cl.owned = True
         return cl.down()
 
     def _pids_in(self, inodes):
@@ -365,6 +369,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def down(self):
         """Undoes up(), whatever state it reached. Returns a list of what it could not undo."""
         problems = []
+        if not self.owned:
+            return problems
 
         def step(what, fn):
             try:
@@ -385,11 +391,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 step(f"stop {name}", lambda p=by_name[name]: p.stop(grace=10))
         if "containerd" in by_name and by_name["containerd"].alive():
             def remove_containers():
-                for task in self.ctr("tasks", "ls", "-q", check=False).stdout.split():
-                    self.ctr("tasks", "kill", "-s", "SIGKILL", task, check=False)
-                    self.ctr("tasks", "delete", "-f", task, check=False)
-                for c in self.ctr("containers", "ls", "-q", check=False).stdout.split():
-                    self.ctr("containers", "delete", c, check=False)
+                for task in self.ctr("tasks", "ls", "-q", check=False, timeout=20).stdout.split():
+                    self.ctr("tasks", "kill", "-s", "SIGKILL", task, check=False, timeout=20)
+                    self.ctr("tasks", "delete", "-f", task, check=False, timeout=20)
+                for c in self.ctr("containers", "ls", "-q", check=False, timeout=20).stdout.split():
+                    self.ctr("containers", "delete", c, check=False, timeout=20)
             step("containerd: containers", remove_containers)
             step("stop containerd", lambda: by_name["containerd"].stop(grace=10))
         # Whatever is still in our namespace or a pod's (shims, containers) goes by pid.

@@ -175,6 +175,7 @@ def run_scenario(cl, name, files, deployment, service, restarts, workdir, ebb):
         for i in range(restarts):
             t = time.monotonic()
             cl.kubectl("-n", ns, "rollout", "restart", f"deployment/{deployment}")
+            k8s.log(f"{name}: restart {i + 1}/{restarts} at {time.strftime('%H:%M:%S', time.gmtime())}")
             cl.kubectl("-n", ns, "rollout", "status", f"deployment/{deployment}", "--timeout=300s", timeout=320)
             rollouts.append(time.monotonic() - t)
             if logs:
@@ -187,6 +188,7 @@ def run_scenario(cl, name, files, deployment, service, restarts, workdir, ebb):
             p["metadata"].get("deletionTimestamp") for p in ps))(pods(cl, ns)), 180, interval=0.5)
         settle = time.monotonic() - t
         summary = load.stop()
+        (Path(workdir) / f"load-{name}.json").write_text(json.dumps(summary, indent=1))
     except BaseException:
         load.kill()
         raise
@@ -232,7 +234,8 @@ def report(r):
     for m in r["hook_msgs"][:3]:
         lines.append(f"  preStop: {m}")
     for f in s["failures"][:8]:
-        lines.append(f"  failed: {f['client']} {f['method']} {f['path'][:20]} after {f['end'] - f['t']:.3f}s "
+        at = time.strftime("%H:%M:%S", time.gmtime(f["t"])) + f".{int(f['t'] * 1000) % 1000:03d}"
+        lines.append(f"  failed: {at} {f['client']} {f['method']} {f['path'][:20]} after {f['end'] - f['t']:.3f}s "
                      f"{f['kind']} (answers before on its connection: {f.get('served_before', '-')}) {f['detail'][:120]}")
     return "\n".join(lines)
 

@@ -151,7 +151,7 @@ def main():
         "requests": ka.requests + mix.requests, "failed": len(failures), "kinds": kinds,
         "keepalive": {"requests": ka.requests, "failed": len(ka.failures), "connections": ka.connections},
         "newconn": {"requests": mix.requests, "failed": len(mix.failures)},
-        "failures": failures[:40]}), flush=True)
+        "failures": failures[:5000]}), flush=True)
 
 
 if __name__ == "__main__":
