@@ -373,10 +373,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             return problems
 
         def step(what, fn):
+            t = time.monotonic()
             try:
                 fn()
             except Exception as e:  # teardown goes on whatever one step met
                 problems.append(f"{what}: {e}")
+            if time.monotonic() - t > 2:
+                log(f"teardown: {what} took {time.monotonic() - t:.1f}s")
 
         by_name = {p.name: p for p in self.procs}
         # Pods first, while the kubelet and containerd still run: the kubelet stops them and
@@ -389,6 +392,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                      "kube-apiserver", "etcd"):
             if name in by_name:
                 step(f"stop {name}", lambda p=by_name[name]: p.stop(grace=10))
+                if by_name[name].killed:
+                    log(f"teardown: {name} needed SIGKILL")
         if "containerd" in by_name and by_name["containerd"].alive():
             def remove_containers():
                 for task in self.ctr("tasks", "ls", "-q", check=False, timeout=20).stdout.split():

@@ -161,6 +161,10 @@ def run_scenario(cl, name, files, deployment, service, restarts, workdir, ebb):
         cl.kubectl("-n", ns, "apply", "-f", f)
     cl.kubectl("-n", ns, "rollout", "status", f"deployment/{deployment}", "--timeout=180s", timeout=200)
     ip = cl.kubectl("-n", ns, "get", "service", service, "-o", "jsonpath={.spec.clusterIP}").stdout.strip()
+    # The load starts once kube-proxy routes the Service to every ready pod: before that its
+    # rules REJECT connections, which would count as failures of the deploy.
+    k8s.wait_for("kube-proxy's rules for the Service", lambda: k8s.run(["iptables-save", "-t", "nat"]).stdout.count(
+        f'--comment "{ns}/{service}:http" -m tcp -j DNAT') == REPLICAS, 60, interval=0.25)
     k8s.log(f"{name}: {deployment} ready, Service {service} at {ip}:80")
     phase(f"{name}:apply", t0)
 
