@@ -387,7 +387,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         if "kubelet" in by_name and by_name["kubelet"].alive():
             step("delete pods", lambda: self.kubectl(
                 "delete", "pods", "--all", "--all-namespaces", "--grace-period=1", "--wait=true",
-                "--timeout=60s", check=False, timeout=90))
+                "--timeout=20s", check=False, timeout=40))
         for name in ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager",
                      "kube-apiserver", "etcd"):
             if name in by_name:

@@ -208,6 +208,9 @@ def run_scenario(cl, name, files, deployment, service, restarts, workdir, ebb):
     hook_msgs = sorted({e.get("message", "")[:160] for e in events if e.get("reason") == "FailedPreStopHook"})
     t0 = time.monotonic()
     cl.kubectl("-n", ns, "delete", "deployment", deployment, "--wait=true", timeout=120)
+    # The ReplicaSets go in the background; until they are gone they would replace deleted pods.
+    k8s.wait_for("ReplicaSets gone", lambda: not cl.kubectl(
+        "-n", ns, "get", "replicasets", "-o", "name", timeout=30).stdout.strip(), 60)
     cl.kubectl("-n", ns, "delete", "pods", "--all", "--grace-period=1", "--wait=true", "--timeout=90s",
                timeout=120)
     phase(f"{name}:cleanup", t0)
