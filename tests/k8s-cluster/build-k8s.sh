@@ -83,4 +83,6 @@ for c in "${need[@]}"; do
   install -m 0755 "$built" "$DEST/bin/$c"
 done
 log "built ${need[*]} in $(( $(date +%s) - start ))s"
+# The source tree with its build caches is about 3.5 GB; only the binaries (about 400 MB) are kept.
+rm -rf "$DEST/src" "$DEST/gopath" "$DEST/gocache"
 echo "$DEST/bin" >"$CACHE/current"
