@@ -65,7 +65,7 @@ zero-downtime: build
 	cd $(BUILD) && EBB_ZD_RESTARTS=20 ctest --output-on-failure -L zero-downtime
 
 # The same proof on a real single-node Kubernetes 1.20, built once from Debian's sources into
-# /var/cache/ebb-k8s (about 15 min on 2 cores, then reused), inside a network namespace of its own;
+# /var/cache/ebb-k8s (13-19 min on 2 cores, then reused), inside a network namespace of its own;
 # the script installs the Debian packages it needs. Root only. See tests/k8s-cluster/.
 K8S_RESTARTS ?= 10
 k8s-proof: build

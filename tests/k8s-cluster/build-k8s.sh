@@ -53,7 +53,8 @@ mkdir -p "$DEST/bin"
 if [ ! -x "$DEST/bin/kubectl" ]; then
   log "fetching kubernetes-client $version"
   apt_update
-  tmp=$(mktemp -d); (cd "$tmp" && apt-get download -qq "kubernetes-client=$version" && dpkg-deb -x kubernetes-client_*.deb x)
+  tmp=$(mktemp -d); chmod 755 "$tmp"  # apt downloads as the _apt user
+  (cd "$tmp" && apt-get download -qq "kubernetes-client=$version" && dpkg-deb -x kubernetes-client_*.deb x)
   install -m 0755 "$tmp/x/usr/bin/kubectl" "$DEST/bin/kubectl"; rm -rf "$tmp"
 fi
 
@@ -75,7 +76,7 @@ fi
 export GOPROXY=off GOFLAGS=-mod=vendor GO111MODULE=on GOTOOLCHAIN=local
 export GOPATH="$DEST/gopath" GOCACHE="$DEST/gocache" KUBE_BUILD_PLATFORMS=linux/amd64
 whats=$(printf 'cmd/%s ' "${need[@]}")
-log "building ${need[*]} (nice -n 10; about 15 min on 2 cores)"
+log "building ${need[*]} (nice -n 10; 13-19 min on 2 cores)"
 (cd "$DEST/src" && nice -n 10 make WHAT="${whats% }" KUBE_VERBOSE=0)
 for c in "${need[@]}"; do
   built=$(find "$DEST/src/_output" -type f -name "$c" -perm -u+x | head -1)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(HERE))
 
 import cluster as k8s  # noqa: E402
 import images  # noqa: E402
+from zd_procs import _wrap as with_pdeathsig  # noqa: E402  (children die with us, even on SIGKILL)
 
 manifests = None
 REPLICAS = 2
@@ -56,7 +57,7 @@ class Load:
 
     def __init__(self, ip, port, logdir, name):
         self.err = open(Path(logdir) / f"load-{name}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-u", str(HERE / "load.py"), ip, str(port)],
+        self.proc = subprocess.Popen(with_pdeathsig([sys.executable, "-u", str(HERE / "load.py"), ip, str(port)]),
                                      stdout=subprocess.PIPE, stderr=self.err, text=True)
         self.lines = []
         self._t = threading.Thread(target=self._read, daemon=True)
@@ -115,9 +116,9 @@ class PodLogs:
             if name in self.procs or p["metadata"].get("deletionTimestamp"):
                 continue
             out = open(self.dir / f"{name}.log", "w")
-            self.procs[name] = (subprocess.Popen(
+            self.procs[name] = (subprocess.Popen(with_pdeathsig(
                 [str(self.cl.bin / "kubectl"), "--kubeconfig", str(self.cl.kubeconfig), "-n", self.ns,
-                 "logs", "-f", name, "-c", self.container], stdout=out, stderr=subprocess.STDOUT), out)
+                 "logs", "-f", name, "-c", self.container]), stdout=out, stderr=subprocess.STDOUT), out)
 
     def stop(self):
         for proc, out in self.procs.values():
