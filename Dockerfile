@@ -16,7 +16,9 @@ WORKDIR /src
 COPY . .
 # DEPS_CHECK names the build tools only, so `make deps` finds nothing missing and installs
 # nothing more; tests/ is not in the context (.dockerignore), so no npm install either.
-RUN make static DEPS_CHECK="/usr/bin/g++ /usr/bin/cmake /usr/bin/pkg-config /usr/include/uv.h \
+# The context has no .git: the commit for ebb_build_info and --version comes in as REVISION.
+ARG REVISION=unknown
+RUN make static CMAKE_ARGS="-DEBB_COMMIT=${REVISION}" DEPS_CHECK="/usr/bin/g++ /usr/bin/cmake /usr/bin/pkg-config /usr/include/uv.h \
       /usr/share/llhttp/llhttp.c /usr/include/yaml-cpp/yaml.h /usr/bin/python3" \
  && strip build/ebb
 
@@ -26,6 +28,16 @@ RUN make static DEPS_CHECK="/usr/bin/g++ /usr/bin/cmake /usr/bin/pkg-config /usr
 # So the base is the smallest image with glibc: distroless base without OpenSSL (ebb speaks
 # plain HTTP to the app and the kubelet). It also has /etc/passwd with the nonroot user 65532.
 FROM gcr.io/distroless/base-nossl-debian12
+# OCI annotations; set version and revision at build time:
+#   docker build --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) -t ebb .
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="ebb" \
+      org.opencontainers.image.description="Drain-aware HTTP/1.1 and h2c reverse-proxy sidecar for zero-downtime rolling deploys on Kubernetes" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.base.name="gcr.io/distroless/base-nossl-debian12" \
+      org.opencontainers.image.documentation="deploy/README.md"
 COPY --from=build /src/build/ebb /usr/local/bin/ebb
 COPY config/ebb.yaml /etc/ebb/ebb.yaml
 USER 65532:65532

@@ -4,15 +4,20 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 CTEST_ARGS ?=
+# Extra CMake options, e.g. -DEBB_COMMIT=<sha> where there is no .git (the image build).
+CMAKE_ARGS ?=
 
 # "file:package" pairs: a package is installed only when its file is missing, so what the machine
 # already has (e.g. a Node.js from another source, whose npm conflicts with Debian's) is left alone.
+# prometheus is there for promtool (the metrics test runs `promtool check metrics`); its postinst
+# starts no server in a container: Docker's policy-rc.d denies it, and without one invoke-rc.d
+# finds no runlevel and starts nothing.
 DEPS := /usr/bin/g++:g++ /usr/bin/cmake:cmake /usr/bin/make:make /usr/bin/pkg-config:pkg-config \
         /usr/include/uv.h:libuv1-dev /usr/share/llhttp/llhttp.c:node-llhttp \
         /usr/include/yaml-cpp/yaml.h:libyaml-cpp-dev /usr/include/catch2/catch.hpp:catch2 \
         /usr/bin/python3:python3 /usr/bin/curl:curl /usr/bin/wrk:wrk /usr/sbin/nginx:nginx \
         /usr/sbin/haproxy:haproxy /usr/bin/go:golang-go /usr/bin/node:nodejs /usr/bin/npm:npm \
-        /usr/bin/pgrep:procps /usr/bin/readelf:binutils
+        /usr/bin/pgrep:procps /usr/bin/readelf:binutils /usr/bin/promtool:prometheus
 DEPS_CHECK ?= $(foreach d,$(DEPS),$(firstword $(subst :, ,$(d))))
 
 .PHONY: all deps build asan static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench clean
@@ -30,16 +35,18 @@ deps:
 	fi
 	@$(MAKE) --no-print-directory -s npm-deps
 
-# kubernetes-models carries the Kubernetes API schema used to validate deploy/ strictly.
+# kubernetes-models carries the Kubernetes API schema used to validate deploy/ strictly, and
+# @kubernetes-models/prometheus-operator the PodMonitor's; a checkout that lacks either installs.
 npm-deps:
-	@if [ -f tests/k8s/package.json ] && [ ! -d tests/k8s/node_modules ]; then \
+	@if [ -f tests/k8s/package.json ] && { [ ! -d tests/k8s/node_modules/kubernetes-models ] || \
+	  [ ! -d tests/k8s/node_modules/@kubernetes-models/prometheus-operator ]; }; then \
 	  echo "make deps: npm install in tests/k8s"; \
 	  (cd tests/k8s && npm install --no-audit --no-fund --silent); fi
 
 # The release build links libuv, yaml-cpp and the C++ runtime statically: the binary the tests
 # run is the binary the image ships (only glibc stays dynamic).
 build: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DEBB_STATIC=ON >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DEBB_STATIC=ON $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
 asan: deps
@@ -61,8 +68,9 @@ test: build asan
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j2 -L 'unit|e2e' $(CTEST_ARGS)
 
+# Run directly, not through CTest, so that every scenario's lines are printed as it ends.
 zero-downtime: build
-	cd $(BUILD) && EBB_ZD_RESTARTS=20 ctest --output-on-failure -L zero-downtime
+	EBB_BIN=$(abspath $(BUILD))/ebb EBB_ZD_RESTARTS=20 python3 -u tests/zero-downtime/test_rolling_deploy.py
 
 # The same proof on a real single-node Kubernetes 1.20, built once from Debian's sources into
 # /var/cache/ebb-k8s (13-19 min on 2 cores, then reused), inside a network namespace of its own;
@@ -75,8 +83,13 @@ k8s-proof: build
 k8s-proof-clean:
 	/usr/bin/python3 -u tests/k8s-cluster/k8s_proof.py --clean
 
+# Not part of `make test`: ebb, nginx and HAProxy each pinned to CPU 0, the upstream and wrk on
+# the rest, interleaved rounds; it exits 3 when the noise guard marked the run INVALID.
+# Options: make bench BENCH_ARGS="--rounds 5 --seconds 10 --cells small-c50 --proxy-cpus 0-1 --other-cpus 2-3"
+# (bench.py --help lists them all).
+BENCH_ARGS ?=
 bench: build
-	python3 tests/bench/bench.py $(BUILD)/ebb
+	python3 tests/bench/bench.py $(BUILD)/ebb --json $(BUILD)/bench.json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

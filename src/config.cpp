@@ -31,7 +31,7 @@ struct SizeRef {
   std::uint64_t* p;
 };
 using Field = std::variant<HostPort*, std::string*, DurationRef, SizeRef, std::uint32_t*, bool*,
-                           UpstreamCheck*, LogFormat*, LogLevel*>;
+                           UpstreamCheck*, LogFormat*, LogLevel*, ConcurrencyLimit*>;
 
 struct Key {
   std::string_view path;
@@ -65,6 +65,9 @@ const Key kKeys[] = {
     {"limits.max_connections", [](Config& c) -> Field { return SizeRef{&c.limits.max_connections}; }},
     {"upstream_pool.max_idle", [](Config& c) -> Field { return &c.upstream_pool.max_idle; }},
     {"upstream_retry.connect_retry_budget", [](Config& c) -> Field { return DurationRef{&c.upstream_retry.connect_retry_budget}; }},
+    {"upstream_limits.max_concurrency", [](Config& c) -> Field { return &c.upstream_limits.max_concurrency; }},
+    {"upstream_limits.queue_size", [](Config& c) -> Field { return &c.upstream_limits.queue_size; }},
+    {"upstream_limits.queue_timeout", [](Config& c) -> Field { return DurationRef{&c.upstream_limits.queue_timeout}; }},
     {"probes.on_proxy_listener", [](Config& c) -> Field { return &c.probes.on_proxy_listener; }},
     {"log.format", [](Config& c) -> Field { return &c.log.format; }},
     {"log.level", [](Config& c) -> Field { return &c.log.level; }},
@@ -96,6 +99,9 @@ Overloaded(F...) -> Overloaded<F...>;
 constexpr std::string_view kDurationNoun = "a duration like 250ms, 5s or 1m";
 // A year is "forever" for any timeout here, and keeps sums and ms->ns conversions far from overflow.
 constexpr Millis kMaxDuration = 8760ull * 3'600'000;
+// Far above any app's real concurrency, and far below where counters could misbehave.
+constexpr std::uint64_t kMaxConcurrency = 1'000'000;
+constexpr std::uint32_t kMaxQueueSize = 1'000'000;
 
 const Key* find_key(std::string_view path) {
   for (const Key& k : kKeys)
@@ -326,6 +332,19 @@ std::string set_field(Field f, std::string_view s) {
                         [&](UpstreamCheck* p) { return enum_error(kChecks, s, *p); },
                         [&](LogFormat* p) { return enum_error(kFormats, s, *p); },
                         [&](LogLevel* p) { return enum_error(kLevels, s, *p); },
+                        [&](ConcurrencyLimit* p) {
+                          if (s == "auto") {
+                            *p = ConcurrencyLimit{true, 0};
+                            return std::string();
+                          }
+                          std::uint64_t n = 0;
+                          if (!parse_uint(s, n))
+                            return "expected a non-negative integer (0 = unlimited) or auto, got " + quote(s);
+                          if (n > kMaxConcurrency)
+                            return "must be at most " + std::to_string(kMaxConcurrency) + ", got " + quote(s);
+                          *p = ConcurrencyLimit{false, static_cast<std::uint32_t>(n)};
+                          return std::string();
+                        },
                     },
                     f);
 }
@@ -341,6 +360,7 @@ std::string field_noun(Field f) {
                         [](UpstreamCheck*) { return std::string("one of tcp, http, none"); },
                         [](LogFormat*) { return std::string("one of json, text"); },
                         [](LogLevel*) { return std::string("one of debug, info, warn, error"); },
+                        [](ConcurrencyLimit*) { return std::string("a non-negative integer (0 = unlimited) or auto"); },
                     },
                     f);
 }
@@ -357,6 +377,7 @@ std::string format_field(Field f) {
           [](UpstreamCheck* p) { return std::string(enum_name(kChecks, *p)); },
           [](LogFormat* p) { return std::string(enum_name(kFormats, *p)); },
           [](LogLevel* p) { return std::string(enum_name(kLevels, *p)); },
+          [](ConcurrencyLimit* p) { return p->adaptive ? std::string("auto") : std::to_string(p->fixed); },
       },
       f);
 }
@@ -368,13 +389,13 @@ std::string node_kind(const YAML::Node& n) {
   return "nothing";
 }
 
-// Reads the whole file with POSIX calls so a directory or an unreadable file gives errno's words.
-bool read_file(const std::string& path, std::string& out, std::string& error) {
+}  // namespace
+
+// POSIX calls, so a directory or an unreadable file gives errno's words.
+int read_whole_file(const std::string& path, std::string& out) {
+  out.clear();
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    error = path + ": cannot read config file: " + std::strerror(errno);
-    return false;
-  }
+  if (fd < 0) return errno;
   char buf[16384];
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof buf);
@@ -383,14 +404,16 @@ bool read_file(const std::string& path, std::string& out, std::string& error) {
     } else if (n == 0) {
       break;
     } else if (errno != EINTR) {
-      error = path + ": cannot read config file: " + std::strerror(errno);
+      int e = errno;
       ::close(fd);
-      return false;
+      return e;
     }
   }
   ::close(fd);
-  return true;
+  return 0;
 }
+
+namespace {
 
 class Loader {
  public:
@@ -400,7 +423,13 @@ class Loader {
 
   bool load_file() {
     std::string text;
-    if (!read_file(path_, text, error_)) return false;
+    if (int e = read_whole_file(path_, text); e != 0)
+      return fail(path_ + ": cannot read config file: " + std::strerror(e));
+    return load_text(text);
+  }
+
+  // `path_` names the text in messages (a file, or e.g. a ConfigMap's key).
+  bool load_text(const std::string& text) {
     std::vector<YAML::Node> docs;
     try {
       docs = YAML::LoadAll(text);
@@ -423,7 +452,12 @@ class Loader {
       const Key* key = nullptr;
       for (const Key& k : kKeys)
         if (env_name(k.path) == name) key = &k;
-      if (!key) return fail("env " + name + ": unknown key" + env_key_hint(name));
+      if (!key) {
+        // Never fatal: a Service named ebb or ebb-* puts its links into every pod's environment.
+        if (is_service_link(name, value)) notes_.push_back("env " + name + ": a Kubernetes service link, not a config key");
+        else warnings_.push_back("env " + name + ": unknown key" + env_key_hint(name) + "; ignored");
+        continue;
+      }
       origins_[std::string(key->path)] = {"env " + name, true};
       if (std::string why = set_field(key->field(config_), value); !why.empty()) return blame(key->path, why);
     }
@@ -460,6 +494,10 @@ class Loader {
     if (c.limits.max_uri_bytes == 0) return blame("limits.max_uri_bytes", "must be above 0");
     if (c.limits.max_connections == 0) return blame("limits.max_connections", "must be above 0");
     if (c.upstream_pool.max_idle > 100000) return blame("upstream_pool.max_idle", "must be at most 100000");
+    if (c.upstream_limits.queue_size > kMaxQueueSize)
+      return blame("upstream_limits.queue_size", "must be at most " + std::to_string(kMaxQueueSize));
+    if (c.upstream_limits.queue_timeout == 0)
+      return blame("upstream_limits.queue_timeout", "must be above 0 (queue_size: 0 turns the queue off)");
     if (c.workers == 0) return blame("workers", "0 workers would serve nothing; only 1 is supported");
     if (c.workers > 1)
       return blame("workers", "workers above 1 come with the multi-core work; only 1 is supported");
@@ -468,6 +506,8 @@ class Loader {
 
   Config config_;
   std::string error_;
+  std::vector<std::string> warnings_;
+  std::vector<std::string> notes_;
 
  private:
   struct Origin {
@@ -587,17 +627,108 @@ std::string format_duration(Millis ms) {
   return std::to_string(ms) + "ms";
 }
 
-ConfigResult load_config(const std::string& path, const std::map<std::string, std::string>& env) {
+namespace {
+// `text` null: read the file at `label` (none when empty).
+ConfigResult load(const std::string& label, const std::string* text, const std::map<std::string, std::string>& env) {
+  const std::string& path = label;
   try {
-    Loader loader(path);
-    if ((path.empty() || loader.load_file()) && loader.apply_env(env) && loader.validate())
-      return {std::move(loader.config_), {}};
-    return {std::nullopt, std::move(loader.error_)};
+    Loader loader(label);
+    bool read = text != nullptr ? loader.load_text(*text) : (label.empty() || loader.load_file());
+    bool ok = read && loader.apply_env(env) && loader.validate();
+    ConfigResult r;
+    if (ok) r.config = std::move(loader.config_);
+    else r.error = std::move(loader.error_);
+    r.warnings = std::move(loader.warnings_);
+    r.notes = std::move(loader.notes_);
+    return r;
   } catch (const std::exception& e) {  // YAML::Exception included: none may escape
     return {std::nullopt, (path.empty() ? "(defaults)" : path) + ": " + e.what()};
   } catch (...) {
     return {std::nullopt, (path.empty() ? "(defaults)" : path) + ": unexpected error while loading"};
   }
+}
+}  // namespace
+
+ConfigResult load_config(const std::string& path, const std::map<std::string, std::string>& env) {
+  return load(path, nullptr, env);
+}
+
+ConfigResult parse_config(const std::string& label, const std::string& text,
+                          const std::map<std::string, std::string>& env) {
+  return load(label, &text, env);
+}
+
+namespace {
+
+bool all_digits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+}
+
+bool is_ip(std::string_view s) {
+  std::string text(s);
+  in_addr a4;
+  in6_addr a6;
+  return inet_pton(AF_INET, text.c_str(), &a4) == 1 || inet_pton(AF_INET6, text.c_str(), &a6) == 1;
+}
+
+bool is_proto(std::string_view s, bool upper) {
+  for (std::string_view p : {"tcp", "udp", "sctp"}) {
+    if (s.size() != p.size()) continue;
+    bool same = true;
+    for (size_t i = 0; i < s.size(); ++i) same &= s[i] == (upper ? static_cast<char>(p[i] - 32) : p[i]);
+    if (same) return true;
+  }
+  return false;
+}
+
+// "tcp://10.96.0.12:80" or "tcp://[fd00::1]:80"
+bool is_link_url(std::string_view v) {
+  auto sep = v.find("://");
+  if (sep == std::string_view::npos || !is_proto(v.substr(0, sep), false)) return false;
+  std::string_view rest = v.substr(sep + 3);
+  auto colon = rest.rfind(':');
+  if (colon == std::string_view::npos || !all_digits(rest.substr(colon + 1))) return false;
+  std::string_view host = rest.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return is_ip(host);
+}
+
+}  // namespace
+
+bool is_service_link(std::string_view name, std::string_view value) {
+  // Kubernetes (pkg/kubelet/envvars): for a Service "ebb-metrics" with port 9901/TCP named "http":
+  // EBB_METRICS_SERVICE_HOST, EBB_METRICS_SERVICE_PORT, EBB_METRICS_SERVICE_PORT_HTTP,
+  // EBB_METRICS_PORT, EBB_METRICS_PORT_9901_TCP, and that plus _PROTO, _PORT, _ADDR.
+  // The value is checked too, so a misspelt key such as EBB_ADMIN_PORT=9902 is still reported.
+  if (name.rfind("EBB", 0) != 0) return false;
+  auto ends = [&](std::string_view suffix) {
+    return name.size() >= suffix.size() && name.substr(name.size() - suffix.size()) == suffix;
+  };
+  if (ends("_SERVICE_HOST")) return is_ip(value);
+  if (ends("_SERVICE_PORT")) return all_digits(value);
+  if (auto at = name.find("_SERVICE_PORT_"); at != std::string_view::npos) return all_digits(value);
+  if (ends("_PORT") && name.find("_PORT_") == std::string_view::npos) return is_link_url(value);
+  // ..._PORT_<n>_<PROTO>[_PROTO|_PORT|_ADDR]: the last "_PORT_<digits>_" of the name.
+  for (auto at = name.rfind("_PORT_"); at != std::string_view::npos && at > 0; at = name.rfind("_PORT_", at - 1)) {
+    std::string_view rest = name.substr(at + 6);
+    auto us = rest.find('_');
+    if (us == std::string_view::npos || !all_digits(rest.substr(0, us))) continue;
+    std::string_view tail = rest.substr(us + 1);
+    auto us2 = tail.find('_');
+    std::string_view proto = tail.substr(0, us2);
+    if (!is_proto(proto, true)) continue;
+    std::string_view field = us2 == std::string_view::npos ? std::string_view{} : tail.substr(us2 + 1);
+    if (field.empty()) return is_link_url(value);
+    if (field == "PROTO") return is_proto(value, false);
+    if (field == "PORT") return all_digits(value);
+    if (field == "ADDR") return is_ip(value);
+    return false;
+  }
+  return false;
+}
+
+std::string describe_source(const Config& c) {
+  return c.source.empty() || c.source == "(defaults)" ? std::string("built-in defaults") : c.source;
 }
 
 std::map<std::string, std::string> ebb_environment() {
@@ -613,10 +744,7 @@ std::map<std::string, std::string> ebb_environment() {
 
 std::string dump_config(const Config& c) {
   Config copy = c;  // the registry hands out mutable fields
-  std::string out =
-      "# ebb effective config: " +
-      (c.source.empty() || c.source == "(defaults)" ? std::string("built-in defaults") : c.source) +
-      " with EBB_* overrides applied\n";
+  std::string out = "# ebb effective config: " + describe_source(c) + " with EBB_* overrides applied\n";
   std::string_view section;
   for (const Key& k : kKeys) {
     std::string_view parent = parent_of(k.path);

@@ -6,6 +6,8 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace ebb {
 
@@ -23,6 +25,14 @@ struct HostPort {
 enum class UpstreamCheck { kTcp, kHttp, kNone };
 enum class LogFormat { kJson, kText };
 enum class LogLevel { kDebug, kInfo, kWarn, kError };
+
+// upstream_limits.max_concurrency: a fixed number of requests at the app (0 = unlimited), or
+// `auto`, a limit that follows the app's latency (proxy/limiter.hpp).
+struct ConcurrencyLimit {
+  bool adaptive = false;
+  std::uint32_t fixed = 0;
+  bool operator==(const ConcurrencyLimit&) const = default;
+};
 
 struct Config {
   HostPort listen{"0.0.0.0", 8080};
@@ -64,6 +74,11 @@ struct Config {
     Millis connect_retry_budget = 2000;
   } upstream_retry;
   struct {
+    ConcurrencyLimit max_concurrency;
+    std::uint32_t queue_size = 100;  // 0: no queue, a request over the limit gets 503 at once
+    Millis queue_timeout = 10000;
+  } upstream_limits;
+  struct {
     bool on_proxy_listener = false;
   } probes;
   struct {
@@ -78,17 +93,38 @@ struct Config {
 
 // Result of loading: either a config or a message naming file, line and key, e.g.
 // "ebb.yaml:12: shutdown.drain_timeout: expected a duration like 250ms, 5s or 1m, got \"soon\"".
+// An EBB_* variable that is not a key never fails a load (Kubernetes puts service links such as
+// EBB_PORT=tcp://... into pods): a service link is a note (logged at debug), anything else a
+// warning that names the closest key. The caller logs them; `--check-config` fails on warnings.
 struct ConfigResult {
+  ConfigResult() = default;
+  ConfigResult(std::optional<Config> c, std::string e) : config(std::move(c)), error(std::move(e)) {}
   std::optional<Config> config;
   std::string error;
+  std::vector<std::string> warnings;  // "env EBB_SHUTDOWN_DRAIN_TIMOUT: unknown key (did you mean ...?)"
+  std::vector<std::string> notes;     // "env EBB_PORT: a Kubernetes service link, not a config key"
 };
 
 // Loads `path` (empty: built-in defaults only), then applies `env` overrides (EBB_UPSTREAM,
 // EBB_SHUTDOWN_DRAIN_TIMEOUT, ...), then validates. `env` is passed in so tests need no setenv.
 ConfigResult load_config(const std::string& path, const std::map<std::string, std::string>& env);
+// The same from text already in memory (a ConfigMap's data); `label` names it in messages.
+ConfigResult parse_config(const std::string& label, const std::string& text,
+                          const std::map<std::string, std::string>& env);
+
+// True when NAME=VALUE has the shape of a Kubernetes service-link variable (docker links
+// convention) for a Service whose name starts with "ebb": EBB_SERVICE_HOST=10.0.0.1,
+// EBB_METRICS_SERVICE_PORT=9901, EBB_PORT=tcp://10.0.0.1:80, EBB_PORT_80_TCP_ADDR=10.0.0.1 ...
+bool is_service_link(std::string_view name, std::string_view value);
+
+// How the config's source reads in messages: the file, or "built-in defaults".
+std::string describe_source(const Config& c);
 
 // The process environment's EBB_* variables.
 std::map<std::string, std::string> ebb_environment();
+
+// Reads a whole file with POSIX calls (config files, /proc/self files): 0, or the errno.
+int read_whole_file(const std::string& path, std::string& out);
 
 // The effective config as YAML, every key present (for --check-config).
 std::string dump_config(const Config& c);

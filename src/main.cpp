@@ -1,4 +1,4 @@
-// Command line: run the proxy, or one of the tools (--check-config, drain, check-k8s).
+// Command line: run the proxy, or one of the tools (--check-config, drain, check-k8s, inject).
 // Exit codes: 0 ok, 1 runtime failure (or requests cut at the drain timeout), 2 usage/config.
 #include <csignal>
 #include <cstdio>
@@ -7,8 +7,10 @@
 #include <sys/stat.h>
 
 #include "admin/drain_client.hpp"
+#include "build_commit.hpp"
 #include "config.hpp"
 #include "k8s/check_k8s.hpp"
+#include "k8s/inject.hpp"
 #include "log.hpp"
 #include "server.hpp"
 
@@ -22,10 +24,12 @@ void usage(FILE* to) {
                "usage:\n"
                "  ebb [--config FILE]                  run (default %s if present, else built-in defaults)\n"
                "  ebb --check-config [--config FILE]   validate, print the effective config, exit 0 or 2\n"
-               "  ebb drain [--admin HOST:PORT] [--wait] [--token T]\n"
+               "  ebb drain [--admin HOST:PORT] [--wait] [--token T] [--config FILE]\n"
                "                                       start a drain through the admin port (preStop.exec)\n"
-               "  ebb check-k8s FILE.yaml [--config FILE] [--json]\n"
+               "  ebb check-k8s FILE.yaml|DIR|- [--config FILE] [--json]\n"
                "                                       lint Kubernetes manifests for settings that drop requests\n"
+               "  ebb inject [FILE|-] [--native] [--config FILE] [--image IMAGE]\n"
+               "                                       add ebb to Deployments/StatefulSets/Rollouts, print them\n"
                "  ebb --version | --help\n\n"
                "Every config key can be set by an environment variable: EBB_ + the key path in capitals,\n"
                "e.g. EBB_UPSTREAM=127.0.0.1:3000, EBB_SHUTDOWN_DRAIN_TIMEOUT=25s. The environment wins.\n",
@@ -43,13 +47,14 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   if (argc >= 2 && std::strcmp(argv[1], "drain") == 0) return ebb::drain_main(argc - 1, argv + 1);
   if (argc >= 2 && std::strcmp(argv[1], "check-k8s") == 0) return ebb::check_k8s_main(argc - 1, argv + 1);
+  if (argc >= 2 && std::strcmp(argv[1], "inject") == 0) return ebb::inject_main(argc - 1, argv + 1);
 
   std::string config_path;
   bool check = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--version" || a == "-v") {
-      std::printf("ebb %s\n", EBB_VERSION);
+      std::printf("ebb %s (commit %s)\n", EBB_VERSION, EBB_COMMIT);
       return 0;
     }
     if (a == "--help" || a == "-h") {
@@ -80,11 +85,21 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (check) {
-    std::printf("# ebb %s: config OK (%s)\n%s", EBB_VERSION, r.config->source.c_str(),
+    // A misspelt EBB_* variable only warns at run time (it may be a foreign variable), but a
+    // check in CI exists to catch it: warnings fail --check-config.
+    for (const std::string& n : r.notes) std::fprintf(stderr, "ebb: note: %s\n", n.c_str());
+    for (const std::string& w : r.warnings) std::fprintf(stderr, "ebb: warning: %s\n", w.c_str());
+    if (!r.warnings.empty()) {
+      std::fprintf(stderr, "ebb: config has %zu warning(s); --check-config fails on them\n", r.warnings.size());
+      return 2;
+    }
+    std::printf("# ebb %s: config OK (%s)\n%s", EBB_VERSION, ebb::describe_source(*r.config).c_str(),
                 ebb::dump_config(*r.config).c_str());
     return 0;
   }
   ebb::logger().configure(r.config->log.format, r.config->log.level);
+  for (const std::string& n : r.notes) LOG_DEBUG("environment variable ignored", {"reason", n});
+  for (const std::string& w : r.warnings) LOG_WARN("environment variable ignored", {"reason", w});
   ebb::Server server(std::move(*r.config), config_path);
   return server.run();
 }

@@ -1,7 +1,16 @@
-// Prometheus text exposition (format 0.0.4) of ebb's counters.
+// Prometheus text exposition (format 0.0.4) of ebb's counters, and the process_* figures read
+// from /proc/self.
 #include "metrics.hpp"
 
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "config.hpp"  // read_whole_file
 
 namespace ebb {
 
@@ -29,6 +38,15 @@ const char* unanswered_name(Unanswered u) {
     case Unanswered::kAfterClose: return "after_close";
     case Unanswered::kExit: return "exit";
     case Unanswered::kCount: break;
+  }
+  return "unknown";
+}
+
+const char* queue_rejection_name(QueueRejection r) {
+  switch (r) {
+    case QueueRejection::kFull: return "full";
+    case QueueRejection::kTimeout: return "timeout";
+    case QueueRejection::kCount: break;
   }
   return "unknown";
 }
@@ -83,6 +101,11 @@ void Metrics::add(const Metrics& o) {
   backpressure_pauses_upstream += o.backpressure_pauses_upstream;
   upstream_connections_opened += o.upstream_connections_opened;
   upstream_connections_reused += o.upstream_connections_reused;
+  upstream_active += o.upstream_active;
+  upstream_queue_depth += o.upstream_queue_depth;
+  upstream_concurrency_limit += o.upstream_concurrency_limit;
+  upstream_queue_wait.add(o.upstream_queue_wait);
+  for (size_t i = 0; i < upstream_queue_rejected.size(); ++i) upstream_queue_rejected[i] += o.upstream_queue_rejected[i];
 }
 
 namespace {
@@ -178,11 +201,100 @@ std::string render_prometheus(const Metrics& m, const ProcessFigures& p) {
           m.upstream_connections_opened);
   counter(out, "ebb_upstream_connections_reused_total", "Requests sent on a pooled connection.",
           m.upstream_connections_reused);
-  counter(out, "ebb_admin_refused_total", "Refused /drain calls (wrong token or not loopback).",
-          p.admin_refused);
+  gauge(out, "ebb_upstream_concurrency_limit",
+        "Requests allowed at the app at once (upstream_limits.max_concurrency, or the auto limit now); 0 = unlimited.",
+        m.upstream_concurrency_limit);
+  gauge(out, "ebb_upstream_active_requests", "Requests holding one of those slots (tunnels included).",
+        m.upstream_active);
+  gauge(out, "ebb_upstream_queue_depth", "Requests waiting for a slot at the app.", m.upstream_queue_depth);
+  histogram(out, "ebb_upstream_queue_wait_seconds",
+            "Time requests that had to queue waited for a slot at the app (served, timed out or gone).",
+            m.upstream_queue_wait);
+  header(out, "ebb_upstream_queue_rejected_total", "counter",
+         "Requests answered 503 because the app was at its concurrency limit, by reason.");
+  for (size_t i = 0; i < m.upstream_queue_rejected.size(); ++i) {
+    line(out, "ebb_upstream_queue_rejected_total{reason=\"%s\"} %llu\n",
+         queue_rejection_name(static_cast<QueueRejection>(i)),
+         static_cast<unsigned long long>(m.upstream_queue_rejected[i]));
+  }
+  counter(out, "ebb_admin_refused_total",
+          "Refused /drain and /reload calls (403: missing or wrong token, or not loopback).", p.admin_refused);
+  header(out, "ebb_admin_unknown_total", "counter",
+         "Admin requests turned away: no such endpoint (404), wrong method (405), not HTTP (400).");
+  line(out, "ebb_admin_unknown_total{code=\"400\"} %llu\n", static_cast<unsigned long long>(p.admin_malformed));
+  line(out, "ebb_admin_unknown_total{code=\"404\"} %llu\n", static_cast<unsigned long long>(p.admin_not_found));
+  line(out, "ebb_admin_unknown_total{code=\"405\"} %llu\n", static_cast<unsigned long long>(p.admin_bad_method));
+  gauge(out, "ebb_config_last_reload_success", "1 if the last config (re)load succeeded, else 0.",
+        p.reload_success ? 1 : 0);
+  header(out, "ebb_config_last_reload_timestamp_seconds", "gauge",
+         "When the last config (re)load was attempted, in seconds since the epoch.");
+  line(out, "ebb_config_last_reload_timestamp_seconds %.3f\n", p.reload_timestamp);
+  header(out, "ebb_config_reloads_total", "counter", "Config reloads (SIGHUP, POST /reload, file watch), by result.");
+  line(out, "ebb_config_reloads_total{result=\"success\"} %llu\n", static_cast<unsigned long long>(p.reloads_ok));
+  line(out, "ebb_config_reloads_total{result=\"failure\"} %llu\n",
+       static_cast<unsigned long long>(p.reloads_failed));
+  header(out, "ebb_drain_propagation_seconds", "gauge",
+         "Length of the last drain's propagation phase (0 until it ended).");
+  line(out, "ebb_drain_propagation_seconds %.3f\n", p.last_propagation_seconds);
+  header(out, "ebb_drain_phase_seconds", "gauge",
+         "Length of the last drain's drain phase, listener closed to drained (0 until it ended).");
+  line(out, "ebb_drain_phase_seconds %.3f\n", p.last_drain_seconds);
   header(out, "ebb_build_info", "gauge", "Build information.");
-  line(out, "ebb_build_info{version=\"%s\"} 1\n", p.version.c_str());
+  line(out, "ebb_build_info{version=\"%s\",commit=\"%s\"} 1\n", p.version.c_str(), p.commit.c_str());
+  if (p.have_process) {
+    header(out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+    line(out, "process_cpu_seconds_total %.2f\n", p.cpu_seconds);
+    gauge(out, "process_resident_memory_bytes", "Resident memory size in bytes.", p.resident_bytes);
+    gauge(out, "process_virtual_memory_bytes", "Virtual memory size in bytes.", p.virtual_bytes);
+    gauge(out, "process_open_fds", "Number of open file descriptors.", p.open_fds);
+    gauge(out, "process_max_fds", "Maximum number of open file descriptors.", p.max_fds);
+    header(out, "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+    line(out, "process_start_time_seconds %.2f\n", p.start_time_seconds);
+  }
   return out;
+}
+
+// The same sources and arithmetic as the Prometheus Go client's process collector
+// (procfs: /proc/self/stat, /proc/stat btime, /proc/self/fd, RLIMIT_NOFILE).
+void read_process_figures(ProcessFigures& p) {
+  std::string stat, sys;
+  if (read_whole_file("/proc/self/stat", stat) != 0 || read_whole_file("/proc/stat", sys) != 0) return;
+  // Fields after the command name, which is in parentheses and may hold spaces.
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return;
+  std::vector<unsigned long long> f;  // f[0] is field 3 (state) as 0; f[k] is field k + 3
+  const char* c = stat.c_str() + close + 2;
+  while (*c) {
+    char* end = nullptr;
+    f.push_back(std::strtoull(c, &end, 10));
+    if (end == c) {  // the state letter
+      f.back() = 0;
+      end = const_cast<char*>(c) + 1;
+    }
+    c = end;
+    while (*c == ' ' || *c == '\n') ++c;
+  }
+  if (f.size() < 22) return;
+  size_t btime_at = sys.find("\nbtime ");
+  if (btime_at == std::string::npos) return;
+  double btime = std::strtod(sys.c_str() + btime_at + 7, nullptr);
+  double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  long page = ::sysconf(_SC_PAGESIZE);
+  if (ticks <= 0 || page <= 0) return;
+  p.cpu_seconds = static_cast<double>(f[11] + f[12]) / ticks;              // utime, stime
+  p.start_time_seconds = btime + static_cast<double>(f[19]) / ticks;      // starttime
+  p.virtual_bytes = f[20];                                                 // vsize
+  p.resident_bytes = f[21] * static_cast<unsigned long long>(page);       // rss (pages)
+  p.open_fds = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.') ++p.open_fds;
+    ::closedir(d);
+    --p.open_fds;  // the directory stream's own descriptor
+  }
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0) p.max_fds = rl.rlim_cur;
+  p.have_process = true;
 }
 
 }  // namespace ebb

@@ -35,6 +35,14 @@ enum class Unanswered : std::uint8_t {
 };
 const char* unanswered_name(Unanswered u);
 
+// Why a request waiting for a slot at the app (upstream_limits) got ebb's 503 instead.
+enum class QueueRejection : std::uint8_t {
+  kFull,     // the queue held upstream_limits.queue_size requests already
+  kTimeout,  // it waited upstream_limits.queue_timeout
+  kCount
+};
+const char* queue_rejection_name(QueueRejection r);
+
 inline constexpr std::array<double, 12> kDurationBuckets = {
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
@@ -66,6 +74,12 @@ struct Metrics {
   std::uint64_t backpressure_pauses_upstream = 0;  // stopped reading the app
   std::uint64_t upstream_connections_opened = 0;
   std::uint64_t upstream_connections_reused = 0;
+  // upstream_limits (proxy/limiter.hpp): gauges kept current by the limiter.
+  std::uint64_t upstream_active = 0;              // requests holding a slot at the app
+  std::uint64_t upstream_queue_depth = 0;         // requests waiting for one
+  std::uint64_t upstream_concurrency_limit = 0;   // 0 = unlimited
+  Histogram upstream_queue_wait;                  // time in the queue, of requests that queued
+  std::array<std::uint64_t, static_cast<size_t>(QueueRejection::kCount)> upstream_queue_rejected{};
 
   // `local`: ebb answered itself (an error or a probe), not the app.
   void count_request(int code, double seconds, bool local = false);
@@ -80,8 +94,33 @@ struct ProcessFigures {
   const char* state = "starting";
   std::uint64_t admin_refused = 0;
   std::string version;
+  std::string commit = "unknown";
+  // Admin requests for no endpoint, with a wrong method, or not parsable.
+  std::uint64_t admin_not_found = 0;
+  std::uint64_t admin_bad_method = 0;
+  std::uint64_t admin_malformed = 0;
+  // Config reloads (SIGHUP, POST /reload, the file watch); the start-up load sets the first.
+  bool reload_success = true;
+  double reload_timestamp = 0;  // seconds since the epoch
+  std::uint64_t reloads_ok = 0;
+  std::uint64_t reloads_failed = 0;
+  // The last drain's phases, 0 until the phase ended.
+  double last_propagation_seconds = 0;
+  double last_drain_seconds = 0;
+  // process_* from /proc/self, as the Prometheus client libraries export them.
+  bool have_process = false;
+  double cpu_seconds = 0;
+  std::uint64_t resident_bytes = 0;
+  std::uint64_t virtual_bytes = 0;
+  std::uint64_t open_fds = 0;
+  std::uint64_t max_fds = 0;
+  double start_time_seconds = 0;
 };
 
 std::string render_prometheus(const Metrics& m, const ProcessFigures& p);
+
+// Fills the process_* figures of `p` from /proc/self; leaves have_process false where /proc
+// cannot be read (then no process_* family is rendered).
+void read_process_figures(ProcessFigures& p);
 
 }  // namespace ebb

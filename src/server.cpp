@@ -1,4 +1,4 @@
-// The lifecycle state machine (SPEC §2) and the process's ownership of handles.
+// The process's handles, driven by the Lifecycle: events in, steps carried out.
 #include "server.hpp"
 
 #include <sys/resource.h>
@@ -10,20 +10,11 @@
 #include <cstdio>
 #include <utility>
 
+#include "build_commit.hpp"
 #include "log.hpp"
 #include "net/io.hpp"
 
 namespace ebb {
-
-const char* state_name(State s) {
-  switch (s) {
-    case State::kStarting: return "starting";
-    case State::kReady: return "ready";
-    case State::kDraining: return "draining";
-    case State::kDrained: return "drained";
-  }
-  return "starting";
-}
 
 namespace {
 double seconds(std::uint64_t ms) { return static_cast<double>(ms) / 1000.0; }
@@ -44,6 +35,12 @@ std::uint64_t raise_fd_limit() {
   }
   return rl.rlim_cur == RLIM_INFINITY ? (1u << 20) : rl.rlim_cur;
 }
+
+double wall_seconds() {
+  uv_timeval64_t tv{};
+  uv_gettimeofday(&tv);
+  return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+}
 }  // namespace
 
 Server::Server(Config cfg, std::string config_path)
@@ -52,7 +49,10 @@ Server::Server(Config cfg, std::string config_path)
       loop_(),
       worker_((uv_loop_init(&loop_), &loop_), cfg_.get(), this),
       admin_(&loop_, *this),
-      check_(&loop_, [this](bool ok, const char* why) { on_check(ok, why); }) {
+      check_(&loop_, [this](bool ok, const char* why) { on_check(ok, why); }),
+      watch_(&loop_, [this] { reload("watch"); }),
+      lc_(LifecycleSettings::from(*cfg_)) {
+  last_reload_time_ = wall_seconds();
   uv_tcp_init(&loop_, &listener_);
   listener_.data = this;
   for (uv_signal_t* s : {&sigterm_, &sigint_, &sighup_}) {
@@ -84,7 +84,7 @@ int Server::run() {
   fd_limit_ = raise_fd_limit();
   apply_connection_cap();
   if (!resolve_upstream(*cfg_, upstream_addr_, upstream_host_)) {
-    exit_with(1);
+    carry_out(lc_.fail());
   } else {
     worker_.set_upstream(upstream_addr_, upstream_host_);
     sockaddr_storage proxy_addr{}, admin_addr{};
@@ -95,30 +95,35 @@ int Server::run() {
     });
     if (r != 0) {
       LOG_ERROR("cannot listen", {"listen", cfg_->listen.str()}, {"error", error.empty() ? uv_strerror(r) : error});
-      exit_with(1);
+      carry_out(lc_.fail());
     } else {
-      listener_open_ = true;
       r = net::resolve(cfg_->admin.listen, admin_addr, error);
       if (r == 0) r = admin_.listen(admin_addr);
       if (r != 0) {
         LOG_ERROR("cannot listen", {"admin", cfg_->admin.listen.str()},
                   {"error", error.empty() ? uv_strerror(r) : error});
-        exit_with(1);
+        carry_out(lc_.fail());
       }
     }
   }
-  if (!exiting_) {
+  if (!lc_.exited() && !config_path_.empty()) {
+    // Before `listening`: a change made as soon as ebb announces itself must not be missed.
+    if (int w = watch_.start(config_path_); w != 0)
+      LOG_WARN("cannot watch the config file; reload with SIGHUP or POST /reload", {"path", config_path_},
+               {"error", uv_strerror(w)});
+  }
+  if (!lc_.exited()) {
     LOG_INFO("listening", {"proxy", net::sock_name(&listener_)}, {"admin", admin_.bound_address()},
              {"upstream", upstream_host_}, {"pid", static_cast<long>(getpid())},
              {"max_connections", worker_.connection_cap()}, {"fd_limit", fd_limit_},
-             {"version", EBB_VERSION});
+             {"version", EBB_VERSION}, {"commit", EBB_COMMIT});
     if (cfg_->readiness.upstream_check == UpstreamCheck::kNone) on_check(true, "check disabled");
     else check_.start(*cfg_, upstream_addr_, upstream_host_);
   }
   uv_run(&loop_, UV_RUN_DEFAULT);
   int rc = uv_loop_close(&loop_);
   if (rc != 0) LOG_ERROR("event loop closed with handles still open", {"error", uv_err_name(rc)});
-  return exit_code_;
+  return lc_.exit_code();
 }
 
 // ---- events -----------------------------------------------------------------------------
@@ -130,9 +135,11 @@ void Server::apply_connection_cap() {
   std::uint64_t reserve = kReservedFds + cfg_->upstream_pool.max_idle;
   std::uint64_t budget = fd_limit_ > reserve ? (fd_limit_ - reserve) / 2 : 1;
   std::uint64_t cap = std::max<std::uint64_t>(1, std::min<std::uint64_t>(cfg_->limits.max_connections, budget));
-  if (cap < cfg_->limits.max_connections) {
-    LOG_WARN("limits.max_connections lowered to fit the descriptor limit", {"configured", cfg_->limits.max_connections},
-             {"max_connections", cap}, {"fd_limit", fd_limit_});
+  // Said once in the `listening` line at start (nothing may be logged before it), and here when
+  // a reload changes it.
+  if (cap != worker_.connection_cap() && worker_.connection_cap() != 0) {
+    LOG_INFO("max_connections in force", {"configured", cfg_->limits.max_connections}, {"max_connections", cap},
+             {"fd_limit", fd_limit_});
   }
   worker_.set_connection_cap(cap);
 }
@@ -149,105 +156,113 @@ void Server::on_accept(int status) {
     }
     return;
   }
-  last_accept_ms_ = uv_now(&loop_);
-  if (state_ == State::kDraining) ++accepted_in_propagation_;
+  lc_.on_accept(uv_now(&loop_));
   worker_.on_accept(reinterpret_cast<uv_stream_t*>(&listener_));
 }
 
 void Server::on_signal(int signum) {
   const char* name = signum == SIGTERM ? "SIGTERM" : signum == SIGINT ? "SIGINT" : "SIGHUP";
   if (signum == SIGHUP) {
-    reload();
+    reload(name);
     return;
   }
-  if (state_ == State::kDrained) {
-    // After /drain the kubelet's SIGTERM follows; nothing is left to wait for.
-    LOG_INFO("signal after drain; exiting", {"signal", name});
-    exit_with(cut_requests_ > 0 ? 1 : 0);
-    return;
-  }
-  if (state_ == State::kDraining) {
-    if (signum == SIGINT) {
-      LOG_WARN("second SIGINT: exiting now", {"in_flight", worker_.in_flight()});
+  Step step = lc_.on_signal(signum == SIGINT ? Trigger::kSigint : Trigger::kSigterm, uv_now(&loop_));
+  if (step.kind == Step::kExit) LOG_INFO("signal after drain; exiting", {"signal", name});
+  carry_out(step, name);
+}
+
+void Server::on_check(bool ok, const char* why) { carry_out(lc_.on_check(ok), why); }
+
+void Server::start_drain(const char* trigger) { carry_out(lc_.on_drain_request(uv_now(&loop_)), trigger); }
+
+void Server::on_connection_closed() { check_drained(); }
+
+void Server::check_drained() {
+  if (worker_.connections() == 0) carry_out(lc_.on_idle(uv_now(&loop_)));
+}
+
+// `detail`: the signal or trigger that caused the step, or the reason a check failed.
+void Server::carry_out(Step step, const char* detail) {
+  const auto& s = cfg_->shutdown;
+  switch (step.kind) {
+    case Step::kNothing:
+      return;
+    case Step::kReady:
+      LOG_INFO("ready", {"upstream", upstream_host_});
+      return;
+    case Step::kUpstreamUp:
+      LOG_INFO("upstream available again", {"upstream", upstream_host_});
+      return;
+    case Step::kUpstreamDown:
+      LOG_WARN("upstream unavailable", {"upstream", upstream_host_}, {"failures", lc_.failures()}, {"error", detail});
+      return;
+    case Step::kDrainStarted:
+      check_.stop();
+      requests_at_drain_ = requests_total();
+      unanswered_at_drain_ = worker_.metrics().unanswered_total();
+      worker_.set_phase(lc_.phase());
+      LOG_INFO("drain started", {"trigger", detail}, {"in_flight", worker_.in_flight()},
+               {"connections", worker_.connections()}, {"propagation_delay_s", seconds(s.propagation_delay)},
+               {"drain_timeout_s", seconds(s.drain_timeout)});
+      arm_phase_timer(step.timer_ms);
+      return;
+    case Step::kSignalIgnored:
+      LOG_INFO("signal during drain ignored", {"signal", detail});
+      return;
+    case Step::kPropagationWait:
+      arm_phase_timer(step.timer_ms);
+      return;
+    case Step::kPropagationEnd:
+      close_listener();
+      LOG_INFO("listener closed", {"propagation_s", seconds(lc_.listener_closed_ms() - lc_.drain_started_ms())},
+               {"accepted_during_propagation", lc_.accepted_in_propagation() + from_backlog_},
+               {"in_flight", worker_.in_flight()}, {"connections", worker_.connections()});
+      worker_.set_phase(lc_.phase());
+      arm_phase_timer(step.timer_ms);
+      check_drained();
+      return;
+    case Step::kDrainDeadline:
+    case Step::kCutAndExit: {
+      if (step.kind == Step::kDrainDeadline) {
+        LOG_WARN("drain timeout: cutting what remains", {"in_flight", worker_.in_flight()},
+                 {"connections", worker_.connections()});
+      } else {
+        LOG_WARN("second SIGINT: exiting now", {"in_flight", worker_.in_flight()});
+      }
       std::uint64_t before = worker_.metrics().drain_cut_requests;
       worker_.cut_all();
-      cut_requests_ += worker_.metrics().drain_cut_requests - before;
-      exit_with(cut_requests_ > 0 ? 1 : 0);
+      lc_.on_cut(worker_.metrics().drain_cut_requests - before);
+      if (step.kind == Step::kCutAndExit) exit_now();
+      else check_drained();
       return;
     }
-    exit_when_drained_ = true;
-    LOG_INFO("signal during drain ignored", {"signal", name});
-    return;
-  }
-  exit_when_drained_ = true;
-  start_drain(name);
-}
-
-void Server::on_check(bool ok, const char* why) {
-  if (state_ == State::kDraining || state_ == State::kDrained) return;
-  if (state_ == State::kStarting) {
-    if (!ok) return;
-    state_ = State::kReady;
-    upstream_ok_ = true;
-    failures_ = 0;
-    LOG_INFO("ready", {"upstream", upstream_host_});
-    return;
-  }
-  if (ok) {
-    failures_ = 0;
-    if (!upstream_ok_) {
-      upstream_ok_ = true;
-      LOG_INFO("upstream available again", {"upstream", upstream_host_});
-    }
-    return;
-  }
-  if (++failures_ >= cfg_->readiness.failure_threshold && upstream_ok_) {
-    upstream_ok_ = false;
-    LOG_WARN("upstream unavailable", {"upstream", upstream_host_}, {"failures", failures_}, {"error", why});
+    case Step::kDrained:
+      uv_timer_stop(&phase_timer_);
+      drained_requests_ = requests_total() - requests_at_drain_;
+      unanswered_requests_ = worker_.metrics().unanswered_total() - unanswered_at_drain_;
+      LOG_INFO("drained", {"requests", drained_requests_}, {"cut", lc_.cut()}, {"unanswered", unanswered_requests_},
+               {"seconds", seconds(lc_.drained_ms() - lc_.drain_started_ms())},
+               {"drain_s", seconds(lc_.drained_ms() - lc_.listener_closed_ms())});
+      admin_.answer_drain_waiters();
+      if (step.then_exit) exit_now();
+      return;
+    case Step::kExit:
+      exit_now();
+      return;
   }
 }
 
-// ---- draining ---------------------------------------------------------------------------
-
-void Server::start_drain(const char* trigger) {
-  if (state_ == State::kDraining || state_ == State::kDrained || exiting_) return;
-  state_ = State::kDraining;
-  check_.stop();
-  drain_started_ms_ = uv_now(&loop_);
-  last_accept_ms_ = drain_started_ms_;
-  requests_at_drain_ = requests_total();
-  cut_at_drain_ = worker_.metrics().drain_cut_requests;
-  unanswered_at_drain_ = worker_.metrics().unanswered_total();
-  worker_.set_phase(Phase::kPropagation);
-  const auto& s = cfg_->shutdown;
-  LOG_INFO("drain started", {"trigger", trigger}, {"in_flight", worker_.in_flight()},
-           {"connections", worker_.connections()}, {"propagation_delay_s", seconds(s.propagation_delay)},
-           {"drain_timeout_s", seconds(s.drain_timeout)});
-  uv_timer_start(&phase_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->on_propagation_timer(); },
-                 s.propagation_delay, 0);
+void Server::arm_phase_timer(std::uint64_t ms) {
+  uv_timer_start(&phase_timer_, [](uv_timer_t* t) {
+    auto* self = static_cast<Server*>(t->data);
+    self->carry_out(self->lc_.on_timer(uv_now(&self->loop_)));
+  }, ms, 0);
 }
 
-void Server::on_propagation_timer() {
-  // Past the delay, propagation lasts until no new connection came for quiet_period, and at
-  // most propagation_max: a cluster still routing here keeps being served, not refused.
-  const auto& s = cfg_->shutdown;
-  std::uint64_t now = uv_now(&loop_);
-  std::uint64_t elapsed = now - drain_started_ms_;
-  std::uint64_t quiet_end = last_accept_ms_ + s.quiet_period;
-  if (elapsed >= s.propagation_max || now >= quiet_end) {
-    end_propagation();
-    return;
-  }
-  std::uint64_t wait = std::min(quiet_end - now, s.propagation_max - elapsed);
-  uv_timer_start(&phase_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->on_propagation_timer(); },
-                 wait, 0);
-}
-
-void Server::end_propagation() {
-  // Closing a listening socket resets the connections still in its backlog, so they are
-  // accepted and served first.
+// Closing a listening socket resets the connections still in its backlog, so they are accepted
+// and served first.
+void Server::close_listener() {
   uv_os_fd_t fd = -1;
-  std::uint64_t from_backlog = 0;
   if (uv_fileno(reinterpret_cast<uv_handle_t*>(&listener_), &fd) == 0) {
     for (;;) {
       int c = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -255,73 +270,34 @@ void Server::end_propagation() {
         if (errno == EINTR || errno == ECONNABORTED) continue;
         break;
       }
-      ++from_backlog;
+      ++from_backlog_;
       worker_.adopt(c);
     }
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-  listener_open_ = false;
-  listener_closed_ms_ = uv_now(&loop_);
-  LOG_INFO("listener closed", {"propagation_s", seconds(listener_closed_ms_ - drain_started_ms_)},
-           {"accepted_during_propagation", accepted_in_propagation_ + from_backlog},
-           {"in_flight", worker_.in_flight()}, {"connections", worker_.connections()});
-  worker_.set_phase(Phase::kDrain);
-  uv_timer_start(&phase_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->on_drain_deadline(); },
-                 cfg_->shutdown.drain_timeout, 0);
-  check_drained();
-}
-
-void Server::on_drain_deadline() {
-  LOG_WARN("drain timeout: cutting what remains", {"in_flight", worker_.in_flight()},
-           {"connections", worker_.connections()});
-  worker_.cut_all();
-  check_drained();
-}
-
-void Server::on_connection_closed() { check_drained(); }
-
-void Server::check_drained() {
-  if (state_ != State::kDraining || listener_open_ || worker_.connections() > 0) return;
-  finish_drain();
-}
-
-void Server::finish_drain() {
-  uv_timer_stop(&phase_timer_);
-  state_ = State::kDrained;
-  drained_ms_ = uv_now(&loop_);
-  drained_requests_ = requests_total() - requests_at_drain_;
-  cut_requests_ = worker_.metrics().drain_cut_requests - cut_at_drain_;
-  unanswered_requests_ = worker_.metrics().unanswered_total() - unanswered_at_drain_;
-  LOG_INFO("drained", {"requests", drained_requests_}, {"cut", cut_requests_}, {"unanswered", unanswered_requests_},
-           {"seconds", seconds(drained_ms_ - drain_started_ms_)},
-           {"drain_s", seconds(drained_ms_ - listener_closed_ms_)});
-  admin_.answer_drain_waiters();
-  if (exit_when_drained_) exit_with(cut_requests_ > 0 ? 1 : 0);
 }
 
 std::string Server::drain_summary() const {
   char buf[200];
-  std::uint64_t end = state_ == State::kDrained ? drained_ms_ : uv_now(&loop_);
+  std::uint64_t end = lc_.state() == State::kDrained ? lc_.drained_ms() : uv_now(&loop_);
   std::snprintf(buf, sizeof buf,
                 "{\"drained_requests\":%llu,\"cut_requests\":%llu,\"unanswered_requests\":%llu,\"seconds\":%.3f}\n",
-                static_cast<unsigned long long>(drained_requests_), static_cast<unsigned long long>(cut_requests_),
-                static_cast<unsigned long long>(unanswered_requests_), seconds(end - drain_started_ms_));
+                static_cast<unsigned long long>(drained_requests_), static_cast<unsigned long long>(lc_.cut()),
+                static_cast<unsigned long long>(unanswered_requests_), seconds(end - lc_.drain_started_ms()));
   return buf;
 }
 
-void Server::exit_with(int code) {
-  if (exiting_) return;
-  exiting_ = true;
-  exit_code_ = code;
-  LOG_INFO("exiting", {"code", code});
+// The Lifecycle has decided to exit (lc_.exited()): close every handle so the loop ends.
+void Server::exit_now() {
+  LOG_INFO("exiting", {"code", lc_.exit_code()});
   uv_timer_stop(&phase_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&phase_timer_), nullptr);
   for (uv_signal_t* s : {&sigterm_, &sigint_, &sighup_}) uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
   if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&listener_))) {
     uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
   }
-  listener_open_ = false;
   check_.close();
+  watch_.close();
   worker_.close_all();
   admin_.close_all();
 }
@@ -329,19 +305,10 @@ void Server::exit_with(int code) {
 // ---- probes, metrics, reload ------------------------------------------------------------
 
 int Server::readiness(std::string& reason) const {
-  switch (state_) {
-    case State::kStarting: reason = "starting"; return 503;
-    case State::kDraining: reason = "draining"; return 503;
-    case State::kDrained: reason = "drained"; return 503;
-    case State::kReady:
-      if (!upstream_ok_) {
-        reason = "upstream unavailable";
-        return 503;
-      }
-      reason = "ready";
-      return 200;
-  }
-  return 503;
+  const char* why = "";
+  int status = lc_.readiness(why);
+  reason = why;
+  return status;
 }
 
 bool Server::probe(std::string_view path, int& status, std::string& body) {
@@ -366,30 +333,52 @@ std::uint64_t Server::requests_total() const {
 
 std::string Server::metrics_text() {
   ProcessFigures p;
-  p.state = state_name(state_);
-  p.admin_refused = admin_refused_;
+  p.state = state_name(lc_.state());
+  p.admin_refused = admin_.stats().refused;
   p.version = EBB_VERSION;
+  p.commit = EBB_COMMIT;
+  p.admin_not_found = admin_.stats().not_found;
+  p.admin_bad_method = admin_.stats().bad_method;
+  p.admin_malformed = admin_.stats().malformed;
+  p.reload_success = last_reload_ok_;
+  p.reload_timestamp = last_reload_time_;
+  p.reloads_ok = reloads_ok_;
+  p.reloads_failed = reloads_failed_;
+  if (lc_.listener_closed_ms() != 0)
+    p.last_propagation_seconds = seconds(lc_.listener_closed_ms() - lc_.drain_started_ms());
+  if (lc_.state() == State::kDrained) p.last_drain_seconds = seconds(lc_.drained_ms() - lc_.listener_closed_ms());
+  read_process_figures(p);
   return render_prometheus(worker_.metrics(), p);
 }
 
-void Server::reload() {
-  ConfigResult r = load_config(config_path_, ebb_environment());
-  if (!r.config) {
-    LOG_ERROR("reload failed; keeping the running config", {"error", r.error});
-    return;
+// One path for SIGHUP, POST /reload and the file watch: load, check, swap, log, count.
+ReloadOutcome Server::reload(const char* trigger) {
+  ReloadOutcome out = apply_reload();
+  watch_.resync();
+  last_reload_ok_ = out.status == 200;
+  last_reload_time_ = wall_seconds();
+  ++(last_reload_ok_ ? reloads_ok_ : reloads_failed_);
+  if (last_reload_ok_) {
+    LOG_INFO("config reloaded", {"trigger", trigger}, {"result", "success"}, {"source", cfg_->source},
+             {"drain_timeout_s", seconds(cfg_->shutdown.drain_timeout)});
+  } else {
+    LOG_ERROR(out.status == 409 ? "reload refused; keeping the running config" : "reload failed; keeping the running config",
+              {"trigger", trigger}, {"result", "failure"}, {"error", out.message});
   }
+  return out;
+}
+
+ReloadOutcome Server::apply_reload() {
+  ConfigResult r = load_config(config_path_, ebb_environment());
+  if (!r.config) return {422, "invalid config: " + r.error};
   Config& next = *r.config;
   if (!(next.listen == cfg_->listen) || !(next.admin.listen == cfg_->admin.listen)) {
-    LOG_ERROR("reload refused: listen addresses cannot change without a restart; keeping the running config",
-              {"listen", next.listen.str()}, {"admin", next.admin.listen.str()});
-    return;
+    return {409, "listen addresses cannot change without a restart (listen " + next.listen.str() + ", admin " +
+                     next.admin.listen.str() + ")"};
   }
   sockaddr_storage addr{};
   std::string host;
-  if (!resolve_upstream(next, addr, host)) {
-    LOG_ERROR("reload failed; keeping the running config", {"error", "cannot resolve upstream"});
-    return;
-  }
+  if (!resolve_upstream(next, addr, host)) return {503, "cannot resolve upstream " + next.upstream.str()};
   auto fresh = std::make_unique<Config>(std::move(next));
   worker_.set_config(fresh.get());
   worker_.set_upstream(addr, host);
@@ -397,17 +386,17 @@ void Server::reload() {
   upstream_host_ = host;
   cfg_ = std::move(fresh);
   apply_connection_cap();
+  lc_.configure(LifecycleSettings::from(*cfg_));
   logger().configure(cfg_->log.format, cfg_->log.level);
-  if (state_ == State::kStarting || state_ == State::kReady) {
+  if (lc_.state() == State::kStarting || lc_.state() == State::kReady) {
     if (cfg_->readiness.upstream_check == UpstreamCheck::kNone) {
       check_.stop();
       on_check(true, "check disabled");
-      upstream_ok_ = true;
     } else {
       check_.start(*cfg_, upstream_addr_, upstream_host_);
     }
   }
-  LOG_INFO("config reloaded", {"source", cfg_->source}, {"drain_timeout_s", seconds(cfg_->shutdown.drain_timeout)});
+  return {200, "config reloaded from " + describe_source(*cfg_)};
 }
 
 }  // namespace ebb

@@ -1,7 +1,6 @@
-// The lifecycle: starting -> ready -> draining (propagation, then drain) -> drained -> exit.
-// The Server owns the loop, the listeners, the Worker, the admin endpoints and the signals,
-// and every transition happens here, driven by events: a signal, an admin call, a timer, the
-// last connection closing.
+// The process: the Server owns the loop, the listeners, the Worker, the admin endpoints, the
+// signals and the timers. It turns their events into Lifecycle events and carries out the steps
+// the Lifecycle (src/lifecycle.hpp, where every lifecycle decision is made) returns.
 #pragma once
 
 #include <uv.h>
@@ -10,14 +9,13 @@
 #include <string>
 
 #include "admin/admin.hpp"
+#include "admin/config_watch.hpp"
 #include "admin/readiness.hpp"
 #include "config.hpp"
+#include "lifecycle.hpp"
 #include "proxy/worker.hpp"
 
 namespace ebb {
-
-enum class State { kStarting, kReady, kDraining, kDrained };
-const char* state_name(State s);
 
 class Server final : public WorkerObserver, public AdminBackend {
  public:
@@ -32,10 +30,10 @@ class Server final : public WorkerObserver, public AdminBackend {
   // AdminBackend
   int readiness(std::string& reason) const override;
   std::string metrics_text() override;
-  bool drained() const override { return state_ == State::kDrained; }
+  bool drained() const override { return lc_.state() == State::kDrained; }
   void start_drain(const char* trigger) override;
   std::string drain_summary() const override;
-  void count_refused() override { ++admin_refused_; }
+  ReloadOutcome reload(const char* trigger) override;
   const Config& cfg() const override { return *cfg_; }
 
  private:
@@ -43,13 +41,12 @@ class Server final : public WorkerObserver, public AdminBackend {
   void on_accept(int status);
   void apply_connection_cap();
   void on_check(bool ok, const char* why);
-  void on_propagation_timer();
-  void end_propagation();
-  void on_drain_deadline();
+  void carry_out(Step step, const char* trigger = "");
+  void close_listener();
+  void arm_phase_timer(std::uint64_t ms);
   void check_drained();
-  void finish_drain();
-  void reload();
-  void exit_with(int code);
+  void exit_now();
+  ReloadOutcome apply_reload();
   std::uint64_t requests_total() const;
   bool resolve_upstream(const Config& c, sockaddr_storage& addr, std::string& host);
 
@@ -59,32 +56,26 @@ class Server final : public WorkerObserver, public AdminBackend {
   Worker worker_;
   AdminServer admin_;
   ReadinessCheck check_;
+  ConfigWatch watch_;
   uv_tcp_t listener_;
   uv_signal_t sigterm_, sigint_, sighup_;
   uv_timer_t phase_timer_;
   sockaddr_storage upstream_addr_{};
   std::string upstream_host_;
 
-  State state_ = State::kStarting;
-  bool upstream_ok_ = true;      // in ready: false after failure_threshold failed checks
-  std::uint32_t failures_ = 0;
-  bool listener_open_ = false;
-  bool exit_when_drained_ = false;
-  bool exiting_ = false;
-  int exit_code_ = 0;
-  std::uint64_t admin_refused_ = 0;
+  Lifecycle lc_;
   std::uint64_t fd_limit_ = 0;             // RLIMIT_NOFILE, raised to its hard limit at start
   std::uint64_t accept_errors_ = 0;        // failed accepts since the last warning about them
   std::uint64_t accept_error_logged_ms_ = 0;
-  std::uint64_t drain_started_ms_ = 0;
-  std::uint64_t listener_closed_ms_ = 0;
-  std::uint64_t drained_ms_ = 0;
-  std::uint64_t last_accept_ms_ = 0;
-  std::uint64_t accepted_in_propagation_ = 0;
+  // Config reloads (SIGHUP, POST /reload, the file watch), for /metrics.
+  bool last_reload_ok_ = true;
+  double last_reload_time_ = 0;  // seconds since the epoch; the start-up load counts
+  std::uint64_t reloads_ok_ = 0;
+  std::uint64_t reloads_failed_ = 0;
+  // The drain's figures: counters at its start, and what it served and lost.
+  std::uint64_t from_backlog_ = 0;
   std::uint64_t requests_at_drain_ = 0;
-  std::uint64_t cut_at_drain_ = 0;
   std::uint64_t drained_requests_ = 0;
-  std::uint64_t cut_requests_ = 0;
   std::uint64_t unanswered_at_drain_ = 0;
   std::uint64_t unanswered_requests_ = 0;
 };

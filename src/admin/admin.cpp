@@ -1,9 +1,11 @@
 // Admin connections: one request each, answered and closed. /drain?wait=true is held open
-// until the drain ends.
+// until the drain ends. Every request that is refused or unknown is logged and counted.
 #include "admin/admin.hpp"
 
 #include <cstdio>
+#include <optional>
 
+#include "admin/admin_target.hpp"
 #include "http/parser.hpp"
 #include "log.hpp"
 #include "net/io.hpp"
@@ -12,6 +14,15 @@ namespace ebb {
 
 namespace {
 constexpr std::uint64_t kRequestTimeoutMs = 10000;
+
+// /reload answers with statuses the data path never makes itself.
+const char* reason_phrase(int status) {
+  switch (status) {
+    case 409: return "Conflict";
+    case 422: return "Unprocessable Content";
+    default: return http::status_text(status);
+  }
+}
 }
 
 class AdminConn {
@@ -101,52 +112,43 @@ class AdminConn {
     if (err == HPE_PAUSED && complete_) {
       handle();
     } else if (err != HPE_OK) {
-      respond(400, "text/plain", "bad request\n", "malformed request");
+      reject(400, "malformed request");
     }
   }
 
   void handle() {
-    std::string_view target = head_.target();
-    size_t q = target.find('?');
-    std::string_view path = target.substr(0, q);
-    std::string_view query = q == std::string_view::npos ? std::string_view{} : target.substr(q + 1);
+    std::string_view raw = head_.target();
+    admin::AdminTarget t = admin::split_target(raw);
     auto method = static_cast<llhttp_method_t>(parser_.method);
     bool get = method == HTTP_GET || method == HTTP_HEAD;
     AdminBackend& b = s_.backend_;
-    if (path == "/healthz") {
-      if (!get) return respond(405, "text/plain", "method not allowed\n", "method not allowed");
+    if (t.path == "/healthz") {
+      if (!get) return reject(405, "method not allowed");
       return respond(200, "text/plain", "ok\n");
     }
-    if (path == "/readyz") {
-      if (!get) return respond(405, "text/plain", "method not allowed\n", "method not allowed");
+    if (t.path == "/readyz") {
+      if (!get) return reject(405, "method not allowed");
       std::string reason;
       int status = b.readiness(reason);
       return respond(status, "text/plain", reason + "\n");
     }
-    if (path == "/metrics") {
-      if (!get) return respond(405, "text/plain", "method not allowed\n", "method not allowed");
+    if (t.path == "/metrics") {
+      if (!get) return reject(405, "method not allowed");
       return respond(200, "text/plain; version=0.0.4", b.metrics_text());
     }
-    if (path == "/drain") {
-      if (!get && method != HTTP_POST) return respond(405, "text/plain", "method not allowed\n", "method not allowed");
-      std::string caller = net::peer_ip(&tcp_);
-      const std::string& token = b.cfg().admin.drain_token;
-      bool allowed;
-      const char* why = "";
-      if (!token.empty()) {
-        allowed = authorized(token);
-        why = "missing or wrong bearer token";
-      } else {
-        allowed = net::is_loopback(peer_);
-        why = "drain_token is not set, so only loopback callers may drain";
-      }
-      if (!allowed) {
-        b.count_refused();
-        LOG_WARN("drain refused", {"caller", caller}, {"reason", why});
-        return respond(403, "text/plain", std::string(why) + "\n", why);
-      }
-      bool wait = query.find("wait=true") != std::string_view::npos;
-      LOG_INFO("drain requested", {"caller", caller}, {"wait", wait});
+    if (t.path == "/reload") {
+      if (method != HTTP_POST) return reject(405, "method not allowed (POST /reload)");
+      if (!authorized(t.query, "reload request refused")) return;
+      LOG_INFO("reload requested", {"caller", net::peer_ip(&tcp_)}, {"target", admin::redact_target(raw)});
+      ReloadOutcome r = b.reload("admin");
+      return respond(r.status, "text/plain", r.message + "\n", r.status == 200 ? nullptr : "reload failed");
+    }
+    if (t.path == "/drain") {
+      if (!get && method != HTTP_POST) return reject(405, "method not allowed");
+      if (!authorized(t.query, "drain refused")) return;
+      bool wait = admin::query_param(t.query, "wait") == "true";
+      LOG_INFO("drain requested", {"caller", net::peer_ip(&tcp_)}, {"wait", wait},
+               {"target", admin::redact_target(raw)});
       b.start_drain("admin");
       if (wait && !b.drained()) {
         waiting_ = true;
@@ -156,21 +158,54 @@ class AdminConn {
       if (wait) return respond(200, "application/json", b.drain_summary());
       return respond(202, "text/plain", "draining\n");
     }
-    respond(404, "text/plain", "not found\n", "no such admin endpoint");
+    reject(404, "no such admin endpoint");
   }
 
-  bool authorized(const std::string& token) const {
+  // The kubelet ignores a hook's status, so a request turned away must at least be seen: a
+  // warning with the caller and what it asked for (token redacted), and a counter.
+  void reject(int status, const char* why) {
+    AdminStats& st = s_.stats_;
+    ++(status == 404 ? st.not_found : status == 405 ? st.bad_method : st.malformed);
+    if (status == 400) {
+      LOG_WARN("malformed admin request", {"caller", net::peer_ip(&tcp_)}, {"status", status},
+               {"error", llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : why});
+    } else {
+      LOG_WARN("unknown admin request", {"caller", net::peer_ip(&tcp_)},
+               {"method", llhttp_method_name(static_cast<llhttp_method_t>(parser_.method))},
+               {"target", admin::redact_target(head_.target())}, {"status", status});
+    }
+    respond(status, "text/plain", std::string(why) + "\n", why);
+  }
+
+  // SPEC §3 token rules, shared by /drain and /reload. With admin.drain_token set, the caller
+  // shows it as `Authorization: Bearer <t>` or, for kubelets before 1.26 that drop a hook's
+  // httpHeaders, as `?token=<t>`; without one, only loopback callers are allowed. A refusal is
+  // answered here (403), logged at warn as `what` and counted.
+  bool authorized(std::string_view query, const char* what) {
+    const std::string& token = s_.backend_.cfg().admin.drain_token;
+    const char* why;
+    if (!token.empty()) {
+      std::optional<std::string> given = admin::query_param(query, admin::kTokenParam);
+      if (bearer_matches(token) || (given && admin::token_equal(*given, token))) return true;
+      why = "missing or wrong token (Authorization: Bearer <token> or ?token=<token>)";
+    } else {
+      if (net::is_loopback(peer_)) return true;
+      why = "admin.drain_token is not set, so only loopback callers are allowed";
+    }
+    ++s_.stats_.refused;
+    LOG_WARN(what, {"caller", net::peer_ip(&tcp_)},
+             {"method", llhttp_method_name(static_cast<llhttp_method_t>(parser_.method))},
+             {"target", admin::redact_target(head_.target())}, {"reason", why});
+    respond(403, "text/plain", std::string(why) + "\n", why);
+    return false;
+  }
+
+  bool bearer_matches(const std::string& token) const {
     for (size_t i = 0; i < head_.count(); ++i) {
       if (!http::iequals(head_.name(i), "authorization")) continue;
       std::string_view v = http::trim(head_.value(i));
-      if (v.size() > 7 && http::iequals(v.substr(0, 7), "bearer ")) {
-        std::string_view given = http::trim(v.substr(7));
-        // Constant-time comparison: the token guards a shutdown switch.
-        if (given.size() != token.size()) return false;
-        unsigned diff = 0;
-        for (size_t k = 0; k < given.size(); ++k) diff |= static_cast<unsigned>(given[k] ^ token[k]);
-        return diff == 0;
-      }
+      if (v.size() > 7 && http::iequals(v.substr(0, 7), "bearer "))
+        return admin::token_equal(http::trim(v.substr(7)), token);
     }
     return false;
   }
@@ -182,7 +217,7 @@ class AdminConn {
     bool head_only = parser_.method == HTTP_HEAD;
     int n = std::snprintf(head, sizeof head,
                           "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%sConnection: close\r\n\r\n",
-                          status, http::status_text(status), type, body.size(), error ? "X-Ebb-Error: " : "",
+                          status, reason_phrase(status), type, body.size(), error ? "X-Ebb-Error: " : "",
                           error ? error : "", error ? "\r\n" : "");
     out_.assign(head, static_cast<size_t>(n));
     if (!head_only) out_ += body;

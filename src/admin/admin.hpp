@@ -1,16 +1,23 @@
-// The admin listener: /healthz, /readyz, /metrics and /drain for the kubelet, Prometheus and
-// preStop hooks. It stays up until the process exits, so probes answer during a drain.
+// The admin listener: /healthz, /readyz, /metrics, /drain and /reload for the kubelet, Prometheus,
+// preStop hooks and config rollouts. It stays up until the process exits, so probes answer during a drain.
 #pragma once
 
 #include <llhttp.h>
 #include <uv.h>
 
+#include <cstdint>
 #include <string>
 
 #include "config.hpp"
 #include "http/message.hpp"
 
 namespace ebb {
+
+// The answer to a reload request, whatever triggered it: 200 and what changed, or the refusal.
+struct ReloadOutcome {
+  int status = 200;  // 200 reloaded, 422 invalid config, 409 refused change, 503 upstream unresolvable
+  std::string message;
+};
 
 // What the admin endpoints ask of the lifecycle (implemented by the Server).
 class AdminBackend {
@@ -21,11 +28,19 @@ class AdminBackend {
   virtual bool drained() const = 0;
   virtual void start_drain(const char* trigger) = 0;
   virtual std::string drain_summary() const = 0;  // JSON
-  virtual void count_refused() = 0;
+  virtual ReloadOutcome reload(const char* trigger) = 0;
   virtual const Config& cfg() const = 0;
 };
 
 class AdminConn;
+
+// Admin requests turned away, for /metrics (SPEC §3: a refused /drain is counted).
+struct AdminStats {
+  std::uint64_t refused = 0;       // 403: /drain or /reload without the token, or not from loopback
+  std::uint64_t not_found = 0;     // 404: no such endpoint
+  std::uint64_t bad_method = 0;    // 405
+  std::uint64_t malformed = 0;     // 400: not parsable as HTTP
+};
 
 class AdminServer {
  public:
@@ -35,6 +50,7 @@ class AdminServer {
   void answer_drain_waiters();  // the drain finished
   void close_all();             // exit: the listener and every connection (after flushing)
   bool idle() const { return conns_ == nullptr; }
+  const AdminStats& stats() const { return stats_; }
 
  private:
   friend class AdminConn;
@@ -44,6 +60,7 @@ class AdminServer {
   bool listening_ = false;
   bool closing_ = false;
   AdminConn* conns_ = nullptr;
+  AdminStats stats_;
 };
 
 }  // namespace ebb

@@ -3,6 +3,7 @@
 #include "admin/drain_client.hpp"
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,23 +17,43 @@
 
 namespace ebb {
 
+namespace {
+
+constexpr const char* kDefaultConfig = "/etc/ebb/ebb.yaml";
+
+// A listener on every address is dialled on loopback, of the same family.
+HostPort dial_address(HostPort hp) {
+  if (hp.host.empty() || hp.host == "0.0.0.0") hp.host = "127.0.0.1";
+  else if (hp.host == "::") hp.host = "::1";
+  return hp;
+}
+
+}  // namespace
+
 int drain_main(int argc, char** argv) {
-  std::string admin = "127.0.0.1:9901";
-  std::string token;
+  std::string admin_flag, token_flag, config_path;
+  bool have_admin = false, have_token = false;
   bool wait = false;
-  if (const char* t = std::getenv("EBB_ADMIN_DRAIN_TOKEN")) token = t;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--wait") {
       wait = true;
     } else if (a == "--admin" && i + 1 < argc) {
-      admin = argv[++i];
+      admin_flag = argv[++i];
+      have_admin = true;
     } else if (a == "--token" && i + 1 < argc) {
-      token = argv[++i];
+      token_flag = argv[++i];
+      have_token = true;
+    } else if ((a == "--config" || a == "-c") && i + 1 < argc) {
+      config_path = argv[++i];
     } else if (a == "--help" || a == "-h") {
-      std::printf("usage: ebb drain [--admin HOST:PORT] [--wait] [--token T]\n"
-                  "Starts ebb's drain through its admin port (default 127.0.0.1:9901); with --wait,\n"
-                  "returns when ebb has drained. The token defaults to $EBB_ADMIN_DRAIN_TOKEN.\n");
+      std::printf("usage: ebb drain [--admin HOST:PORT] [--wait] [--token T] [--config FILE]\n"
+                  "Starts ebb's drain through its admin port; with --wait, returns when ebb has drained.\n"
+                  "The admin address and the token come from the flags, else from the config as ebb\n"
+                  "itself reads it: --config FILE (default %s if present) and the EBB_*\n"
+                  "environment (EBB_ADMIN_LISTEN, EBB_ADMIN_DRAIN_TOKEN). A listener on 0.0.0.0 or ::\n"
+                  "is dialled on loopback.\n",
+                  kDefaultConfig);
       return 0;
     } else {
       std::fprintf(stderr, "ebb drain: unknown argument %s (see ebb drain --help)\n", a.c_str());
@@ -40,11 +61,37 @@ int drain_main(int argc, char** argv) {
     }
   }
   HostPort hp;
-  if (!parse_host_port(admin, hp)) {
-    std::fprintf(stderr, "ebb drain: --admin %s: expected HOST:PORT\n", admin.c_str());
+  std::string token = token_flag;
+  if (have_admin) {
+    if (!parse_host_port(admin_flag, hp)) {
+      std::fprintf(stderr, "ebb drain: --admin %s: expected HOST:PORT\n", admin_flag.c_str());
+      return 2;
+    }
+  }
+  if (!have_admin || !have_token) {
+    // The same config ebb runs with, so `ebb drain` in a preStop hook follows EBB_ADMIN_LISTEN.
+    struct stat st{};
+    if (config_path.empty() && ::stat(kDefaultConfig, &st) == 0) config_path = kDefaultConfig;
+    ConfigResult r = load_config(config_path, ebb_environment());
+    if (r.config) {
+      if (!have_admin) hp = r.config->admin.listen;
+      if (!have_token) token = r.config->admin.drain_token;
+    } else if (!have_admin) {
+      std::fprintf(stderr, "ebb drain: invalid config: %s\n", r.error.c_str());
+      return 2;
+    } else {
+      // The address is known; a hook should not fail on a config problem it can work around.
+      std::fprintf(stderr, "ebb drain: warning: invalid config (%s); token from $EBB_ADMIN_DRAIN_TOKEN only\n",
+                   r.error.c_str());
+      if (const char* t = std::getenv("EBB_ADMIN_DRAIN_TOKEN")) token = t;
+    }
+  }
+  if (hp.port == 0) {
+    std::fprintf(stderr, "ebb drain: admin port 0 (any free port) cannot be dialled; give --admin HOST:PORT\n");
     return 2;
   }
-  if (hp.host == "0.0.0.0" || hp.host.empty()) hp.host = "127.0.0.1";
+  hp = dial_address(hp);
+  std::string admin = hp.str();
   sockaddr_storage addr{};
   std::string error;
   if (net::resolve(hp, addr, error) != 0) {

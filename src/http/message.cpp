@@ -350,7 +350,8 @@ void write_response_head(std::string& out, const MessageHead& head, const Respon
   out.append("\r\n", 2);
 }
 
-void write_error_response(std::string& out, int status, std::string_view reason, bool close) {
+void write_error_response(std::string& out, int status, std::string_view reason, bool close,
+                          std::string_view extra_fields) {
   char num[24];
   out.append("HTTP/1.1 ");
   auto r = std::to_chars(num, num + sizeof num, status);
@@ -359,7 +360,9 @@ void write_error_response(std::string& out, int status, std::string_view reason,
   out.append(status_text(status));
   out.append("\r\nContent-Type: text/plain; charset=utf-8\r\nX-Ebb-Error: ");
   out.append(reason);
-  out.append("\r\nContent-Length: ");
+  out.append("\r\n");
+  out.append(extra_fields);
+  out.append("Content-Length: ");
   r = std::to_chars(num, num + sizeof num, reason.size() + 1);
   out.append(num, r.ptr);
   out.append(close ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n");

@@ -112,8 +112,10 @@ struct ResponseFraming {
 void write_response_head(std::string& out, const MessageHead& head, const ResponseInfo& info,
                          const ResponseFraming& f);
 
-// A complete response that ebb makes itself, always with X-Ebb-Error.
-void write_error_response(std::string& out, int status, std::string_view reason, bool close);
+// A complete response that ebb makes itself, always with X-Ebb-Error. `extra_fields`: more
+// header lines, each ending in CRLF (e.g. "Retry-After: 1\r\n").
+void write_error_response(std::string& out, int status, std::string_view reason, bool close,
+                          std::string_view extra_fields = {});
 
 const char* status_text(int status);
 

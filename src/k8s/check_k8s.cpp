@@ -2,14 +2,11 @@
 // config, and the report. The rules themselves live in pod_rules.cpp and object_rules.cpp.
 #include "k8s/check_k8s.hpp"
 
-#include <unistd.h>
-
 #include <cstdio>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
+#include <set>
 
+#include "k8s/manifest_io.hpp"
 #include "k8s/rules.hpp"
 
 namespace ebb {
@@ -28,15 +25,25 @@ struct Doc {
   YAML::Node node;
 };
 
-bool load_file(const std::string& path, std::vector<Doc>& docs, std::string& error) {
-  std::ifstream in(path);
-  if (!in) {
-    error = path + ": cannot read the file";
-    return false;
+// `kubectl get -o yaml` prints several objects as one `kind: List` (or `<Kind>List`) with
+// `items`; the items are the objects.
+void add_objects(const std::string& file, const YAML::Node& node, std::vector<Doc>& docs) {
+  if (!node.IsMap()) return;
+  YAML::Node items = k8s::child(node, "items");
+  if (k8s::str_at(node, "kind").value_or("").ends_with("List") && items.IsSequence()) {
+    for (const auto& item : items) add_objects(file, item, docs);
+    return;
   }
+  docs.push_back(Doc{file, node});
+}
+
+bool load_file(const std::string& path, std::vector<Doc>& docs, std::string& error) {
+  std::string text;
+  if (!k8s::read_source(path, text, error)) return false;
   try {
-    for (const auto& node : YAML::LoadAll(in)) {
-      if (node.IsMap()) docs.push_back(Doc{path, node});
+    for (const auto& node : YAML::LoadAll(text)) {
+      k8s::expand_merge_keys(node);
+      add_objects(path, node, docs);
     }
   } catch (const YAML::Exception& ex) {
     error = path + ":" + std::to_string(ex.mark.line + 1) + ":" +
@@ -73,23 +80,6 @@ std::optional<std::pair<std::string, std::string>> mounted_config(
   return std::nullopt;
 }
 
-// load_config reads files, so a ConfigMap's text goes through a private temporary file.
-ConfigResult load_config_text(const std::string& label, const std::string& text,
-                              const std::map<std::string, std::string>& env) {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "ebb-check-k8s-XXXXXX").string();
-  int fd = ::mkstemp(tmpl.data());
-  if (fd < 0) return {std::nullopt, label + ": cannot write a temporary file"};
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ::close(fd);
-  ConfigResult r = ok ? load_config(tmpl, env)
-                      : ConfigResult{std::nullopt, label + ": cannot write a temporary file"};
-  std::remove(tmpl.c_str());
-  for (auto p = r.error.find(tmpl); p != std::string::npos; p = r.error.find(tmpl)) {
-    r.error.replace(p, tmpl.size(), label);
-  }
-  return r;
-}
-
 // The config ebb runs with in this pod: --config, else the mounted ConfigMap, else defaults;
 // then the container's literal EBB_* env, then the caller's EBB_* env (the runtime's order).
 bool resolve_settings(Workload& w, const CheckOptions& opts, const std::vector<Doc>& docs,
@@ -112,7 +102,7 @@ bool resolve_settings(Workload& w, const CheckOptions& opts, const std::vector<D
   if (!opts.config_path.empty()) {
     cfg = load_config(opts.config_path, env);
   } else if (auto mounted = mounted_config(w, docs)) {
-    cfg = load_config_text(mounted->first, mounted->second, env);
+    cfg = parse_config(mounted->first, mounted->second, env);
   } else {
     cfg = load_config("", env);
     result.notes.push_back(where + ": ebb's config is not among the files; checked against the "
@@ -140,8 +130,16 @@ bool workload_spec(const YAML::Node& obj, const std::string& kind, YAML::Node& s
     labels = child(child(obj, "metadata"), "labels");
     return true;
   }
+  if (kind == "CronJob") {
+    YAML::Node tmpl = child(child(child(child(obj, "spec"), "jobTemplate"), "spec"), "template");
+    spec = child(tmpl, "spec");
+    path = "spec.jobTemplate.spec.template.spec";
+    labels = child(child(tmpl, "metadata"), "labels");
+    return true;
+  }
   if (kind == "Deployment" || kind == "StatefulSet" || kind == "DaemonSet" ||
-      kind == "ReplicaSet") {
+      kind == "ReplicaSet" || kind == "Job" ||
+      (kind == "Rollout" && str_at(obj, "apiVersion").value_or("").rfind("argoproj.io/", 0) == 0)) {
     YAML::Node tmpl = child(child(obj, "spec"), "template");
     spec = child(tmpl, "spec");
     path = "spec.template.spec";
@@ -149,6 +147,17 @@ bool workload_spec(const YAML::Node& obj, const std::string& kind, YAML::Node& s
     return true;
   }
   return false;
+}
+
+// "ReplicaSet/web-7d9f8c6b5" for an object a controller owns (metadata.ownerReferences with
+// controller: true), else "".
+std::string controller_of(const YAML::Node& obj) {
+  for (const auto& ref : seq_at(child(obj, "metadata"), "ownerReferences")) {
+    if (str_at(ref, "controller") == "true") {
+      return str_at(ref, "kind").value_or("") + "/" + str_at(ref, "name").value_or("");
+    }
+  }
+  return "";
 }
 
 std::string json_string(const std::string& s) {
@@ -173,12 +182,13 @@ std::string json_string(const std::string& s) {
 }
 
 const char* kUsage =
-    "usage: ebb check-k8s FILE.yaml [FILE.yaml...] [--config FILE] [--json]\n"
-    "  Reads Deployments, StatefulSets, DaemonSets, Pods, Services and ConfigMaps (multi-document\n"
-    "  files too) and reports what would drop requests during a rollout with ebb as a sidecar.\n"
+    "usage: ebb check-k8s FILE.yaml|DIR|- [...] [--config FILE] [--json]\n"
+    "  Reads Deployments, StatefulSets, DaemonSets, Argo Rollouts, Jobs, CronJobs, Pods, Services,\n"
+    "  ConfigMaps and `kind: List` (multi-document files, every *.yaml/*.yml/*.json of a\n"
+    "  directory, - for stdin) and reports what would drop requests during a rollout with ebb.\n"
     "  --config FILE  ebb's config (default: the ConfigMap ebb mounts, if among the files, else\n"
     "                 the built-in defaults); EBB_* environment variables apply on top\n"
-    "  --json         a JSON array of findings instead of one line each\n"
+    "  --json         {\"findings\": [...], \"notes\": [...], \"workloads\": N} instead of lines\n"
     "  Exit 0 clean, 1 findings, 2 unreadable file or config.\n";
 
 }  // namespace
@@ -187,8 +197,17 @@ CheckResult check_k8s_files(const CheckOptions& opts) {
   CheckResult result;
   try {
     std::vector<Doc> docs;
-    for (const auto& f : opts.files) {
+    std::vector<std::string> files;
+    if (!k8s::expand_inputs(opts.files, files, result.error)) return result;
+    for (const auto& f : files) {
       if (!load_file(f, docs, result.error)) return result;
+    }
+    // `kubectl get all -o yaml` lists a Deployment, its ReplicaSets and their Pods: each is
+    // checked once, through the owner that is among the objects read.
+    std::set<std::string> present;
+    for (const auto& d : docs) {
+      present.insert(meta(d.node, "namespace") + "|" + str_at(d.node, "kind").value_or("") + "/" +
+                     meta(d.node, "name"));
     }
     std::vector<Workload> workloads;
     for (const auto& d : docs) {
@@ -196,6 +215,17 @@ CheckResult check_k8s_files(const CheckOptions& opts) {
       w.kind = str_at(d.node, "kind").value_or("");
       YAML::Node labels;
       if (!workload_spec(d.node, w.kind, w.pod.spec, w.pod.spec_path, labels)) continue;
+      std::string owner = controller_of(d.node);
+      if (!owner.empty() && present.count(meta(d.node, "namespace") + "|" + owner)) {
+        result.notes.push_back(w.kind + "/" + meta(d.node, "name") + ": checked through its owner " +
+                               owner);
+        continue;
+      }
+      if (!w.pod.spec.IsMap()) {
+        result.notes.push_back(w.kind + "/" + meta(d.node, "name") +
+                               ": no pod template (e.g. a Rollout's workloadRef); not checked");
+        continue;
+      }
       w.file = d.file;
       w.name = meta(d.node, "name");
       w.ns = meta(d.node, "namespace");
@@ -211,7 +241,10 @@ CheckResult check_k8s_files(const CheckOptions& opts) {
       }
       if (!resolve_settings(w, opts, docs, result)) return result;
       k8s::check_pod(w.pod, w.ebb, w.settings, result.findings);
-      if (!w.ebb.bad_init) k8s::check_rollout(w, result.findings);
+      // Jobs and CronJobs have no rolling update: only the pod's rules apply.
+      if (!w.ebb.bad_init && w.kind != "Job" && w.kind != "CronJob") {
+        k8s::check_rollout(w, result.findings);
+      }
       ++result.workloads;
       workloads.push_back(std::move(w));
     }
@@ -245,7 +278,16 @@ std::string format_findings_json(const std::vector<Finding>& findings) {
            ",\"path\":" + json_string(f.path) + ",\"message\":" + json_string(f.message) +
            ",\"severity\":" + json_string(f.severity) + ",\"rule\":" + json_string(f.rule) + "}";
   }
-  return out + (findings.empty() ? "]\n" : "\n]\n");
+  return out + (findings.empty() ? "]" : "\n]");
+}
+
+std::string format_result_json(const CheckResult& r) {
+  std::string out = "{\"findings\": " + format_findings_json(r.findings) + ",\n\"notes\": [";
+  for (std::size_t i = 0; i < r.notes.size(); ++i) {
+    out += (i ? ",\n " : "\n ") + json_string(r.notes[i]);
+  }
+  out += r.notes.empty() ? "]" : "\n]";
+  return out + ",\n\"workloads\": " + std::to_string(r.workloads) + "}\n";
 }
 
 int run_check_k8s(const std::vector<std::string>& args,
@@ -264,7 +306,7 @@ int run_check_k8s(const std::vector<std::string>& args,
       opts.config_path = args[++i];
     } else if (a.rfind("--config=", 0) == 0) {
       opts.config_path = a.substr(9);
-    } else if (!a.empty() && a[0] == '-') {
+    } else if (a.size() > 1 && a[0] == '-') {
       out << "check-k8s: unknown or incomplete option " << a << "\n" << kUsage;
       return 2;
     } else {
@@ -281,7 +323,7 @@ int run_check_k8s(const std::vector<std::string>& args,
     return 2;
   }
   if (json) {
-    out << format_findings_json(r.findings);
+    out << format_result_json(r);
   } else {
     for (const auto& n : r.notes) out << "note: " << n << "\n";
     out << format_findings_text(r.findings);

@@ -15,7 +15,7 @@ namespace ebb {
 // the finding is about the object as a whole (the rollout strategy).
 struct Finding {
   std::string file;
-  std::string kind;  // the object's kind: Deployment, StatefulSet, DaemonSet, Pod, Service
+  std::string kind;  // the object's kind: Deployment, StatefulSet, Rollout, CronJob, Service...
   std::string name;
   std::string container;
   std::string path;
@@ -25,7 +25,9 @@ struct Finding {
 };
 
 struct CheckOptions {
-  std::vector<std::string> files;  // read together: a Service is matched against every workload
+  // Read together (a Service is matched against every workload): files, directories (their
+  // *.yaml, *.yml and *.json, sorted) and "-" for stdin.
+  std::vector<std::string> files;
   std::string config_path;         // --config; empty: the ConfigMap ebb mounts, else defaults
   std::map<std::string, std::string> env;  // EBB_* overrides the caller knows (process env)
 };
@@ -44,6 +46,8 @@ CheckResult check_k8s_files(const CheckOptions& opts);
 std::string format_findings_text(const std::vector<Finding>& findings);
 // A JSON array of {file, kind, name, container, path, message, severity, rule}.
 std::string format_findings_json(const std::vector<Finding>& findings);
+// --json: {"findings": [...], "notes": [...], "workloads": N}.
+std::string format_result_json(const CheckResult& r);
 
 // `args` are what follows "check-k8s". Writes the report to `out`, returns the exit code:
 // 0 clean, 1 findings, 2 unreadable file or config, or a usage error.

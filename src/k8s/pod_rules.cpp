@@ -51,43 +51,10 @@ int ebb_score(const YAML::Node& c) {
   return 0;
 }
 
-// The words of an exec hook, joined, so "sh -c 'sleep 5'" and ["sleep", "5"] read alike.
-std::string exec_line(const YAML::Node& exec) {
-  std::string line;
-  for (const auto& w : seq_at(exec, "command")) {
-    if (!w.IsScalar()) continue;
-    if (!line.empty()) line += ' ';
-    line += w.Scalar();
-  }
-  return line;
-}
-
 bool runs_sleep(const std::string& line) {
   static const std::regex re(R"((^|[\s;&|/(])sleep(\s|$))");
   return std::regex_search(line, re);
 }
-
-bool runs_ebb_drain(const std::string& line) {
-  static const std::regex re(R"((^|[\s;&|/(])ebb\s+drain(\s|$))");
-  return std::regex_search(line, re);
-}
-
-// The value of `--token T` or `--token=T` in an exec line.
-std::optional<std::string> exec_token(const std::string& line) {
-  static const std::regex re(R"(--token[= ]+([^\s'"]+))");
-  std::smatch m;
-  if (std::regex_search(line, m, re)) return m[1].str();
-  return std::nullopt;
-}
-
-struct Emitter {
-  const PodContext& pod;
-  std::vector<Finding>& out;
-  void add(const std::string& container, const std::string& path, const std::string& rule,
-           const std::string& severity, const std::string& message) {
-    out.push_back(Finding{pod.file, pod.kind, pod.name, container, path, message, severity, rule});
-  }
-};
 
 void check_grace(const PodContext& pod, const EbbContainer& ebb, const EbbSettings& s,
                  Emitter& e) {
@@ -177,84 +144,51 @@ void check_prestop_sleep(const YAML::Node& c, const std::string& cname, const st
   }
 }
 
-std::optional<std::string> bearer_header(const YAML::Node& get, std::size_t& index) {
-  auto headers = seq_at(get, "httpHeaders");
-  for (std::size_t i = 0; i < headers.size(); ++i) {
-    std::string name = str_at(headers[i], "name").value_or("");
-    std::transform(name.begin(), name.end(), name.begin(),
-                   [](unsigned char ch) { return std::tolower(ch); });
-    if (name == "authorization") {
-      index = i;
-      return str_at(headers[i], "value").value_or("");
-    }
+bool declares_port(const YAML::Node& c, int port) {
+  for (const auto& p : seq_at(c, "ports")) {
+    if (int_at(p, "containerPort") == port) return true;
   }
-  return std::nullopt;
+  return false;
 }
 
-void check_drain_token_http(const YAML::Node& get, const std::string& cname,
-                            const std::string& hpath, const EbbSettings& s, Emitter& e) {
-  using Token = EbbSettings::Token;
-  std::size_t hi = 0;
-  auto value = bearer_header(get, hi);
-  if (s.token_state == Token::kNone) {
-    e.add(cname, hpath, "drain-token", "error",
-          "ebb has no admin.drain_token, so it accepts /drain only from loopback, and the "
-          "kubelet calls from the node's address: the hook gets 403 and the app is signalled at "
-          "once (set admin.drain_token, or pass the config that sets it with --config)");
-    return;
+// A port name declared by ebb and by an app container: a Service's `targetPort: <name>` and the
+// endpoints controller take the first container that declares it, which may be the app's.
+void check_port_names(const PodContext& pod, const EbbContainer& ebb, Emitter& e) {
+  std::map<std::string, std::size_t> ebb_names;
+  auto ebb_ports = seq_at(ebb.node, "ports");
+  for (std::size_t j = 0; j < ebb_ports.size(); ++j) {
+    if (auto n = str_at(ebb_ports[j], "name")) ebb_names[*n] = j;
   }
-  if (!value) {
-    e.add(cname, hpath + ".httpHeaders", "drain-token", "error",
-          "no \"Authorization: Bearer <token>\" header while ebb has admin.drain_token set: "
-          "ebb answers 403 and the kubelet signals the app at once");
-    return;
-  }
-  std::string vpath = hpath + ".httpHeaders[" + std::to_string(hi) + "].value";
-  if (value->rfind("Bearer ", 0) != 0) {
-    e.add(cname, vpath, "drain-token", "error",
-          "the Authorization header is not \"Bearer <token>\": ebb answers 403");
-  } else if (s.token_state == Token::kKnown && value->substr(7) != s.token) {
-    e.add(cname, vpath, "drain-token", "error",
-          "the bearer token does not match ebb's admin.drain_token: ebb answers 403 and the "
-          "kubelet signals the app at once");
-  }
-}
-
-void check_app_drain(const YAML::Node& c, const std::string& cname, const std::string& cpath,
-                     const EbbSettings& s, Emitter& e) {
-  YAML::Node pre = child(child(c, "lifecycle"), "preStop");
-  YAML::Node get = child(pre, "httpGet");
-  std::string ppath = cpath + ".lifecycle.preStop";
-  if (get.IsMap() && path_only(str_at(get, "path").value_or("/")) == "/drain") {
-    auto port = resolve_port(child(get, "port"), c);
-    if (!port || *port != s.admin_port) {
-      e.add(cname, ppath + ".httpGet.port", "prestop-drain", "error",
-            "the /drain hook does not reach ebb's admin port " + std::to_string(s.admin_port) +
-                (port ? "" : " (a port name resolves against this container's own ports)"));
-      return;
+  auto apps = seq_at(pod.spec, "containers");
+  for (std::size_t i = 0; i < apps.size(); ++i) {
+    if (ebb.list == "containers" && i == ebb.index) continue;
+    auto ports = seq_at(apps[i], "ports");
+    for (std::size_t j = 0; j < ports.size(); ++j) {
+      auto n = str_at(ports[j], "name");
+      if (!n || !ebb_names.count(*n)) continue;
+      e.add(str_at(apps[i], "name").value_or(""),
+            item_path(pod.spec_path, "containers", i) + ".ports[" + std::to_string(j) + "].name",
+            "port-name-shared", "error",
+            "port name \"" + *n + "\" is also one of ebb's ports: a Service's targetPort: " + *n +
+                " can resolve to this container's port " +
+                std::to_string(int_at(ports[j], "containerPort").value_or(0)) +
+                ", around ebb; give ebb's and the app's ports different names");
     }
-    check_drain_token_http(get, cname, ppath + ".httpGet", s, e);
-    return;
   }
-  std::string line = exec_line(child(pre, "exec"));
-  if (runs_ebb_drain(line)) {
-    auto tok = exec_token(line);
-    if (s.token_state != EbbSettings::Token::kNone && !tok) {
-      e.add(cname, ppath + ".exec.command", "drain-token", "error",
-            "`ebb drain` without --token while ebb has admin.drain_token set: ebb answers 403");
-    } else if (s.token_state == EbbSettings::Token::kKnown && tok && *tok != s.token) {
-      e.add(cname, ppath + ".exec.command", "drain-token", "error",
-            "`ebb drain --token` does not match ebb's admin.drain_token: ebb answers 403");
-    }
-    return;
-  }
-  e.add(cname, ppath, "prestop-drain", "error",
-        "no preStop drain: the kubelet signals this app while ebb still forwards to it; add "
-        "preStop.httpGet {port: " + std::to_string(s.admin_port) +
-            ", path: /drain?wait=true} so the app is signalled only once ebb has drained");
 }
 
 }  // namespace
+
+// The words of an exec hook, joined, so "sh -c 'sleep 5'" and ["sleep", "5"] read alike.
+std::string exec_line(const YAML::Node& exec) {
+  std::string line;
+  for (const auto& w : seq_at(exec, "command")) {
+    if (!w.IsScalar()) continue;
+    if (!line.empty()) line += ' ';
+    line += w.Scalar();
+  }
+  return line;
+}
 
 YAML::Node child(const YAML::Node& n, const char* key) {
   // yaml-cpp hands back an "invalid" node for a missing key, whose Type() throws; callers get
@@ -306,7 +240,12 @@ std::optional<int> resolve_port(const YAML::Node& port, const YAML::Node& contai
   return std::nullopt;
 }
 
-std::string path_only(const std::string& p) { return p.substr(0, p.find('?')); }
+std::string path_only(const std::string& p) {
+  // Every kubelet puts one "/" before a path that lacks it (old ones always add one, so
+  // "/drain" arrives as "//drain", which ebb takes as "/drain").
+  std::string path = p.substr(0, p.find('?'));
+  return "/" + path.substr(std::min(path.find_first_not_of('/'), path.size()));
+}
 
 std::string item_path(const std::string& base, const std::string& list, std::size_t i) {
   return base + "." + list + "[" + std::to_string(i) + "]";
@@ -317,6 +256,8 @@ EbbSettings settings_from(const Config& c) {
   s.listen_port = c.listen.port;
   s.admin_port = c.admin.listen.port;
   s.upstream_port = c.upstream.port;
+  const std::string& h = c.upstream.host;
+  s.upstream_in_pod = h == "localhost" || h == "::1" || h.rfind("127.", 0) == 0;
   s.propagation_delay = c.shutdown.propagation_delay;
   s.propagation_max = c.shutdown.propagation_max;
   s.drain_timeout = c.shutdown.drain_timeout;
@@ -348,6 +289,8 @@ EbbContainer find_ebb_container(const YAML::Node& pod_spec) {
   return best;
 }
 
+bool is_batch(const std::string& kind) { return kind == "Job" || kind == "CronJob"; }
+
 void check_pod(const PodContext& pod, const EbbContainer& ebb, const EbbSettings& s,
                std::vector<Finding>& out) {
   Emitter e{pod, out};
@@ -358,18 +301,46 @@ void check_pod(const PodContext& pod, const EbbContainer& ebb, const EbbSettings
           "app never starts; make it a native sidecar or move it to containers");
     return;
   }
+  if (is_batch(pod.kind) && !ebb.native) {
+    e.add(ebb.name, ebb_path, "job-sidecar", "error",
+          "ebb as a classic sidecar in a " + pod.kind + " never exits, so the Job never "
+          "completes; run it as a native sidecar (initContainers with restartPolicy: Always, "
+          "Kubernetes 1.28+ with the SidecarContainers gate, on by default from 1.29), which "
+          "the kubelet stops once the app has finished");
+  }
   check_grace(pod, ebb, s, e);
   check_readiness(ebb, ebb_path, s, e);
   check_liveness(ebb.node, ebb.name, ebb_path, true, s, e);
   check_prestop_sleep(ebb.node, ebb.name, ebb_path, s, e);
+  check_port_names(pod, ebb, e);
   auto apps = seq_at(pod.spec, "containers");
+  // The app is the container that ebb forwards to. Other containers (a log shipper, a metrics
+  // exporter) get no traffic through ebb and need no drain hook.
+  bool upstream_declared = false, any_app_port = false;
+  for (std::size_t i = 0; i < apps.size(); ++i) {
+    if (ebb.list == "containers" && i == ebb.index) continue;
+    upstream_declared = upstream_declared || declares_port(apps[i], s.upstream_port);
+    any_app_port = any_app_port || !seq_at(apps[i], "ports").empty();
+  }
+  if (any_app_port && !upstream_declared && s.upstream_in_pod) {
+    e.add(ebb.name, pod.spec_path + ".containers", "upstream-port", "error",
+          "no app container declares ebb's upstream port " + std::to_string(s.upstream_port) +
+              ": ebb's readiness check connects to 127.0.0.1:" +
+              std::to_string(s.upstream_port) + " and the pod never becomes ready; set upstream "
+              "(EBB_UPSTREAM) to the app's port");
+  }
   for (std::size_t i = 0; i < apps.size(); ++i) {
     if (ebb.list == "containers" && i == ebb.index) continue;
     std::string cname = str_at(apps[i], "name").value_or("");
     std::string cpath = item_path(pod.spec_path, "containers", i);
     check_liveness(apps[i], cname, cpath, false, s, e);
     check_prestop_sleep(apps[i], cname, cpath, s, e);
-    check_app_drain(apps[i], cname, cpath, s, e);
+    bool serves = !upstream_declared || declares_port(apps[i], s.upstream_port);
+    if (serves) {
+      require_app_drain(apps[i], cname, cpath, s, e);
+    } else {
+      check_app_drain(apps[i], cname, cpath, s, e);  // a hook it has must still be right
+    }
   }
 }
 

@@ -21,6 +21,7 @@ struct EbbSettings {
   int listen_port = 8080;
   int admin_port = 9901;
   int upstream_port = 3000;
+  bool upstream_in_pod = true;  // upstream is on loopback: an app container of this pod
   Millis propagation_delay = 5000;
   Millis propagation_max = 15000;
   Millis drain_timeout = 25000;
@@ -56,6 +57,24 @@ struct PodContext {
 void check_pod(const PodContext& pod, const EbbContainer& ebb, const EbbSettings& s,
                std::vector<Finding>& out);
 
+// Adds findings of one pod, in its object's name.
+struct Emitter {
+  const PodContext& pod;
+  std::vector<Finding>& out;
+  void add(const std::string& container, const std::string& path, const std::string& rule,
+           const std::string& severity, const std::string& message) {
+    out.push_back(Finding{pod.file, pod.kind, pod.name, container, path, message, severity, rule});
+  }
+};
+
+// The drain hooks of an app container (drain_rules.cpp). check_app_drain: true when the
+// container has a drain hook of either form (and checks it), false when it has none;
+// require_app_drain also reports a missing one.
+bool check_app_drain(const YAML::Node& c, const std::string& cname, const std::string& cpath,
+                     const EbbSettings& s, Emitter& e);
+void require_app_drain(const YAML::Node& c, const std::string& cname, const std::string& cpath,
+                       const EbbSettings& s, Emitter& e);
+
 // A workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Pod) that runs ebb.
 struct Workload {
   std::string file, kind, name, ns;
@@ -85,8 +104,10 @@ std::map<std::string, std::string> string_map(const YAML::Node& n);  // scalar p
 std::string meta(const YAML::Node& obj, const char* key);  // metadata.<key>, or ""
 // Objects without a namespace land in whatever namespace they are applied to: assume the same.
 bool same_namespace(const std::string& a, const std::string& b);
-// "/drain?wait=true" -> "/drain".
+// "/drain?wait=true" -> "/drain"; "drain" and "//drain" -> "/drain", as the kubelet sends them.
 std::string path_only(const std::string& p);
+// The words of an exec hook's command, joined with spaces.
+std::string exec_line(const YAML::Node& exec);
 // "spec.template.spec" + "containers" + 1 -> "spec.template.spec.containers[1]"
 std::string item_path(const std::string& base, const std::string& list, std::size_t i);
 

@@ -97,6 +97,12 @@ void ClientConn::update_read() {
 void ClientConn::on_read(ssize_t nread, const uv_buf_t* buf) {
   if (closing_ || nread == 0) return;
   if (nread < 0) {
+    if (slot_state() == SlotWaiter::State::kQueued) {
+      // Gone, or half-closed, while it waits for the app (HAProxy's abortonclose): a client that
+      // gave up must not take a slot at the app when its turn comes.
+      close(Unanswered::kClientClosed);
+      return;
+    }
     if (tunnel_ && up_ != nullptr && nread == UV_EOF) {
       // The client is done sending; let the app see the end after what is queued to it.
       up_->shutdown_write();
@@ -187,8 +193,10 @@ void ClientConn::parse(char* data, size_t len) {
       status = 505;
     }
     if (reason == nullptr || *reason == '\0') reason = llhttp_errno_name(err);
-    LOG_INFO("bad request", {"conn", id_}, {"status", status}, {"reason", reason},
-             {"error", llhttp_errno_name(err)});
+    if (!ex_.shed) {  // a request turned away at upstream_limits was logged as such
+      LOG_INFO("bad request", {"conn", id_}, {"status", status}, {"reason", reason},
+               {"error", llhttp_errno_name(err)});
+    }
     send_error(status, reason);
     return;
   }
@@ -262,9 +270,8 @@ int ClientConn::on_headers_complete() {
   bool idempotent = method == HTTP_GET || method == HTTP_HEAD || method == HTTP_OPTIONS ||
                     method == HTTP_PUT || method == HTTP_DELETE || method == HTTP_TRACE;
   ex_.replayable = idempotent && !has_body;
-  if (cfg.probes.on_proxy_listener && answer_probe()) return 0;
-  begin_forward();
-  return 0;
+  if (cfg.probes.on_proxy_listener && answer_probe()) return 0;  // probes never queue
+  return ask_for_slot();
 }
 
 int ClientConn::on_body(const char* at, size_t len) {
@@ -379,7 +386,9 @@ void ClientConn::send_error(int status, const char* reason) {
   ex_.response_started = true;
   ex_.local = true;
   scratch_.clear();
-  http::write_error_response(scratch_, status, reason, ex_.close_after);
+  // The app is at its concurrency limit: a second is long enough for a slot to free up or for
+  // the client to try another pod, short enough not to make a client wait for nothing.
+  http::write_error_response(scratch_, status, reason, ex_.close_after, ex_.shed ? "Retry-After: 1\r\n" : "");
   uv_buf_t b = uv_buf_init(scratch_.data(), static_cast<unsigned>(scratch_.size()));
   send(&b, 1);
   if (closing_) return;
@@ -452,6 +461,7 @@ void ClientConn::close(Unanswered why) {
     count_unanswered(why, "pipelined request unanswered");
   }
   closing_ = true;
+  release_slot(false);
   if (w_.batch().owner == this) {
     w_.batch().n = 0;
     w_.batch().lines_used = 0;
@@ -514,6 +524,7 @@ void ClientConn::send_ws_close_and_close() {
     ex_.active = false;
     --w_.metrics().requests_in_flight;
   }
+  release_slot(false);
   ws_close_pending_ = false;
   graceful_close(false);
 }
@@ -530,7 +541,9 @@ void ClientConn::arm(TimerFor t, std::uint64_t ms) {
 }
 
 void ClientConn::refresh_timer(bool progress) {
-  if (closing_ || lingering_ || ws_close_pending_ || timer_for_ == TimerFor::kRetry) return;
+  if (closing_ || lingering_ || ws_close_pending_ || timer_for_ == TimerFor::kRetry ||
+      timer_for_ == TimerFor::kQueue)
+    return;
   const auto& t = w_.cfg().timeouts;
   TimerFor want = TimerFor::kNone;
   std::uint64_t ms = 0;
@@ -583,6 +596,9 @@ void ClientConn::on_timer() {
       break;
     case TimerFor::kWsClose:
       close(Unanswered::kDrainTimeout);
+      break;
+    case TimerFor::kQueue:
+      queue_timed_out();
       break;
     case TimerFor::kNone:
       break;

@@ -12,6 +12,7 @@
 #include "http/head_scan.hpp"
 #include "http/message.hpp"
 #include "metrics.hpp"
+#include "proxy/limiter.hpp"
 #include "proxy/websocket.hpp"
 
 namespace ebb {
@@ -19,7 +20,9 @@ namespace ebb {
 class Worker;
 class UpstreamConn;
 
-class ClientConn {
+// A SlotWaiter: its exchange's claim on upstream_limits (a slot at the app or a place in the
+// queue) is released exactly once, by finish_exchange or close, however the exchange ends.
+class ClientConn final : public SlotWaiter {
  public:
   ClientConn(Worker& w, std::uint64_t id);
   ClientConn(const ClientConn&) = delete;
@@ -47,12 +50,13 @@ class ClientConn {
   void upstream_writable();                      // queue to the app fell to the low watermark
   void cork();    // gather writes to this client until uncork()
   void uncork();
+  void slot_granted() override;  // the queued request may go to the app now (admission.cpp)
 
   ClientConn* prev_ = nullptr;
   ClientConn* next_ = nullptr;
 
  private:
-  enum class TimerFor { kNone, kHeader, kIdle, kBody, kSend, kRetry, kLinger, kWsClose };
+  enum class TimerFor { kNone, kHeader, kIdle, kBody, kSend, kRetry, kLinger, kWsClose, kQueue };
 
   struct Exchange {
     bool active = false;
@@ -71,6 +75,7 @@ class ClientConn {
     bool replayable = false;
     bool retried = false;
     bool local = false;           // answered by ebb itself (probe or error)
+    bool shed = false;            // turned away at upstream_limits: the 503 says Retry-After
     int status = 0;
     const char* ebb_reason = nullptr;  // why ebb answered itself (X-Ebb-Error), for the access log
     std::uint64_t head_bytes = 0;
@@ -107,6 +112,11 @@ class ClientConn {
   void replay_or_fail(UpstreamConn* up, UpstreamError kind, int err);
   void release_upstream(bool reusable);
   bool answer_probe();
+
+  // upstream_limits (admission.cpp): forward now, queue, or 503.
+  int ask_for_slot();
+  void queue_timed_out();
+  void release_slot(bool latency_sample);
 
   // Writing to the client, closing, timers.
   void send(const uv_buf_t* bufs, unsigned n);  // counted as this exchange's answer

@@ -322,6 +322,8 @@ void ClientConn::finish_exchange() {
   ++requests_;
   idle_since_ms_ = w_.now_ms();
   bool close_now = may_close_after_answer();
+  // The app's slot goes to the next in line now; an answer the app made is a latency sample.
+  release_slot(!ex_.local && ex_.status != 101);
   ex_ = Exchange{};
   scan_.reset();
   if (up_ != nullptr) release_upstream(false);

@@ -20,6 +20,12 @@ Worker::Worker(uv_loop_t* loop, const Config* cfg, WorkerObserver* observer)
   auto res = std::to_chars(request_prefix_, request_prefix_ + 16, r, 16);
   while (res.ptr < request_prefix_ + 16) *res.ptr++ = '0';
   request_prefix_[16] = '\0';
+  set_config(cfg);
+}
+
+void Worker::set_config(const Config* cfg) {
+  cfg_ = cfg;
+  limiter_.configure(cfg->upstream_limits.max_concurrency, cfg->upstream_limits.queue_size);
 }
 
 Worker::~Worker() { delete[] read_buf_; }

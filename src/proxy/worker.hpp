@@ -10,7 +10,9 @@
 #include <string_view>
 
 #include "config.hpp"
+#include "lifecycle.hpp"
 #include "metrics.hpp"
+#include "proxy/limiter.hpp"
 #include "proxy/upstream.hpp"
 
 namespace ebb {
@@ -27,13 +29,6 @@ struct OutBatch {
   unsigned n = 0;
   char lines[kMax][24];
   unsigned lines_used = 0;
-};
-
-// How connections behave at this point of the lifecycle.
-enum class Phase {
-  kServing,      // keep-alive as usual
-  kPropagation,  // answer everything with Connection: close
-  kDrain,        // also close connections as soon as they have nothing in flight
 };
 
 // What the data path asks of the lifecycle (implemented by the Server).
@@ -56,7 +51,8 @@ class Worker {
   Worker(uv_loop_t* loop, const Config* cfg, WorkerObserver* observer);
   ~Worker();
 
-  void set_config(const Config* cfg) { cfg_ = cfg; }
+  // A reload: new upstream_limits apply to requests that ask for a slot from now on.
+  void set_config(const Config* cfg);
   // limits.max_connections, lowered by the process's descriptor budget (Server::connection_cap).
   void set_connection_cap(size_t cap) { connection_cap_ = cap; }
   size_t connection_cap() const { return connection_cap_; }
@@ -71,6 +67,7 @@ class Worker {
   const Config& cfg() const { return *cfg_; }
   Metrics& metrics() { return metrics_; }
   Pool& pool() { return pool_; }
+  ConcurrencyLimiter& limiter() { return limiter_; }
   OutBatch& batch() { return batch_; }
   Phase phase() const { return phase_; }
   WorkerObserver* observer() const { return observer_; }
@@ -94,6 +91,7 @@ class Worker {
   const Config* cfg_;
   WorkerObserver* observer_;
   Metrics metrics_;
+  ConcurrencyLimiter limiter_{metrics_};  // upstream_limits: slots at the app and their queue
   Pool pool_;
   OutBatch batch_;
   Phase phase_ = Phase::kServing;

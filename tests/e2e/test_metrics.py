@@ -2,12 +2,18 @@
 before each family's samples, one group per family, cumulative histogram) with the SPEC's
 families, and figures that move as requests flow: requests by code, in flight during a slow
 request, active connections, upstream errors after a 502/504, the duration histogram, the
-lifecycle state through a drain, cut requests, build info."""
+lifecycle state through a drain, cut requests, build info with the git commit, process_* figures
+that match /proc, the last drain's phases, and Debian's `promtool check metrics` on a real scrape
+(issue 12)."""
 
+import os
+import re
+import resource
+import subprocess
 import time
 import unittest
 
-from ebbtest import answer_target, dl, never_answer, ok, route, slow, unused_port
+from ebbtest import REPO_ROOT, answer_target, dl, never_answer, ok, route, slow, unused_port
 from lifecycle_util import (LifecycleCase, SHORT, Gate, admin_request, parse_prometheus,
                             poll_readyz, scrape, wait_metric, wait_ready)
 
@@ -21,7 +27,20 @@ FAMILIES = {
     "ebb_drain_cut_requests_total": "counter",
     "ebb_build_info": "gauge",
     "ebb_admin_refused_total": "counter",
+    "ebb_admin_unknown_total": "counter",
+    "ebb_config_last_reload_success": "gauge",
+    "ebb_config_last_reload_timestamp_seconds": "gauge",
+    "ebb_config_reloads_total": "counter",
+    "ebb_drain_propagation_seconds": "gauge",
+    "ebb_drain_phase_seconds": "gauge",
+    "process_cpu_seconds_total": "counter",
+    "process_resident_memory_bytes": "gauge",
+    "process_virtual_memory_bytes": "gauge",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+    "process_start_time_seconds": "gauge",
 }
+PROMTOOL = "/usr/bin/promtool"  # Debian's prometheus package; `make deps` installs it
 STATES = ("starting", "ready", "draining", "drained")
 
 
@@ -190,6 +209,91 @@ class Metrics(LifecycleCase):
         self.assertEqual(ex.value("ebb_requests_in_flight"), 0)
         self.assertEqual(ex.value("ebb_connections_active"), 0)
         self.assertEqual(self.code(ex, 200), 1)
+
+    def test_promtool_check_metrics_passes_on_a_real_scrape(self):
+        self.assertTrue(os.access(PROMTOOL, os.X_OK), f"{PROMTOOL} missing: `make deps` installs prometheus")
+
+        def promtool(text: str) -> subprocess.CompletedProcess:
+            return subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
+                                  text=True, timeout=dl(30))
+        # Negative control: promtool's linter does fail on a fault ebb could make.
+        bad = promtool("# HELP ebb_x_seconds x\n# TYPE ebb_x_seconds counter\nebb_x_seconds 1\n")
+        self.assertNotEqual(bad.returncode, 0, bad)
+        # Every family populated: requests of several codes, an upstream error, a refused and an
+        # unknown admin call, a reload, then a drain.
+        fake, ebb = self.proxy(route({"/404": ok(b"no", 404)}, default=answer_target),
+                               {"admin": {"drain_token": "t0k"}})
+        c = self.connect(ebb)
+        for path in ("/a", "/404", "/b"):
+            c.request("GET", path)
+        c.close()
+        self.assertEqual(admin_request(ebb, "GET", "/drain").status, 403)
+        self.assertEqual(admin_request(ebb, "GET", "/nope").status, 404)
+        self.assertEqual(admin_request(ebb, "POST", "/reload?token=t0k").status, 200)
+        for when in ("ready", "drained"):
+            if when == "drained":
+                self.assertEqual(admin_request(ebb, "GET", "/drain?wait=true&token=t0k").status, 200)
+            text = admin_request(ebb, "GET", "/metrics").body.decode("utf-8")
+            for name in FAMILIES:
+                self.assertIn(f"# TYPE {name} ", text)
+            p = promtool(text)
+            self.assertEqual((p.returncode, p.stdout + p.stderr), (0, ""), f"{when}: promtool on\n{text}")
+
+    def test_build_info_carries_the_git_commit(self):
+        fake, ebb = self.proxy(ok())
+        commit = ebb.listening.get("commit")
+        self.assertTrue(commit, ebb.listening)
+        ex = scrape(ebb)
+        self.assertEqual(ex.value("ebb_build_info", {"version": ebb.listening["version"], "commit": commit}), 1)
+        if (REPO_ROOT / ".git").exists():
+            # Built from this checkout: a commit git knows (not necessarily HEAD: the binary may be
+            # older than the last commit).
+            self.assertRegex(commit, r"^[0-9a-f]{12}$")
+            p = subprocess.run(["git", "-C", str(REPO_ROOT), "cat-file", "-e", commit + "^{commit}"],
+                               capture_output=True, timeout=dl(10))
+            self.assertEqual(p.returncode, 0, f"ebb_build_info commit {commit} is not a commit of this repo")
+        else:
+            self.assertEqual(commit, "unknown")
+
+    def test_process_metrics_match_proc(self):
+        t0 = time.time()
+        fake, ebb = self.proxy(answer_target)
+        c = self.connect(ebb)
+        for i in range(200):
+            c.request("GET", f"/{i}")
+        ex = scrape(ebb)
+        pid = ebb.pid
+        ticks = os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / ticks
+        self.assertAlmostEqual(ex.value("process_cpu_seconds_total"), cpu, delta=0.1)
+        rss = ebb.rss_kib() * 1024
+        self.assertAlmostEqual(ex.value("process_resident_memory_bytes"), rss, delta=rss * 0.25)
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        # The scrape's own admin connection is open while ebb counts.
+        self.assertIn(ex.value("process_open_fds") - fds, (0, 1, 2), (ex.value("process_open_fds"), fds))
+        self.assertEqual(ex.value("process_max_fds"), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        start = ex.value("process_start_time_seconds")
+        self.assertGreaterEqual(start, t0 - 1.5, "started before the test began")
+        self.assertLessEqual(start, time.time() + 0.5)
+        # More open connections show.
+        more = [self.connect(ebb) for _ in range(5)]
+        for m in more:
+            m.request("GET", "/x")
+        self.assertGreaterEqual(scrape(ebb).value("process_open_fds"), ex.value("process_open_fds") + 5 - 1)
+
+    def test_last_drain_phases_as_gauges(self):
+        fake, ebb = self.proxy(ok())
+        ex = scrape(ebb)
+        self.assertEqual((ex.value("ebb_drain_propagation_seconds"), ex.value("ebb_drain_phase_seconds")), (0, 0))
+        self.assertEqual(admin_request(ebb, "GET", "/drain?wait=true").status, 200)
+        closed = ebb.wait_log("listener closed", dl(2))
+        drained = ebb.wait_log("drained", dl(2))
+        ex = scrape(ebb)
+        self.assertAlmostEqual(ex.value("ebb_drain_propagation_seconds"), closed["propagation_s"], delta=0.0015)
+        self.assertGreaterEqual(ex.value("ebb_drain_propagation_seconds"), 1.0 - 0.03, "SHORT propagation_delay")
+        self.assertAlmostEqual(ex.value("ebb_drain_phase_seconds"), drained["drain_s"], delta=0.0015)
 
     def test_starting_state(self):
         ebb = self.start_ebb(unused_port(), {"readiness": {"upstream_check": "tcp",

@@ -9,6 +9,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "config.hpp"
 
@@ -103,6 +104,7 @@ timeouts: {client_header: 15s, client_idle: 60s, client_send: 30s, upstream_conn
 limits: {max_header_bytes: 65536, max_uri_bytes: 8192, max_body_bytes: 0, max_connections: 10000}
 upstream_pool: {max_idle: 64}
 upstream_retry: {connect_retry_budget: 2s}
+upstream_limits: {max_concurrency: 0, queue_size: 100, queue_timeout: 10s}   # 0 = unlimited; auto = adaptive
 probes: {on_proxy_listener: false}
 log: {format: json, level: info, access: false}
 workers: 1            # event-loop threads
@@ -143,6 +145,10 @@ upstream_pool:
   max_idle: 0
 upstream_retry:
   connect_retry_budget: 0s
+upstream_limits:
+  max_concurrency: 12
+  queue_size: 0
+  queue_timeout: 750ms
 probes:
   on_proxy_listener: true
 log:
@@ -176,6 +182,9 @@ workers: 1
   CHECK(c.limits.max_connections == 7);
   CHECK(c.upstream_pool.max_idle == 0);
   CHECK(c.upstream_retry.connect_retry_budget == 0);
+  CHECK(c.upstream_limits.max_concurrency == ebb::ConcurrencyLimit{false, 12});
+  CHECK(c.upstream_limits.queue_size == 0);
+  CHECK(c.upstream_limits.queue_timeout == 750);
   CHECK(c.probes.on_proxy_listener);
   CHECK(c.log.format == ebb::LogFormat::kText);
   CHECK(c.log.level == ebb::LogLevel::kDebug);
@@ -325,6 +334,20 @@ TEST_CASE("config: refusals name the file, the line and the key", "[config]") {
   // Bad values.
   CHECK(error_for("# c\n\nshutdown:\n  propagation_delay: 1s\n  drain_timeout: soon\n") ==
         ":5: shutdown.drain_timeout: expected a duration like 250ms, 5s or 1m, got \"soon\"");
+  CHECK(error_for("upstream_limits:\n  max_concurrency: lots\n") ==
+        ":2: upstream_limits.max_concurrency: expected a non-negative integer (0 = unlimited) or auto, got \"lots\"");
+  CHECK(error_for("upstream_limits: {max_concurrency: -2}\n") ==
+        ":1: upstream_limits.max_concurrency: expected a non-negative integer (0 = unlimited) or auto, got \"-2\"");
+  CHECK(error_for("upstream_limits: {max_concurrency: 2000000}\n") ==
+        ":1: upstream_limits.max_concurrency: must be at most 1000000, got \"2000000\"");
+  CHECK(error_for("upstream_limits:\n  max_concurrency: [auto]\n") ==
+        ":2: upstream_limits.max_concurrency: expected a non-negative integer (0 = unlimited) or auto, got a list");
+  CHECK(error_for("\nupstream_limits: {queue_timeout: 0s}\n") ==
+        ":2: upstream_limits.queue_timeout: must be above 0 (queue_size: 0 turns the queue off)");
+  CHECK(error_for("upstream_limits: {queue_size: 5000000}\n") ==
+        ":1: upstream_limits.queue_size: must be at most 1000000");
+  CHECK(error_for("upstream_limits: {queue_sise: 5}\n") ==
+        ":1: upstream_limits.queue_sise: unknown key (did you mean upstream_limits.queue_size?)");
   CHECK(error_for("shutdown: {drain_timeout: 9000h}\n") ==
         ":1: shutdown.drain_timeout: must be at most 8760h (a year), got \"9000h\"");
   CHECK(error_for("shutdown: {drain_timeout: -5s}\n") ==
@@ -389,12 +412,12 @@ TEST_CASE("config: a missing or unreadable file is named", "[config]") {
 TEST_CASE("config: environment refusals name the variable", "[config]") {
   CHECK(load_error("", {{"EBB_SHUTDOWN_DRAIN_TIMEOUT", "soon"}}) ==
         "env EBB_SHUTDOWN_DRAIN_TIMEOUT: expected a duration like 250ms, 5s or 1m, got \"soon\"");
-  CHECK(load_error("", {{"EBB_FOO", "1"}}) == "env EBB_FOO: unknown key");
-  CHECK(load_error("", {{"EBB_LISTN", ":1"}}) == "env EBB_LISTN: unknown key (did you mean EBB_LISTEN?)");
-  CHECK(load_error("", {{"EBB_ADMIN", ":1"}}) == "env EBB_ADMIN: unknown key");
   CHECK(load_error("", {{"EBB_LOG_ACCESS", "1"}}) == "env EBB_LOG_ACCESS: expected true or false, got \"1\"");
   CHECK(load_error("", {{"EBB_ADMIN_LISTEN", ":8080"}}) ==
         "env EBB_ADMIN_LISTEN: port 8080 is used by both listen and admin.listen");
+  CHECK(load_error("", {{"EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY", "Auto"}}) ==
+        "env EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY: expected a non-negative integer (0 = unlimited) or auto, got \"Auto\"");
+  CHECK(load_ok("", {{"EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY", "auto"}}).upstream_limits.max_concurrency.adaptive);
 
   // A file value that only the environment makes impossible is blamed on the environment.
   TempDir dir;
@@ -469,6 +492,7 @@ timeouts: {client_header: 7s, client_idle: 8s, client_send: 9s, upstream_connect
 limits: {max_header_bytes: 13, max_uri_bytes: 14, max_body_bytes: 15, max_connections: 16}
 upstream_pool: {max_idle: 17}
 upstream_retry: {connect_retry_budget: 18s}
+upstream_limits: {max_concurrency: auto, queue_size: 19, queue_timeout: 20s}
 probes: {on_proxy_listener: true}
 log: {format: text, level: error, access: true}
 )"));
@@ -493,7 +517,113 @@ log: {format: text, level: error, access: true}
     for (char ch : path) name += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
     env[name] = value;
   }
-  CHECK(env.size() == 29);
+  CHECK(env.size() == 32);
+  CHECK(env["EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY"] == "auto");
   CHECK(env["EBB_UPSTREAM_RETRY_CONNECT_RETRY_BUDGET"] == "18s");
   CHECK(body(load_ok("", env)) == body(from_file));
+}
+
+namespace {
+// The warnings of a load that must succeed.
+std::vector<std::string> warnings_of(const Env& env) {
+  auto r = load_config("", env);
+  INFO(r.error);
+  REQUIRE(r.config.has_value());
+  return r.warnings;
+}
+}  // namespace
+
+TEST_CASE("config: an unknown EBB_ variable is a warning naming the closest key, never an error", "[config]") {
+  using V = std::vector<std::string>;
+  CHECK(warnings_of({{"EBB_FOO", "1"}}) == V{"env EBB_FOO: unknown key; ignored"});
+  CHECK(warnings_of({{"EBB_LISTN", ":1"}}) == V{"env EBB_LISTN: unknown key (did you mean EBB_LISTEN?); ignored"});
+  CHECK(warnings_of({{"EBB_SHUTDOWN_DRAIN_TIMOUT", "5s"}}) ==
+        V{"env EBB_SHUTDOWN_DRAIN_TIMOUT: unknown key (did you mean EBB_SHUTDOWN_DRAIN_TIMEOUT?); ignored"});
+  CHECK(warnings_of({{"EBB_ADMIN", ":1"}}) == V{"env EBB_ADMIN: unknown key; ignored"});
+  // A port-looking key that is not a service link's shape is still a typo to report.
+  CHECK(warnings_of({{"EBB_ADMIN_PORT", "9902"}}) == V{"env EBB_ADMIN_PORT: unknown key; ignored"});
+  // The misspelt key leaves the real one at its default; real keys beside it still apply.
+  auto r = load_config("", {{"EBB_SHUTDOWN_DRAIN_TIMOUT", "5s"}, {"EBB_SHUTDOWN_QUIET_PERIOD", "2s"}});
+  REQUIRE(r.config.has_value());
+  CHECK(r.config->shutdown.drain_timeout == 25000);
+  CHECK(r.config->shutdown.quiet_period == 2000);
+  // Wrong values of real keys stay fatal, with the key named, even beside ignored variables.
+  CHECK(load_error("", {{"EBB_PORT", "tcp://10.96.0.12:80"}, {"EBB_UPSTREAM", "nope"}}) ==
+        "env EBB_UPSTREAM: expected host:port like 127.0.0.1:3000, got \"nope\"");
+  CHECK(load_error("", {{"EBB_FOO", "1"}, {"EBB_LOG_LEVEL", "loud"}}) ==
+        "env EBB_LOG_LEVEL: expected one of debug, info, warn, error, got \"loud\"");
+}
+
+TEST_CASE("config: Kubernetes service links for Services named ebb and ebb-metrics are ignored quietly", "[config]") {
+  // What the kubelet injects for `Service ebb` (port 80, named http) and `Service ebb-metrics`
+  // (port 9901/TCP), IPv4 and IPv6 clusters.
+  const Env links = {
+      {"EBB_SERVICE_HOST", "10.96.0.12"},
+      {"EBB_SERVICE_PORT", "80"},
+      {"EBB_SERVICE_PORT_HTTP", "80"},
+      {"EBB_PORT", "tcp://10.96.0.12:80"},
+      {"EBB_PORT_80_TCP", "tcp://10.96.0.12:80"},
+      {"EBB_PORT_80_TCP_PROTO", "tcp"},
+      {"EBB_PORT_80_TCP_PORT", "80"},
+      {"EBB_PORT_80_TCP_ADDR", "10.96.0.12"},
+      {"EBB_METRICS_SERVICE_HOST", "fd00:10:96::c"},
+      {"EBB_METRICS_SERVICE_PORT", "9901"},
+      {"EBB_METRICS_PORT", "tcp://[fd00:10:96::c]:9901"},
+      {"EBB_METRICS_PORT_9901_TCP", "tcp://[fd00:10:96::c]:9901"},
+      {"EBB_METRICS_PORT_9901_TCP_PROTO", "tcp"},
+      {"EBB_METRICS_PORT_9901_TCP_PORT", "9901"},
+      {"EBB_METRICS_PORT_9901_TCP_ADDR", "fd00:10:96::c"},
+      {"EBB_DNS_PORT_53_UDP", "udp://10.96.0.10:53"},
+  };
+  auto r = load_config("", links);
+  INFO(r.error);
+  REQUIRE(r.config.has_value());
+  CHECK(r.warnings.empty());
+  CHECK(r.notes.size() == links.size());
+  CHECK(r.notes[0].find("service link") != std::string::npos);
+  CHECK(body(*r.config) == body(Config{}));
+  for (const auto& [name, value] : links) {
+    INFO(name << "=" << value);
+    CHECK(ebb::is_service_link(name, value));
+  }
+  // Negative controls: the same names with values of the wrong shape, and real keys.
+  for (auto [name, value] : {std::pair<const char*, const char*>{"EBB_PORT", "8080"},
+                             {"EBB_SERVICE_HOST", "ebb.default.svc"},
+                             {"EBB_SERVICE_PORT", "http"},
+                             {"EBB_PORT_80_TCP", "10.96.0.12:80"},
+                             {"EBB_PORT_80_TCP_PROTO", "http"},
+                             {"EBB_PORT_80_TCP_ADDR", "host"},
+                             {"EBB_PORT_80_HTTP", "tcp://10.96.0.12:80"},
+                             {"EBB_PORT_X_TCP_PORT", "80"},
+                             {"EBB_PORT", "ftp://10.96.0.12:80"},
+                             {"EBB_LISTEN", "tcp://10.96.0.12:80"},
+                             {"EBB_ADMIN_LISTEN", "0.0.0.0:9901"}}) {
+    INFO(name << "=" << value);
+    CHECK_FALSE(ebb::is_service_link(name, value));
+  }
+}
+
+TEST_CASE("config: describe_source says built-in defaults without a file", "[config]") {
+  CHECK(ebb::describe_source(load_ok("")) == "built-in defaults");
+  TempDir dir;
+  std::string path = dir.write("ebb.yaml", "");
+  CHECK(ebb::describe_source(load_ok(path)) == path);
+}
+
+TEST_CASE("config: text in memory loads as the same text in a file would, messages naming its label", "[config]") {
+  TempDir dir;
+  const std::string good = "listen: 0.0.0.0:8081\nshutdown:\n  drain_timeout: 7s\n";
+  auto from_text = ebb::parse_config("configmap ebb/ebb.yaml", good, {{"EBB_UPSTREAM", "127.0.0.1:3001"}});
+  REQUIRE(from_text.config.has_value());
+  CHECK(body(*from_text.config) == body(load_ok(dir.write("good.yaml", good), {{"EBB_UPSTREAM", "127.0.0.1:3001"}})));
+  CHECK(from_text.config->source == "configmap ebb/ebb.yaml");
+  const std::string bad = "listen: 0.0.0.0:8081\nshutdown:\n  drain_timout: 7s\n";
+  auto r = ebb::parse_config("configmap ebb/ebb.yaml", bad, {});
+  CHECK_FALSE(r.config.has_value());
+  std::string file_error = load_error(dir.write("bad.yaml", bad));
+  CHECK(r.error == file_error.replace(file_error.find(dir.path + "/bad.yaml"), dir.path.size() + 9,
+                                      "configmap ebb/ebb.yaml"));
+  CHECK(r.error.find(":3:") != std::string::npos);
+  CHECK_FALSE(ebb::parse_config("x", "[not, a, map]\n", {}).config.has_value());
+  CHECK(ebb::parse_config("x", "", {}).config.has_value());  // empty text: the defaults
 }

@@ -651,6 +651,22 @@ TEST_CASE("write_error_response is a complete response with X-Ebb-Error and a ma
   CHECK_FALSE(rc.keep_alive);
 }
 
+TEST_CASE("write_error_response carries extra fields such as Retry-After", "[http][message]") {
+  std::string out;
+  ebb::http::write_error_response(out, 503, "app at its concurrency limit", false, "Retry-After: 1\r\n");
+  Wire w = split_head(out.substr(0, out.find("\r\n\r\n") + 4));
+  CHECK(w.start == "HTTP/1.1 503 Service Unavailable");
+  CHECK(w.get("Retry-After") == "1");
+  CHECK(w.get("X-Ebb-Error") == "app at its concurrency limit");
+  ParsedResponse r = parse_response(out);
+  CHECK(r.complete);
+  CHECK(r.status == 503);
+  CHECK(r.body == "app at its concurrency limit\n");
+  std::string plain;
+  ebb::http::write_error_response(plain, 503, "x", false);
+  CHECK(split_head(plain.substr(0, plain.find("\r\n\r\n") + 4)).count("Retry-After") == 0);
+}
+
 TEST_CASE("write_error_response appends, and frames every status ebb makes", "[http][message]") {
   std::string out = "prefix";
   ebb::http::write_error_response(out, 504, "", true);

@@ -5,7 +5,9 @@
 #include <cctype>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <limits>
 #include <map>
 #include <optional>
@@ -263,6 +265,13 @@ Metrics filled(std::uint64_t seed) {
   m.backpressure_pauses_upstream = k++;
   m.upstream_connections_opened = k++;
   m.upstream_connections_reused = k++;
+  m.upstream_active = k++;
+  m.upstream_queue_depth = k++;
+  m.upstream_concurrency_limit = k++;
+  for (auto& b : m.upstream_queue_wait.buckets) b = k++;
+  m.upstream_queue_wait.count = k++;
+  m.upstream_queue_wait.sum = static_cast<double>(k++) + 0.5;
+  for (auto& r : m.upstream_queue_rejected) r = k++;
   return m;
 }
 
@@ -338,6 +347,41 @@ TEST_CASE("add sums every field of another loop's Metrics", "[metrics]") {
   CHECK(sum.backpressure_pauses_upstream == a.backpressure_pauses_upstream + b.backpressure_pauses_upstream);
   CHECK(sum.upstream_connections_opened == a.upstream_connections_opened + b.upstream_connections_opened);
   CHECK(sum.upstream_connections_reused == a.upstream_connections_reused + b.upstream_connections_reused);
+  CHECK(sum.upstream_active == a.upstream_active + b.upstream_active);
+  CHECK(sum.upstream_queue_depth == a.upstream_queue_depth + b.upstream_queue_depth);
+  CHECK(sum.upstream_concurrency_limit == a.upstream_concurrency_limit + b.upstream_concurrency_limit);
+  for (size_t i = 0; i < sum.upstream_queue_wait.buckets.size(); ++i) {
+    CHECK(sum.upstream_queue_wait.buckets[i] == a.upstream_queue_wait.buckets[i] + b.upstream_queue_wait.buckets[i]);
+  }
+  CHECK(sum.upstream_queue_wait.count == a.upstream_queue_wait.count + b.upstream_queue_wait.count);
+  CHECK(sum.upstream_queue_wait.sum == a.upstream_queue_wait.sum + b.upstream_queue_wait.sum);
+  for (size_t i = 0; i < sum.upstream_queue_rejected.size(); ++i) {
+    CHECK(sum.upstream_queue_rejected[i] == a.upstream_queue_rejected[i] + b.upstream_queue_rejected[i]);
+  }
+}
+
+TEST_CASE("render_prometheus shows upstream_limits: limit, slots, queue depth, wait and rejections", "[metrics]") {
+  Metrics m;
+  m.upstream_concurrency_limit = 8;
+  m.upstream_active = 7;
+  m.upstream_queue_depth = 3;
+  m.upstream_queue_wait.observe(0.2);
+  m.upstream_queue_rejected[static_cast<size_t>(ebb::QueueRejection::kFull)] = 5;
+  m.upstream_queue_rejected[static_cast<size_t>(ebb::QueueRejection::kTimeout)] = 2;
+  ProcessFigures p;
+  p.version = "v";
+  std::string text = ebb::render_prometheus(m, p);
+  Exposition e = parse_exposition(text);
+  INFO(text);
+  CHECK(join(e.errors) == "");
+  CHECK(e.get("ebb_upstream_concurrency_limit") == 8.0);
+  CHECK(e.get("ebb_upstream_active_requests") == 7.0);
+  CHECK(e.get("ebb_upstream_queue_depth") == 3.0);
+  CHECK(e.get("ebb_upstream_queue_wait_seconds_count") == 1.0);
+  CHECK(e.get("ebb_upstream_queue_wait_seconds_bucket", {{"le", "0.25"}}) == 1.0);
+  CHECK(e.get("ebb_upstream_queue_wait_seconds_bucket", {{"le", "0.1"}}) == 0.0);
+  CHECK(e.get("ebb_upstream_queue_rejected_total", {{"reason", "full"}}) == 5.0);
+  CHECK(e.get("ebb_upstream_queue_rejected_total", {{"reason", "timeout"}}) == 2.0);
 }
 
 TEST_CASE("upstream_error_name gives each kind a distinct label value", "[metrics]") {
@@ -375,7 +419,9 @@ TEST_CASE("render_prometheus of empty Metrics is valid and names every SPEC §6 
   CHECK(e.get("ebb_request_duration_seconds_count") == 0.0);
   CHECK(e.get("ebb_request_duration_seconds_bucket", {{"le", "+Inf"}}) == 0.0);
   CHECK(e.get("ebb_lifecycle_state", {{"state", "starting"}}) == 1.0);
-  CHECK(e.get("ebb_build_info", {{"version", "0.1.0"}}) == 1.0);
+  CHECK(e.get("ebb_build_info", {{"version", "0.1.0"}, {"commit", "unknown"}}) == 1.0);
+  // Without /proc figures no process_* family is rendered (rather than zeros that look real).
+  CHECK(e.family("process_open_fds").empty());
 }
 
 TEST_CASE("render_prometheus renders the counted values", "[metrics]") {
@@ -420,7 +466,7 @@ TEST_CASE("render_prometheus renders the counted values", "[metrics]") {
   CHECK(e.get("ebb_upstream_connections_opened_total") == 13.0);
   CHECK(e.get("ebb_upstream_connections_reused_total") == 14.0);
   CHECK(e.get("ebb_admin_refused_total") == 6.0);
-  CHECK(e.get("ebb_build_info", {{"version", "1.2.3-rc1"}}) == 1.0);
+  CHECK(e.get("ebb_build_info", {{"version", "1.2.3-rc1"}, {"commit", "unknown"}}) == 1.0);
   for (const char* s : {"starting", "ready", "drained"}) CHECK(e.get("ebb_lifecycle_state", {{"state", s}}) == 0.0);
   CHECK(e.get("ebb_lifecycle_state", {{"state", "draining"}}) == 1.0);
 
@@ -516,4 +562,76 @@ TEST_CASE("render_prometheus separates ebb's own answers from the app's, and ren
   CHECK(sum.upstream_response.count == 2);
   CHECK(sum.response_bytes == 2 * 5678);
   CHECK(sum.unanswered_total() == 1);
+}
+
+TEST_CASE("render_prometheus renders the admin, reload, drain, build and process figures", "[metrics]") {
+  ProcessFigures p;
+  p.version = "0.1.0";
+  p.commit = "0123456789ab";
+  p.admin_refused = 2;
+  p.admin_not_found = 3;
+  p.admin_bad_method = 4;
+  p.admin_malformed = 5;
+  p.reload_success = false;
+  p.reload_timestamp = 1790000000.25;
+  p.reloads_ok = 6;
+  p.reloads_failed = 7;
+  p.last_propagation_seconds = 1.5;
+  p.last_drain_seconds = 0.25;
+  p.have_process = true;
+  p.cpu_seconds = 1.25;
+  p.resident_bytes = 4096 * 1000;
+  p.virtual_bytes = 1 << 30;
+  p.open_fds = 9;
+  p.max_fds = 1048576;
+  p.start_time_seconds = 1789999999.5;
+  std::string text = ebb::render_prometheus(Metrics{}, p);
+  Exposition e = parse_exposition(text);
+  INFO(text);
+  CHECK(join(e.errors) == "");
+  CHECK(e.get("ebb_build_info", {{"version", "0.1.0"}, {"commit", "0123456789ab"}}) == 1.0);
+  CHECK(e.get("ebb_admin_refused_total") == 2.0);
+  CHECK(e.get("ebb_admin_unknown_total", {{"code", "404"}}) == 3.0);
+  CHECK(e.get("ebb_admin_unknown_total", {{"code", "405"}}) == 4.0);
+  CHECK(e.get("ebb_admin_unknown_total", {{"code", "400"}}) == 5.0);
+  CHECK(e.type.at("ebb_admin_unknown_total") == "counter");
+  CHECK(e.get("ebb_config_last_reload_success") == 0.0);
+  CHECK(e.type.at("ebb_config_last_reload_success") == "gauge");
+  CHECK(*e.get("ebb_config_last_reload_timestamp_seconds") == Approx(1790000000.25));
+  CHECK(e.get("ebb_config_reloads_total", {{"result", "success"}}) == 6.0);
+  CHECK(e.get("ebb_config_reloads_total", {{"result", "failure"}}) == 7.0);
+  CHECK(e.get("ebb_drain_propagation_seconds") == 1.5);
+  CHECK(e.get("ebb_drain_phase_seconds") == 0.25);
+  CHECK(e.get("process_cpu_seconds_total") == 1.25);
+  CHECK(e.type.at("process_cpu_seconds_total") == "counter");
+  CHECK(e.get("process_resident_memory_bytes") == 4096000.0);
+  CHECK(e.get("process_virtual_memory_bytes") == static_cast<double>(1 << 30));
+  CHECK(e.get("process_open_fds") == 9.0);
+  CHECK(e.get("process_max_fds") == 1048576.0);
+  CHECK(*e.get("process_start_time_seconds") == Approx(1789999999.5));
+  p.reload_success = true;
+  CHECK(parse_exposition(ebb::render_prometheus(Metrics{}, p)).get("ebb_config_last_reload_success") == 1.0);
+}
+
+TEST_CASE("read_process_figures reads this process from /proc/self", "[metrics]") {
+  ProcessFigures p;
+  ebb::read_process_figures(p);
+  REQUIRE(p.have_process);
+  // Plausible, not exact: this test process is alive, holds stdin/out/err and some memory,
+  // started within the last day, and has used some CPU.
+  CHECK(p.open_fds >= 3);
+  CHECK(p.max_fds >= p.open_fds);
+  CHECK(p.resident_bytes > 1024 * 1024);
+  CHECK(p.virtual_bytes >= p.resident_bytes);
+  std::time_t now = std::time(nullptr);
+  CHECK(p.start_time_seconds <= static_cast<double>(now) + 1);
+  CHECK(p.start_time_seconds > static_cast<double>(now) - 86400);
+  CHECK(p.cpu_seconds >= 0);
+  // A descriptor opened now is counted.
+  std::FILE* f = std::tmpfile();
+  REQUIRE(f != nullptr);
+  ProcessFigures q;
+  ebb::read_process_figures(q);
+  std::fclose(f);
+  CHECK(q.open_fds == p.open_fds + 1);
 }

@@ -49,6 +49,10 @@ class RollingDeployTest(unittest.TestCase):
                 type(self).failed = True
                 self.fail(f"{name}: the negative control dropped nothing, so this harness cannot see "
                           f"dropped requests")
+            if sc.control_keepalive and res.keepalive["failed"] == 0:
+                type(self).failed = True
+                self.fail(f"{name}: the keep-alive client saw no failure, so it cannot see a keep-alive "
+                          f"request lost in flight")
             return
         if res.errors or res.problems:
             type(self).failed = True
@@ -74,6 +78,15 @@ class RollingDeployTest(unittest.TestCase):
 
     def test_5_control_ebb_nodrain(self):
         self.run_named("control-ebb-nodrain")
+
+    def test_6_control_splitwrite_direct(self):
+        self.run_named("control-splitwrite-direct")
+
+    def test_7_splitwrite_prestop(self):
+        self.run_named("splitwrite-prestop")
+
+    def test_8_splitwrite_prestop_classic_sidecar(self):
+        self.run_named("splitwrite-prestop-classic-sidecar")
 
 
 def _interrupted(signum, frame):

@@ -1,13 +1,15 @@
-"""Load during the deploy: wrk on keep-alive connections, and a Python client that opens a new
+"""Load during the deploy: wrk on keep-alive connections; a Python client that opens a new
 connection per request and mixes fast GETs, POSTs whose echo is checked, and slow requests
-(0.3-3 s) so that requests are always in flight when a pod is deleted. Every failure is counted
-by kind: connect, reset (the connection broke or closed before a whole answer), timeout,
-non2xx, wrong_body."""
+(0.3-3 s) so that requests are always in flight when a pod is deleted; and a keep-alive client
+that never retries and checks every answer. Every failure is counted by kind: connect, reset
+(the connection broke or closed before a whole answer), timeout, non2xx, wrong_body."""
 
 import http.client
 import random
 import re
+import select
 import signal
+import socket
 import threading
 import time
 
@@ -178,3 +180,121 @@ class MixClient:
             with self._lock:
                 self.in_flight -= 1
                 self.requests += 1
+
+
+class KeepAliveClient(MixClient):
+    """Threads that each keep one keep-alive connection (http.client, which never retries) and
+    send requests back to back on it, checking every status and body: fast GETs, POSTs of
+    1 B-64 KiB and now and then uploads of 1-4 MiB (Content-Length or chunked, the echo
+    compared), short slow requests, and chunked streams when the app has them. A connection is
+    left when a response says `Connection: close`, or when the server's FIN is already readable
+    before a send (as Go's client checks); any other close before a whole answer is a failure."""
+
+    def __init__(self, port, workers=12, stream=False, **kw):
+        super().__init__(port, slow_workers=0, mix_workers=workers, **kw)
+        self.stream = stream
+        self.reused = 0           # requests sent on a connection that had answered before
+        self.closed_by_server = 0  # connections found closed (FIN readable) before a send
+        self.announced = 0        # answers that said Connection: close
+
+    def start(self):
+        for i in range(self.mix_workers):
+            self._threads.append(threading.Thread(target=self._keepalive, args=(i,), daemon=True))
+        for t in self._threads:
+            t.start()
+
+    @staticmethod
+    def _fin_readable(sock):
+        if not select.select([sock], [], [], 0)[0]:
+            return False
+        try:
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _pick(self, rng):
+        r = rng.random()
+        if r < 0.5:
+            return "GET", "/", None, b"ok\n"
+        if r < 0.75:
+            size = rng.randint(1 << 20, 4 << 20) if rng.random() < 0.04 else rng.randint(1, 65536)
+            body = rng.randbytes(size)
+            return "POST", "/echo", body, body
+        if r < 0.85 or not self.stream:
+            ms = rng.randint(1, 200)
+            return "GET", f"/slow?ms={ms}", None, f"slept {ms}\n".encode()
+        n = rng.randint(1, 10)
+        return "GET", f"/stream?n={n}", None, b"".join(f"chunk {i}\n".encode() for i in range(n))
+
+    def _keepalive(self, idx):
+        rng = random.Random(self.seed * 100 + 50 + idx)
+        end = time.monotonic() + self.max_seconds
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout_s)
+        answered_on_conn = 0
+        try:
+            while not self._stop.is_set() and time.monotonic() < end:
+                if conn.sock is not None and self._fin_readable(conn.sock):
+                    conn.close()  # the server closed first: nothing was sent, nothing lost
+                    with self._lock:
+                        self.closed_by_server += 1
+                if conn.sock is None:
+                    answered_on_conn = 0
+                method, path, body, expect = self._pick(rng)
+                answered_on_conn = self._ka_one(conn, method, path, body, expect, answered_on_conn,
+                                                chunked=body is not None and rng.random() < 0.3)
+        finally:
+            conn.close()
+
+    def _ka_one(self, conn, method, path, body, expect, answered_on_conn, chunked):
+        """One request on the kept connection; returns how many it has answered (0: left)."""
+        t = time.time()
+        cport = None
+        with self._lock:
+            self.in_flight += 1
+            self.requests += 1
+            self.reused += answered_on_conn > 0
+        try:
+            try:
+                if conn.sock is None:
+                    conn.connect()
+            except TimeoutError as e:
+                self._fail(t, "timeout", method, path, cport, f"connect: {e!r}")
+                return 0
+            except OSError as e:
+                self._fail(t, "connect", method, path, cport, repr(e))
+                return 0
+            cport = conn.sock.getsockname()[1]
+            headers = {"Content-Type": "application/octet-stream"} if body is not None else {}
+            if chunked:
+                conn.request(method, path, body=iter([body]), headers=headers, encode_chunked=True)
+            else:
+                conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            closing = resp.will_close
+            if not 200 <= resp.status < 300:
+                self._fail(t, "non2xx", method, path, cport,
+                           f"{resp.status} X-Ebb-Error={resp.getheader('X-Ebb-Error')} body={data[:100]!r}")
+            elif data != expect:
+                self._fail(t, "wrong_body", method, path, cport,
+                           f"{len(data)} bytes, expected {len(expect)}: {data[:60]!r}")
+            else:
+                with self._lock:
+                    self.ok += 1
+            if closing:
+                with self._lock:
+                    self.announced += 1
+                conn.close()
+                return 0
+            return answered_on_conn + 1
+        except TimeoutError as e:
+            self._fail(t, "timeout", method, path, cport, f"{e!r} (answered before on this connection: "
+                                                        f"{answered_on_conn})")
+        except (OSError, http.client.HTTPException) as e:
+            self._fail(t, "reset", method, path, cport, f"{e!r} (answered before on this connection: "
+                                                      f"{answered_on_conn})")
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+        conn.close()
+        return 0

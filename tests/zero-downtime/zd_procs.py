@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -141,7 +142,7 @@ class Proc:
 
 def build_apps(outdir):
     """Builds the Go apps (naive, graceful) into outdir with Go's caches in temp dirs, offline.
-    Returns {"naive": path, "graceful": path}."""
+    Returns {"naive": path, "graceful": path, "splitwrite": argv of the Python app}."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     gohome = Path(tempfile.mkdtemp(prefix="ebb-zd-go-"))
@@ -164,7 +165,8 @@ def build_apps(outdir):
             raise RuntimeError(f"go build failed ({r.returncode}):\n{r.stdout}{r.stderr}")
     finally:
         shutil.rmtree(gohome, ignore_errors=True)
-    return {"naive": outdir / "naive", "graceful": outdir / "graceful"}
+    return {"naive": outdir / "naive", "graceful": outdir / "graceful",
+            "splitwrite": [sys.executable, "-u", str(HERE / "apps" / "splitwrite.py")]}
 
 
 class Pod:
@@ -190,8 +192,8 @@ class Pod:
         self.events.append((time.time(), text))
 
     def start(self, timeout=15.0):
-        self.app = Proc(f"{self.name}-app", [str(self.app_bin), "-addr", "127.0.0.1:0"] + self.app_args,
-                        self.dir)
+        cmd = list(self.app_bin) if isinstance(self.app_bin, (list, tuple)) else [str(self.app_bin)]
+        self.app = Proc(f"{self.name}-app", cmd + ["-addr", "127.0.0.1:0"] + self.app_args, self.dir)
         line = self.app.wait_line(lambda t: t.startswith("listening "), timeout, "'listening' line")
         self.app_port = int(line.rsplit(":", 1)[1])
         self.serve_port = self.check_port = self.app_port

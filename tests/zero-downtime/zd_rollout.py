@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zd_balancer import Balancer
-from zd_load import KINDS, MixClient, Wrk
+from zd_load import KINDS, KeepAliveClient, MixClient, Wrk
 from zd_procs import HERE, Pod, build_apps
 
 REPLICAS = 2
@@ -36,7 +36,7 @@ GRACEFUL_ARGS = ["-keep-serving", f"{PROPAGATION_MAX + 1}s", "-shutdown-timeout"
 @dataclass
 class Scenario:
     name: str
-    app: str                 # "naive" or "graceful"
+    app: str                 # "naive", "graceful" (Go) or "splitwrite" (Python http.server)
     ebb: bool                # ebb in front of the app
     prestop: bool            # the app container's preStop httpGet /drain?wait=true
     control: bool = False    # a negative control: must show errors
@@ -44,6 +44,9 @@ class Scenario:
     check_interval_ms: int = 200   # the balancer's health-check interval
     check_fall: int = 1            # failed checks before the balancer stops sending new connections
     ebb_shutdown: dict = field(default_factory=dict)
+    # A control that must show failures in the keep-alive client itself, not only in wrk: proof
+    # that this client sees a keep-alive request lost in flight.
+    control_keepalive: bool = False
 
 
 SCENARIOS = [
@@ -57,6 +60,13 @@ SCENARIOS = [
     Scenario("control-ebb-nodrain", "naive", ebb=True, prestop=False, control=True,
              ebb_shutdown={"propagation_delay": "0s", "quiet_period": "0s", "propagation_max": "0s",
                            "drain_timeout": "0s"}),
+    # An app as frameworks behave (head and body in separate writes, 1-200 ms, chunked streams,
+    # closes some keep-alive connections itself), naive on SIGTERM like the seed's Go app.
+    Scenario("control-splitwrite-direct", "splitwrite", ebb=False, prestop=False, control=True,
+             control_keepalive=True),
+    Scenario("splitwrite-prestop", "splitwrite", ebb=True, prestop=True),
+    Scenario("splitwrite-prestop-classic-sidecar", "splitwrite", ebb=True, prestop=True,
+             classic_sidecar=True),
 ]
 # By hand only, both expected to drop: a naive app signalled while ebb still routes to it (what
 # the seed warns of), and a balancer slower to notice /readyz than ebb's propagation_delay (every
@@ -75,6 +85,8 @@ class Result:
     kinds: dict = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     wrk: dict = field(default_factory=dict)
     client_requests: int = 0
+    keepalive: dict = field(default_factory=dict)
+    unanswered_checked: int = 0  # deleted pods whose ebb's `drained` line said unanswered 0
     failures: list = field(default_factory=list)
     pods: list = field(default_factory=list)
     sessions: list = field(default_factory=list)
@@ -100,7 +112,12 @@ class Result:
         lines = [f"  deploy {self.deploy_seconds:.1f}s of {self.seconds:.1f}s; wrk: {w.get('requests')} requests, connect {w.get('connect')} "
                  f"read {w.get('read')} write {w.get('write')} timeout {w.get('timeout')} "
                  f"non2xx {w.get('non2xx')}; client: {self.client_requests} requests, "
-                 f"{len(self.failures)} failed"]
+                 f"{len(self.failures) - self.keepalive.get('failed', 0)} failed"]
+        k = self.keepalive
+        if k:
+            lines.append(f"  keep-alive client: {k['requests']} requests ({k['reused']} on a reused connection), "
+                         f"{k['failed']} failed; {k['announced']} answers said Connection: close, "
+                         f"{k['closed_by_server']} connections found closed before a send")
         drained = [p.prestop for p in self.pods if p.prestop]
         if drained:
             dr = sum(d.get("drained_requests", 0) for d in drained)
@@ -108,6 +125,9 @@ class Result:
             waited = max(d.get("seconds_waited", 0) for d in drained)
             lines.append(f"  preStop /drain?wait=true: {len(drained)} answered, drained_requests={dr} "
                          f"cut_requests={cut}, longest wait {waited}s")
+        if self.scenario.ebb:
+            lines.append(f"  ebb `drained` lines with unanswered 0: {self.unanswered_checked} of "
+                         f"{max(0, len(self.pods) - REPLICAS)} deleted pods")
         aborts = sum(1 for s in self.sessions if s["ts"][0] in "SPRI")
         lines.append(f"  HAProxy: {len(self.sessions)} sessions, {aborts} ended on the server side or in HAProxy")
         inflight = [p.in_flight_at_delete for p in self.pods if p.in_flight_at_delete is not None]
@@ -164,7 +184,7 @@ def run_scenario(sc, restarts, bins, ebb_bin, workdir):
     res = Result(sc, restarts, workdir=str(wd))
     lb = Balancer(wd, check_interval_ms=sc.check_interval_ms, check_fall=sc.check_fall)
     deleting, counter = [], [0]
-    load_wrk = load_client = None
+    load_wrk = load_client = load_ka = None
 
     def new_pod():
         counter[0] += 1
@@ -194,9 +214,12 @@ def run_scenario(sc, restarts, bins, ebb_bin, workdir):
         live = [new_pod() for _ in range(REPLICAS)]
         load_wrk = Wrk(f"http://127.0.0.1:{lb.port}/", wd)
         load_client = MixClient(lb.port)
+        load_ka = KeepAliveClient(lb.port, stream=sc.app == "splitwrite")
         load_wrk.start()
         load_client.start()
+        load_ka.start()
         load_client.wait_busy(completed=10, in_flight=load_client.slow_workers, timeout=15)
+        load_ka.wait_busy(completed=10, in_flight=0, timeout=15)
         t_deploy = time.time()
         for _ in range(restarts):
             pod = new_pod()
@@ -219,15 +242,17 @@ def run_scenario(sc, restarts, bins, ebb_bin, workdir):
         res.deploy_seconds = time.time() - t_deploy
         res.wrk = load_wrk.stop()
         load_client.stop()
+        load_ka.stop()
     finally:
         # Stop everything by pid, whatever happened: load first, then pods, then the balancer.
         if load_wrk and load_wrk.proc:
             load_wrk.proc.stop(grace=5.0)
-        if load_client:
-            try:
-                load_client.stop()
-            except RuntimeError as e:
-                res.problems.append(str(e))
+        for c in (load_client, load_ka):
+            if c:
+                try:
+                    c.stop()
+                except RuntimeError as e:
+                    res.problems.append(str(e))
         for t in deleting:
             t.join(GRACE_SECONDS + 30)
         for pod in res.pods:
@@ -236,12 +261,15 @@ def run_scenario(sc, restarts, bins, ebb_bin, workdir):
     res.seconds = time.time() - res.t0
     res.sessions = lb.sessions()
     res.client_requests = load_client.requests
-    res.failures = sorted(load_client.failures, key=lambda f: f["t"])
+    res.keepalive = {"requests": load_ka.requests, "reused": load_ka.reused, "failed": len(load_ka.failures),
+                     "announced": load_ka.announced, "closed_by_server": load_ka.closed_by_server}
+    res.failures = sorted(load_client.failures + load_ka.failures, key=lambda f: f["t"])
     k = Wrk.kinds(res.wrk)
-    for name, v in load_client.kinds().items():
-        k[name] += v
+    for c in (load_client, load_ka):
+        for name, v in c.kinds().items():
+            k[name] += v
     res.kinds = k
-    res.requests = res.wrk["requests"] + load_client.requests
+    res.requests = res.wrk["requests"] + load_client.requests + load_ka.requests
     if sc.ebb:
         for pod in res.pods[:-REPLICAS]:  # the deleted ones; the last REPLICAS were stopped at the end
             for p in pod.procs():
@@ -249,6 +277,13 @@ def run_scenario(sc, restarts, bins, ebb_bin, workdir):
                     res.problems.append(f"{p.name} needed SIGKILL after {GRACE_SECONDS}s")
             if pod.ebb and pod.ebb.popen.returncode != 0:
                 res.problems.append(f"{pod.ebb.name} exited {pod.ebb.popen.returncode}")
+            if pod.ebb:
+                # ebb's own account of the drain: nothing it read went unanswered, whatever the cause.
+                drained = [r for r in pod.ebb_log() if r.get("msg") == "drained"]
+                if len(drained) != 1 or drained[0].get("unanswered") != 0:
+                    res.problems.append(f"{pod.ebb.name}: `drained` lines {drained}, expected one with unanswered 0")
+                else:
+                    res.unanswered_checked += 1
             if sc.prestop and (not pod.prestop or pod.prestop.get("status") != 200):
                 res.problems.append(f"{pod.name} preStop /drain?wait=true: {pod.prestop}")
     return res
@@ -276,7 +311,9 @@ def main():
             res = run_scenario(BY_NAME[name], args.restarts, bins, ebb_bin_from_env(), workdir)
             print(res.line(), flush=True)
             print(res.details(), flush=True)
-            bad = (res.errors == 0) if res.scenario.control else (res.errors > 0 or res.problems)
+            sc = res.scenario
+            bad = ((res.errors == 0 or (sc.control_keepalive and res.keepalive["failed"] == 0))
+                   if sc.control else (res.errors > 0 or res.problems))
             if bad or res.errors:
                 print(res.analysis(), flush=True)
             failed |= bool(bad)

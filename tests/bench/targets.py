@@ -1,0 +1,370 @@
+"""The processes a benchmark run keeps up: the upstream (nginx, `return 200` and static bodies)
+and the targets wrk is pointed at: ebb, nginx as a reverse proxy, HAProxy in mode http, and the
+upstream itself (the floor). Each is started on a free port under `taskset` with its CPU set, so
+every thread and forked worker inherits the pinning from its first instruction, and is stopped
+by pid."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+import ebbtest  # noqa: E402  (the e2e harness: Ebb process, unused_port, wait_until)
+
+import measure  # noqa: E402
+
+SMALL_BODY = b"ebb-bench small\n"                  # 16 bytes
+BIG_BODY = b"0123456789abcdef" * 1024               # 16 KiB
+PATHS = {"small": "/small", "16k": "/16k", "stream": "/stream"}
+
+
+class StartError(RuntimeError):
+    pass
+
+
+def http_get(port: int, path: str, timeout: float = 2.0):
+    """(status, body) of one GET, or None if nothing answers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read()
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+class Daemon:
+    """One server process under `taskset -c CPUS` (taskset execs, so the pid is the server's)."""
+
+    def __init__(self, name: str, cmd: list, cpus, workdir: str):
+        self.name, self.cmd, self.cpus, self.workdir = name, cmd, list(cpus), workdir
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.proc: subprocess.Popen | None = None
+        self._seen: set[int] = set()
+
+    def start(self):
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(["taskset", "-c", measure.cpus_text(self.cpus), *self.cmd],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         cwd=self.workdir, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def pids(self) -> list[int]:
+        if not self.alive():
+            return []
+        tree = measure.process_tree(self.proc.pid)
+        self._seen.update(tree)
+        return tree
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self):
+        """SIGTERM to the root; SIGKILL to it and to every descendant ever seen if it lingers."""
+        if self.proc is None:
+            return
+        self.pids()
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+        for pid in self._seen - {self.proc.pid}:
+            if os.path.exists(f"/proc/{pid}"):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+class Target:
+    """A server wrk is pointed at. `proxy` targets have processes whose CPU and memory count."""
+    name = "?"
+    proxy = True
+
+    def __init__(self, workers: int, cpus, workdir: str, upstream_port: int, max_conns: int):
+        self.workers, self.cpus, self.upstream_port = workers, list(cpus), upstream_port
+        self.max_conns = max_conns
+        self.workdir = os.path.join(workdir, f"{self.name}-w{workers}")
+        os.makedirs(self.workdir, exist_ok=True)
+        os.chmod(self.workdir, 0o755)  # nginx workers run as nobody when the harness is root
+        self.port: int | None = None
+        self.daemon: Daemon | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} w{self.workers}" if self.proxy else self.name
+
+    def pids(self) -> list[int]:
+        return self.daemon.pids() if self.daemon else []
+
+    def log_tail(self) -> str:
+        return self.daemon.log_tail() if self.daemon else ""
+
+    def capacity(self) -> int:
+        """Client connections this target was configured to hold at once."""
+        return self.max_conns + 512
+
+    def config(self, port: int) -> tuple[str, str]:
+        """(file name, text) of the config for this port."""
+        raise NotImplementedError
+
+    def command(self, conf_path: str) -> list:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 15.0) -> "Target":
+        """Probes free ports: another process may take a port between the probe and the bind, so
+        ready means our process is alive and answers our own body through that port."""
+        for _ in range(5):
+            port = ebbtest.unused_port()
+            name, text = self.config(port)
+            conf = os.path.join(self.workdir, name)
+            with open(conf, "w") as f:
+                f.write(text)
+            self.daemon = Daemon(self.label.replace(" ", "-"), self.command(conf), self.cpus,
+                                 self.workdir)
+            self.daemon.start()
+            deadline = time.monotonic() + timeout
+            while self.daemon.alive() and time.monotonic() < deadline:
+                if http_get(port, PATHS["small"], timeout=0.5) == (200, SMALL_BODY):
+                    self.port = port
+                    return self
+                time.sleep(0.02)
+            log = self.daemon.log_tail()
+            self.daemon.stop()
+            if "in use" not in log:
+                raise StartError(f"{self.label} did not start on port {port}:\n{log}")
+        raise StartError(f"{self.label}: no free port after 5 tries")
+
+    def stop(self):
+        if self.daemon:
+            self.daemon.stop()
+
+
+def _nginx_head(workers: int, workdir: str, max_conns: int) -> str:
+    # worker_connections counts upstream connections too; the descriptor limit must hold both.
+    return (f"worker_processes {workers};\ndaemon off;\nmaster_process on;\n"
+            f"error_log {workdir}/error.log warn;\npid {workdir}/nginx.pid;\n"
+            f"worker_rlimit_nofile {min(2 * max_conns + 256, _hard_nofile())};\n"
+            f"events {{ worker_connections {max_conns + 512}; }}\n")
+
+
+def _hard_nofile() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+class Upstream(Target):
+    """The app: nginx, 1 worker by default, keep-alive, answering from memory or the page cache."""
+    name = "upstream"
+
+    def __init__(self, cpus, workdir: str, stream_bytes: int, workers: int = 1):
+        self.stream_bytes = stream_bytes
+        super().__init__(workers, cpus, workdir, 0, 4096)
+
+    def config(self, port):
+        big = os.path.join(self.workdir, "16k.bin")
+        stream = os.path.join(self.workdir, "stream.bin")
+        with open(big, "wb") as f:
+            f.write(BIG_BODY)
+        with open(stream, "wb") as f:
+            f.truncate(self.stream_bytes)  # sparse: no disk used, served as zeros
+        for p in (big, stream):
+            os.chmod(p, 0o644)
+        return "nginx.conf", _nginx_head(self.workers, self.workdir, self.max_conns) + f"""
+http {{
+  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
+  default_type application/octet-stream; open_file_cache max=16;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location = /small {{ return 200 "{SMALL_BODY.decode().rstrip()}\\n"; }}
+    location = /16k {{ alias {big}; }}
+    location = /stream {{ alias {stream}; }}
+  }}
+}}
+"""
+
+    def command(self, conf):
+        return ["nginx", "-p", self.workdir + "/", "-c", conf]
+
+
+class Direct(Target):
+    """wrk straight at the upstream: the floor, with no proxy process to charge."""
+    name = "direct"
+    proxy = False
+
+    def __init__(self, upstream: Upstream):
+        self.workers, self.cpus, self.upstream = 0, [], upstream
+        self.port, self.daemon = upstream.port, None
+
+    def pids(self):
+        return []
+
+    def start(self, timeout=0):
+        self.port = self.upstream.port
+        return self
+
+    def stop(self):
+        pass
+
+
+class NginxProxy(Target):
+    name = "nginx"
+
+    def config(self, port):
+        # proxy_max_temp_file_size 0: a 1 GiB response streams through memory buffers instead of
+        # being spooled to disk, as ebb and HAProxy stream it.
+        return "nginx.conf", _nginx_head(self.workers, self.workdir, self.max_conns) + f"""
+http {{
+  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
+  upstream app {{ server 127.0.0.1:{self.upstream_port}; keepalive 64; keepalive_requests 100000000; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_max_temp_file_size 0;
+    }}
+  }}
+}}
+"""
+
+    def command(self, conf):
+        return ["nginx", "-p", self.workdir + "/", "-c", conf]
+
+
+class HaproxyProxy(Target):
+    name = "haproxy"
+
+    def maxconn(self) -> int:
+        # HAProxy reserves a server descriptor for every client connection and refuses to start
+        # when 2 x maxconn passes the hard RLIMIT_NOFILE (idle clients hold no server connection,
+        # but it counts them anyway), so under a hard limit of 20000 it holds at most ~9960.
+        return min(self.max_conns + 512, (_hard_nofile() - 64) // 2)
+
+    def capacity(self) -> int:
+        return self.maxconn() - 16
+
+    def config(self, port):
+        return "haproxy.cfg", f"""global
+  nbthread {self.workers}
+  maxconn {self.maxconn()}
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+  option forwardfor
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  http-reuse always
+  server app 127.0.0.1:{self.upstream_port}
+"""
+
+    def command(self, conf):
+        return ["haproxy", "-db", "-f", conf]
+
+
+class _Affinity:
+    """Runs a block with the calling thread pinned to `cpus` (a fork inherits it), then restores."""
+
+    def __init__(self, cpus):
+        self.cpus = cpus
+
+    def __enter__(self):
+        self.saved = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, self.cpus)
+
+    def __exit__(self, *exc):
+        os.sched_setaffinity(0, self.saved)
+
+
+class EbbProxy(Target):
+    name = "ebb"
+
+    def __init__(self, binary: str, *args, **kw):
+        self.binary = binary
+        self.ebb: ebbtest.Ebb | None = None
+        super().__init__(*args, **kw)
+
+    def ebb_config(self) -> dict:
+        return {"upstream": f"127.0.0.1:{self.upstream_port}", "workers": self.workers,
+                "log": {"format": "json", "level": "info", "access": False},
+                "timeouts": {"client_idle": "300s"},
+                "limits": {"max_connections": self.max_conns + 512}}
+
+    def refusal(self) -> str | None:
+        """ebb's own words if it refuses this config (e.g. `workers: 2` before multi-core)."""
+        path = os.path.join(self.workdir, "check.yaml")
+        with open(path, "w") as f:
+            f.write(ebbtest.to_yaml(ebbtest.deep_merge(ebbtest.DEFAULT_CONFIG, self.ebb_config())))
+        r = subprocess.run([self.binary, "--check-config", "--config", path],
+                           capture_output=True, text=True)
+        return None if r.returncode == 0 else (r.stderr.strip() or f"exit {r.returncode}")
+
+    def start(self, timeout=15.0):
+        # ebb binds port 0 and logs the port (at info: the harness waits for that line); it is started with the proxy CPUs as its affinity
+        # so that `workers: auto` sees the cores it will get.
+        self.ebb = ebbtest.Ebb(None, self.ebb_config(), binary=self.binary, start_timeout=timeout)
+        with _Affinity(self.cpus):
+            self.ebb.start()
+        self.port = self.ebb.proxy_port
+        if http_get(self.port, PATHS["small"]) != (200, SMALL_BODY):
+            raise StartError(f"ebb does not proxy /small:\n{self.ebb.log_text(20)}")
+        return self
+
+    def pids(self):
+        return [self.ebb.pid] if self.ebb and self.ebb.alive() else []
+
+    def log_tail(self) -> str:
+        return self.ebb.log_text(20) if self.ebb else ""
+
+    def capacity(self) -> int:
+        # ebb caps client connections to half its descriptors (one app connection each) and
+        # says the cap in force in its `listening` line.
+        return int(self.ebb.listening.get("max_connections", 0)) if self.ebb else 0
+
+    def stop(self):
+        if self.ebb:
+            self.ebb.stop()
+
+
+def versions(ebb_binary: str) -> dict:
+    def first(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "unknown"
+    return {"ebb": first([ebb_binary, "--version"]), "nginx": first(["nginx", "-v"]),
+            "haproxy": first(["haproxy", "-v"]), "wrk": first(["wrk", "-v"]),
+            "curl": first(["curl", "--version"])}
+
+
+def need_tools():
+    missing = [t for t in ("nginx", "haproxy", "wrk", "curl", "taskset") if not shutil.which(t)]
+    if missing:
+        raise StartError(f"missing {', '.join(missing)}: `make deps` installs them")
