@@ -229,9 +229,11 @@ def report(r):
     if ro:
         lines.append(f"  rollouts: min {min(ro):.1f}s median {statistics.median(ro):.1f}s max {max(ro):.1f}s; "
                      f"old pods gone {r['settle']:.1f}s after the last")
-    lines.append(f"  keep-alive: {s['keepalive']['requests']} requests on {s['keepalive']['connections']} "
-                 f"connections, {s['keepalive']['failed']} failed; new-connection: {s['newconn']['requests']} "
-                 f"requests, {s['newconn']['failed']} failed")
+    ka = s["keepalive"]
+    lines.append(f"  keep-alive: {ka['requests']} requests ({ka['reused']} on a reused connection), "
+                 f"{ka['failed']} failed, {ka['announced']} answers announced a close, "
+                 f"{ka['closed_by_server']} idle connections closed by the server; "
+                 f"new-connection: {s['newconn']['requests']} requests, {s['newconn']['failed']} failed")
     if r["drains"]:
         d = r["drains"]
         lines.append(f"  ebb: {d['pods']} drains started by " + (", ".join(
@@ -244,7 +246,7 @@ def report(r):
     for f in s["failures"][:8]:
         at = time.strftime("%H:%M:%S", time.gmtime(f["t"])) + f".{int(f['t'] * 1000) % 1000:03d}"
         lines.append(f"  failed: {at} {f['client']} {f['method']} {f['path'][:20]} after {f['end'] - f['t']:.3f}s "
-                     f"{f['kind']} (answers before on its connection: {f.get('served_before', '-')}) {f['detail'][:120]}")
+                     f"{f['kind']} {f['detail'][:160]}")
     return "\n".join(lines)
 
 

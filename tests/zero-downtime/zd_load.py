@@ -229,7 +229,7 @@ class KeepAliveClient(MixClient):
     def _keepalive(self, idx):
         rng = random.Random(self.seed * 100 + 50 + idx)
         end = time.monotonic() + self.max_seconds
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout_s)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
         answered_on_conn = 0
         try:
             while not self._stop.is_set() and time.monotonic() < end:
