@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -342,7 +341,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     @classmethod
     def clean(cls):
         """down() for a run that could not do it itself (killed outright)."""
-        cl = cls("/nonexistent", tempfile.mkdtemp(prefix="ebb-k8s-clean-"), {})
+        cl = cls("/nonexistent", "/nonexistent", {})  # starts nothing, so logs nothing
         saved = STATE / "host-before.json"
         if saved.exists():
             b = json.loads(saved.read_text())
