@@ -71,7 +71,8 @@ class MixClient:
     (the echo is compared), and short slow requests. Bounded in time and in count."""
 
     def __init__(self, port, slow_workers=12, mix_workers=3, timeout_s=10.0, max_seconds=900,
-                 max_requests_per_worker=200000, seed=None):
+                 max_requests_per_worker=200000, seed=None, host="127.0.0.1"):
+        self.host = host
         self.port = port
         self.slow_workers = slow_workers
         self.mix_workers = mix_workers
@@ -146,7 +147,7 @@ class MixClient:
     def _one(self, method, path, body, expect):
         t = time.time()
         cport = None
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout_s)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
         with self._lock:
             self.in_flight += 1
         try:
@@ -228,7 +229,7 @@ class KeepAliveClient(MixClient):
     def _keepalive(self, idx):
         rng = random.Random(self.seed * 100 + 50 + idx)
         end = time.monotonic() + self.max_seconds
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout_s)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
         answered_on_conn = 0
         try:
             while not self._stop.is_set() and time.monotonic() < end:
