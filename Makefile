@@ -3,6 +3,12 @@ SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+# make fuzz: seconds per target; new inputs and crash files go to FUZZ_SCRATCH, never into the
+# committed corpus (tests/fuzz/corpus).
+FUZZ_SECONDS ?= 60
+FUZZ_SCRATCH ?= /tmp/ebb-fuzz
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.cpp,%,$(wildcard tests/fuzz/fuzz_*.cpp))
 CTEST_ARGS ?=
 # Extra CMake options, e.g. -DEBB_COMMIT=<sha> where there is no .git (the image build).
 CMAKE_ARGS ?=
@@ -17,10 +23,11 @@ DEPS := /usr/bin/g++:g++ /usr/bin/cmake:cmake /usr/bin/make:make /usr/bin/pkg-co
         /usr/include/yaml-cpp/yaml.h:libyaml-cpp-dev /usr/include/catch2/catch.hpp:catch2 \
         /usr/bin/python3:python3 /usr/bin/curl:curl /usr/bin/wrk:wrk /usr/sbin/nginx:nginx \
         /usr/sbin/haproxy:haproxy /usr/bin/go:golang-go /usr/bin/node:nodejs /usr/bin/npm:npm \
-        /usr/bin/pgrep:procps /usr/bin/readelf:binutils /usr/bin/promtool:prometheus
+        /usr/bin/pgrep:procps /usr/bin/readelf:binutils /usr/bin/promtool:prometheus \
+        /usr/bin/clang++-14:clang-14 /usr/lib/llvm-14/lib/libFuzzer.a:libfuzzer-14-dev
 DEPS_CHECK ?= $(foreach d,$(DEPS),$(firstword $(subst :, ,$(d))))
 
-.PHONY: all deps build asan static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench clean
+.PHONY: all deps build asan fuzz-build fuzz static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench clean
 
 all: build
 
@@ -54,6 +61,20 @@ asan: deps
 	  -DEBB_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j$(JOBS)
 
+# The libFuzzer targets of tests/fuzz, built with clang against the real ebbcore (ASan+UBSan).
+fuzz-build: deps
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DCMAKE_C_FLAGS="-O1 -g1" \
+	  -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_C_COMPILER=clang-14 -DEBB_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_targets
+
+# Each target in turn for FUZZ_SECONDS over its corpus; the first crash stops the run and its
+# reproducer's path is printed (replay: build-fuzz/fuzz_<target> <file>).
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  python3 tests/fuzz/run_fuzz.py --seconds $(FUZZ_SECONDS) --scratch $(FUZZ_SCRATCH) \
+	    $(FUZZ_BUILD)/fuzz_$$t tests/fuzz/corpus/$$t || exit 1; done
+
 static: build
 
 run: build
@@ -62,11 +83,12 @@ run: build
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit $(CTEST_ARGS)
 
-# The whole suite, then the same suite under ASan+UBSan.
-test: build asan
+# The whole suite, then the same suite under ASan+UBSan, then each fuzz target for 10 s.
+test: build asan fuzz-build
 	cd $(BUILD) && ctest --output-on-failure -j2 -LE bench $(CTEST_ARGS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j2 -L 'unit|e2e' $(CTEST_ARGS)
+	cd $(FUZZ_BUILD) && ctest --output-on-failure -j2 -L fuzz $(CTEST_ARGS)
 
 # Run directly, not through CTest, so that every scenario's lines are printed as it ends.
 zero-downtime: build
@@ -92,4 +114,4 @@ bench: build
 	python3 tests/bench/bench.py $(BUILD)/ebb --json $(BUILD)/bench.json $(BENCH_ARGS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

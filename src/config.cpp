@@ -18,6 +18,8 @@
 #include <variant>
 #include <vector>
 
+#include "yaml_load.hpp"
+
 extern char** environ;
 
 namespace ebb {
@@ -432,7 +434,7 @@ class Loader {
   bool load_text(const std::string& text) {
     std::vector<YAML::Node> docs;
     try {
-      docs = YAML::LoadAll(text);
+      docs = load_all_yaml(text);
     } catch (const YAML::Exception& e) {
       return fail_at(e.mark.line, "YAML syntax error: " + e.msg + ipv6_hint(text, e.mark.line));
     }

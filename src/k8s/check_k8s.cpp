@@ -8,6 +8,7 @@
 
 #include "k8s/manifest_io.hpp"
 #include "k8s/rules.hpp"
+#include "yaml_load.hpp"
 
 namespace ebb {
 namespace {
@@ -41,7 +42,7 @@ bool load_file(const std::string& path, std::vector<Doc>& docs, std::string& err
   std::string text;
   if (!k8s::read_source(path, text, error)) return false;
   try {
-    for (const auto& node : YAML::LoadAll(text)) {
+    for (const auto& node : load_all_yaml(text)) {
       k8s::expand_merge_keys(node);
       add_objects(path, node, docs);
     }

@@ -1,0 +1,39 @@
+// YAML::LoadAll with a guard: yaml-cpp 0.7 loops forever, allocating, on a ',' where a document's
+// node or its end is expected (",a", "{a: 1},", "- a\n,b"): it yields empty documents without
+// consuming the token. Found by tests/fuzz; shared by the config loader and check-k8s.
+#pragma once
+
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/yaml.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace ebb {
+
+// Every real document consumes at least one byte, so more documents than bytes means the parser
+// is stuck; a first pass with a counting handler finds out before LoadAll runs. Throws
+// YAML::ParserException like LoadAll does for other bad input.
+inline std::vector<YAML::Node> load_all_yaml(const std::string& text) {
+  struct Counter : YAML::EventHandler {
+    YAML::Mark last;
+    void OnDocumentStart(const YAML::Mark& m) override { last = m; }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+  } counter;
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  for (size_t docs = 0; parser.HandleNextDocument(counter);) {
+    if (++docs > text.size() + 1) throw YAML::ParserException(counter.last, "unexpected ','");
+  }
+  return YAML::LoadAll(text);
+}
+
+}  // namespace ebb
