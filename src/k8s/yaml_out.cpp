@@ -66,6 +66,11 @@ void emit_node(YAML::Emitter& out, const YAML::Node& n) {
       if (all_flow(n)) out << YAML::Flow;
       out << YAML::BeginMap;
       for (const auto& kv : n) {
+        // YAML caps an implicit key at 1024 characters as written (quotes and escapes included):
+        // a long one is written as an explicit `? key`.
+        // yaml-cpp keeps a key format set for the rest of the document: set one for every key.
+        bool long_key = !kv.first.IsScalar() || kv.first.Scalar().size() > 128;
+        out << (long_key ? YAML::LongKey : YAML::Auto);
         out << YAML::Key;
         emit_node(out, kv.first);
         out << YAML::Value;

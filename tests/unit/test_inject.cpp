@@ -251,3 +251,26 @@ TEST_CASE("inject: merge keys are expanded as kubectl expands them", "[inject]")
   CHECK(inject(once.output).output == once.output);
   CHECK(check_text(once.output).findings.empty());
 }
+
+TEST_CASE("inject writes a key too long for an implicit YAML key as an explicit one, readable again", "[inject]") {
+  // Found by fuzzing: a key under 1024 characters whose quoted form is longer came back as an
+  // implicit key, which YAML refuses, so check-k8s (and kubectl) could not read inject's output.
+  std::string text = read((fs::path(__FILE__).parent_path().parent_path() / "fuzz" / "corpus" / "k8s" /
+                           "regression-inject-long-key.yaml").string());
+  REQUIRE(!text.empty());
+  REQUIRE(check_text(text).error.empty());
+  auto first = inject(text);
+  REQUIRE(first.error.empty());
+  auto checked = check_text(first.output);
+  CHECK(checked.error.empty());
+  CHECK(inject(first.output).output == first.output);
+  // A long key that needs no quoting stays readable too.
+  std::string plain = read(fixture_path("shop-frontend.yaml"));
+  std::string key(1040, 'k');
+  plain.insert(plain.find("  annotations:\n") + 15, "    ? " + key + "\n    : \"v\"\n");
+  auto second = inject(plain);
+  REQUIRE(second.error.empty());
+  CHECK(check_text(second.output).error.empty());
+  CHECK(doc(second.output, 0)["metadata"]["annotations"][key].as<std::string>() == "v");
+  CHECK(second.output.find("  replicas: 3\n") != std::string::npos);  // other keys stay implicit
+}
