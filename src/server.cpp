@@ -2,11 +2,9 @@
 #include "server.hpp"
 
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <utility>
 
@@ -48,13 +46,12 @@ Server::Server(Config cfg, std::string config_path)
       config_path_(std::move(config_path)),
       loop_(),
       worker_((uv_loop_init(&loop_), &loop_), cfg_.get(), this),
+      listener_(&loop_, [this] { on_accept(); }),
       admin_(&loop_, *this),
       check_(&loop_, [this](bool ok, const char* why) { on_check(ok, why); }),
       watch_(&loop_, [this] { reload("watch"); }),
       lc_(LifecycleSettings::from(*cfg_)) {
   last_reload_time_ = wall_seconds();
-  uv_tcp_init(&loop_, &listener_);
-  listener_.data = this;
   for (uv_signal_t* s : {&sigterm_, &sigint_, &sighup_}) {
     uv_signal_init(&loop_, s);
     s->data = this;
@@ -90,9 +87,7 @@ int Server::run() {
     sockaddr_storage proxy_addr{}, admin_addr{};
     std::string error;
     int r = net::resolve(cfg_->listen, proxy_addr, error);
-    if (r == 0) r = net::listen_tcp(&listener_, proxy_addr, [](uv_stream_t* l, int status) {
-      static_cast<Server*>(l->data)->on_accept(status);
-    });
+    if (r == 0) r = listener_.listen(proxy_addr);
     if (r != 0) {
       LOG_ERROR("cannot listen", {"listen", cfg_->listen.str()}, {"error", error.empty() ? uv_strerror(r) : error});
       carry_out(lc_.fail());
@@ -113,7 +108,7 @@ int Server::run() {
                {"error", uv_strerror(w)});
   }
   if (!lc_.exited()) {
-    LOG_INFO("listening", {"proxy", net::sock_name(&listener_)}, {"admin", admin_.bound_address()},
+    LOG_INFO("listening", {"proxy", listener_.address()}, {"admin", admin_.bound_address()},
              {"upstream", upstream_host_}, {"pid", static_cast<long>(getpid())},
              {"max_connections", worker_.connection_cap()}, {"fd_limit", fd_limit_},
              {"version", EBB_VERSION}, {"commit", EBB_COMMIT});
@@ -144,20 +139,9 @@ void Server::apply_connection_cap() {
   worker_.set_connection_cap(cap);
 }
 
-void Server::on_accept(int status) {
-  if (status < 0) {
-    // Out of descriptors (EMFILE) would repeat for every pending connection: warn once a second.
-    ++accept_errors_;
-    std::uint64_t now = uv_now(&loop_);
-    if (accept_error_logged_ms_ == 0 || now - accept_error_logged_ms_ >= 1000) {
-      LOG_WARN("accept failed", {"error", uv_err_name(status)}, {"count", accept_errors_});
-      accept_error_logged_ms_ = now;
-      accept_errors_ = 0;
-    }
-    return;
-  }
+void Server::on_accept() {
   lc_.on_accept(uv_now(&loop_));
-  worker_.on_accept(reinterpret_cast<uv_stream_t*>(&listener_));
+  worker_.on_accept(listener_.stream());
 }
 
 void Server::on_signal(int signum) {
@@ -259,22 +243,8 @@ void Server::arm_phase_timer(std::uint64_t ms) {
   }, ms, 0);
 }
 
-// Closing a listening socket resets the connections still in its backlog, so they are accepted
-// and served first.
 void Server::close_listener() {
-  uv_os_fd_t fd = -1;
-  if (uv_fileno(reinterpret_cast<uv_handle_t*>(&listener_), &fd) == 0) {
-    for (;;) {
-      int c = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (c < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        break;
-      }
-      ++from_backlog_;
-      worker_.adopt(c);
-    }
-  }
-  uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+  from_backlog_ += listener_.close_taking_backlog([this](int fd) { worker_.adopt(fd); });
 }
 
 std::string Server::drain_summary() const {
@@ -293,9 +263,7 @@ void Server::exit_now() {
   uv_timer_stop(&phase_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&phase_timer_), nullptr);
   for (uv_signal_t* s : {&sigterm_, &sigint_, &sighup_}) uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
-  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&listener_))) {
-    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-  }
+  listener_.close();
   check_.close();
   watch_.close();
   worker_.close_all();

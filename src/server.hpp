@@ -13,6 +13,7 @@
 #include "admin/readiness.hpp"
 #include "config.hpp"
 #include "lifecycle.hpp"
+#include "net/listener.hpp"
 #include "proxy/worker.hpp"
 
 namespace ebb {
@@ -38,7 +39,7 @@ class Server final : public WorkerObserver, public AdminBackend {
 
  private:
   void on_signal(int signum);
-  void on_accept(int status);
+  void on_accept();
   void apply_connection_cap();
   void on_check(bool ok, const char* why);
   void carry_out(Step step, const char* trigger = "");
@@ -54,10 +55,10 @@ class Server final : public WorkerObserver, public AdminBackend {
   std::string config_path_;
   uv_loop_t loop_;
   Worker worker_;
+  net::Listener listener_;  // the proxy port
   AdminServer admin_;
   ReadinessCheck check_;
   ConfigWatch watch_;
-  uv_tcp_t listener_;
   uv_signal_t sigterm_, sigint_, sighup_;
   uv_timer_t phase_timer_;
   sockaddr_storage upstream_addr_{};
@@ -65,8 +66,6 @@ class Server final : public WorkerObserver, public AdminBackend {
 
   Lifecycle lc_;
   std::uint64_t fd_limit_ = 0;             // RLIMIT_NOFILE, raised to its hard limit at start
-  std::uint64_t accept_errors_ = 0;        // failed accepts since the last warning about them
-  std::uint64_t accept_error_logged_ms_ = 0;
   // Config reloads (SIGHUP, POST /reload, the file watch), for /metrics.
   bool last_reload_ok_ = true;
   double last_reload_time_ = 0;  // seconds since the epoch; the start-up load counts

@@ -6,53 +6,28 @@
 #include <optional>
 
 #include "admin/admin_target.hpp"
-#include "http/parser.hpp"
+#include "http/request_reader.hpp"
+#include "http/writer.hpp"
 #include "log.hpp"
+#include "net/conn.hpp"
 #include "net/io.hpp"
 
 namespace ebb {
 
 namespace {
 constexpr std::uint64_t kRequestTimeoutMs = 10000;
+constexpr std::uint64_t kLingerMs = 2000;
+}  // namespace
 
-// /reload answers with statuses the data path never makes itself.
-const char* reason_phrase(int status) {
-  switch (status) {
-    case 409: return "Conflict";
-    case 422: return "Unprocessable Content";
-    default: return http::status_text(status);
-  }
-}
-}
-
-class AdminConn {
+class AdminConn final : public net::Conn, public net::Linked<AdminConn>, private http::RequestSink {
  public:
-  AdminConn(AdminServer& s) : s_(s) {
-    uv_tcp_init(s_.loop_, &tcp_);
-    uv_timer_init(s_.loop_, &timer_);
-    tcp_.data = this;
-    timer_.data = this;
-    llhttp_init(&parser_, HTTP_REQUEST, settings());
-    parser_.data = this;
-    next_ = s_.conns_;
-    if (next_) next_->prev_ = this;
-    s_.conns_ = this;
-  }
-
-  uv_tcp_t* tcp() { return &tcp_; }
+  explicit AdminConn(AdminServer& s) : net::Conn(s.loop_, alloc), s_(s) { s_.conns_.push_front(this); }
 
   void start() {
     int len = sizeof peer_;
-    uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&peer_), &len);
-    uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<AdminConn*>(t->data)->close(); }, kRequestTimeoutMs, 0);
-    uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_),
-                  [](uv_handle_t*, size_t, uv_buf_t* b) {
-                    static thread_local char buf[4096];
-                    *b = uv_buf_init(buf, sizeof buf);
-                  },
-                  [](uv_stream_t* st, ssize_t n, const uv_buf_t* b) {
-                    static_cast<AdminConn*>(st->data)->on_read(n, b);
-                  });
+    uv_tcp_getpeername(tcp(), reinterpret_cast<sockaddr*>(&peer_), &len);
+    start_timer(kRequestTimeoutMs);
+    set_reading(true);
   }
 
   void answer_waiter() {
@@ -64,62 +39,55 @@ class AdminConn {
   // Exit: flush what is queued, then close.
   void finish() {
     if (waiting_) answer_waiter();
-    if (!answered_ || net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) == 0) close();
+    if (!answered_ || queued() == 0) close();
   }
 
   void close() {
-    if (closed_) return;
-    closed_ = true;
-    if (prev_) prev_->next_ = next_;
-    else s_.conns_ = next_;
-    if (next_) next_->prev_ = prev_;
-    net::close_pair<AdminConn, &AdminConn::pending_closes_, &AdminConn::on_closed>(
-        this, reinterpret_cast<uv_handle_t*>(&tcp_), reinterpret_cast<uv_handle_t*>(&timer_));
+    if (closing()) return;
+    s_.conns_.remove(this);
+    close_handles();
   }
 
  private:
-  static void on_closed(AdminConn* self) { delete self; }
-  static const llhttp_settings_t* settings() {
-    static const llhttp_settings_t s = [] {
-      llhttp_settings_t t;
-      llhttp_settings_init(&t);
-      using B = http::Bind<AdminConn>;
-      t.on_url = B::data<&AdminConn::on_url>;
-      t.on_header_field = B::data<&AdminConn::on_field>;
-      t.on_header_value = B::data<&AdminConn::on_value>;
-      t.on_message_complete = B::cb<&AdminConn::on_complete>;
-      return t;
-    }();
-    return &s;
+  static void alloc(uv_handle_t* h, size_t, uv_buf_t* b) {
+    auto* c = static_cast<AdminConn*>(static_cast<net::Conn*>(h->data));
+    *b = uv_buf_init(c->s_.read_buf_, sizeof c->s_.read_buf_);
   }
-  int on_url(const char* at, size_t len) { return check(head_.add_target(at, len)); }
-  int on_field(const char* at, size_t len) { return check(head_.add_name(at, len)); }
-  int on_value(const char* at, size_t len) { return check(head_.add_value(at, len)); }
-  int check(size_t n) { return n > 16384 ? http::fail(&parser_, "admin request too large") : 0; }
-  int on_complete() {
+  void on_timer() override { close(); }
+  void on_shutdown(int status) override {
+    if (status < 0) close();
+  }
+  void on_write_done(int) override {
+    if (!shutdown_sent()) linger();
+  }
+  void on_request_begin() override {}
+  int on_request_head() override { return 0; }
+  int on_request_body(const char*, size_t) override { return 0; }
+  int on_request_complete() override {
     complete_ = true;
-    return HPE_PAUSED;
+    return 0;
   }
 
-  void on_read(ssize_t n, const uv_buf_t* b) {
-    if (closed_) return;
+  void on_read(ssize_t n, const uv_buf_t* b) override {
     if (n < 0) {
       close();  // the caller went away (a waiting preStop hook that gave up, too)
       return;
     }
-    if (answered_ || waiting_) return;
-    llhttp_errno_t err = llhttp_execute(&parser_, b->base, static_cast<size_t>(n));
-    if (err == HPE_PAUSED && complete_) {
-      handle();
-    } else if (err != HPE_OK) {
+    if (answered_ || waiting_ || complete_) return;
+    http::RequestLimits limits{kMaxRequestBytes, kMaxRequestBytes, 0, false};
+    http::RequestReader::Result r = reader_.feed(b->base, static_cast<size_t>(n), limits);
+    if (r.kind == http::RequestReader::Result::Kind::kError) {
+      error_ = r.reason;
       reject(400, "malformed request");
+    } else if (complete_) {
+      handle();
     }
   }
 
   void handle() {
-    std::string_view raw = head_.target();
+    std::string_view raw = req().head.target();
     admin::AdminTarget t = admin::split_target(raw);
-    auto method = static_cast<llhttp_method_t>(parser_.method);
+    llhttp_method_t method = req().method;
     bool get = method == HTTP_GET || method == HTTP_HEAD;
     AdminBackend& b = s_.backend_;
     if (t.path == "/healthz") {
@@ -139,7 +107,7 @@ class AdminConn {
     if (t.path == "/reload") {
       if (method != HTTP_POST) return reject(405, "method not allowed (POST /reload)");
       if (!authorized(t.query, "reload request refused")) return;
-      LOG_INFO("reload requested", {"caller", net::peer_ip(&tcp_)}, {"target", admin::redact_target(raw)});
+      LOG_INFO("reload requested", {"caller", net::peer_ip(tcp())}, {"target", admin::redact_target(raw)});
       ReloadOutcome r = b.reload("admin");
       return respond(r.status, "text/plain", r.message + "\n", r.status == 200 ? nullptr : "reload failed");
     }
@@ -147,12 +115,12 @@ class AdminConn {
       if (!get && method != HTTP_POST) return reject(405, "method not allowed");
       if (!authorized(t.query, "drain refused")) return;
       bool wait = admin::query_param(t.query, "wait") == "true";
-      LOG_INFO("drain requested", {"caller", net::peer_ip(&tcp_)}, {"wait", wait},
+      LOG_INFO("drain requested", {"caller", net::peer_ip(tcp())}, {"wait", wait},
                {"target", admin::redact_target(raw)});
       b.start_drain("admin");
       if (wait && !b.drained()) {
         waiting_ = true;
-        uv_timer_stop(&timer_);  // the kubelet puts no timeout on a preStop hook; neither do we
+        stop_timer();  // the kubelet puts no timeout on a preStop hook; neither do we
         return;
       }
       if (wait) return respond(200, "application/json", b.drain_summary());
@@ -167,12 +135,11 @@ class AdminConn {
     AdminStats& st = s_.stats_;
     ++(status == 404 ? st.not_found : status == 405 ? st.bad_method : st.malformed);
     if (status == 400) {
-      LOG_WARN("malformed admin request", {"caller", net::peer_ip(&tcp_)}, {"status", status},
-               {"error", llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : why});
+      LOG_WARN("malformed admin request", {"caller", net::peer_ip(tcp())}, {"status", status},
+               {"error", error_ != nullptr ? error_ : why});
     } else {
-      LOG_WARN("unknown admin request", {"caller", net::peer_ip(&tcp_)},
-               {"method", llhttp_method_name(static_cast<llhttp_method_t>(parser_.method))},
-               {"target", admin::redact_target(head_.target())}, {"status", status});
+      LOG_WARN("unknown admin request", {"caller", net::peer_ip(tcp())}, {"method", req().method_name()},
+               {"target", admin::redact_target(req().head.target())}, {"status", status});
     }
     respond(status, "text/plain", std::string(why) + "\n", why);
   }
@@ -193,17 +160,17 @@ class AdminConn {
       why = "admin.drain_token is not set, so only loopback callers are allowed";
     }
     ++s_.stats_.refused;
-    LOG_WARN(what, {"caller", net::peer_ip(&tcp_)},
-             {"method", llhttp_method_name(static_cast<llhttp_method_t>(parser_.method))},
-             {"target", admin::redact_target(head_.target())}, {"reason", why});
+    LOG_WARN(what, {"caller", net::peer_ip(tcp())}, {"method", req().method_name()},
+             {"target", admin::redact_target(req().head.target())}, {"reason", why});
     respond(403, "text/plain", std::string(why) + "\n", why);
     return false;
   }
 
   bool bearer_matches(const std::string& token) const {
-    for (size_t i = 0; i < head_.count(); ++i) {
-      if (!http::iequals(head_.name(i), "authorization")) continue;
-      std::string_view v = http::trim(head_.value(i));
+    const http::MessageHead& head = req().head;
+    for (size_t i = 0; i < head.count(); ++i) {
+      if (!http::iequals(head.name(i), "authorization")) continue;
+      std::string_view v = http::trim(head.value(i));
       if (v.size() > 7 && http::iequals(v.substr(0, 7), "bearer "))
         return admin::token_equal(http::trim(v.substr(7)), token);
     }
@@ -211,56 +178,43 @@ class AdminConn {
   }
 
   void respond(int status, const char* type, const std::string& body, const char* error = nullptr) {
-    if (answered_ || closed_) return;
+    if (answered_ || closing()) return;
     answered_ = true;
-    char head[256];
-    bool head_only = parser_.method == HTTP_HEAD;
-    int n = std::snprintf(head, sizeof head,
-                          "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%sConnection: close\r\n\r\n",
-                          status, reason_phrase(status), type, body.size(), error ? "X-Ebb-Error: " : "",
-                          error ? error : "", error ? "\r\n" : "");
-    out_.assign(head, static_cast<size_t>(n));
-    if (!head_only) out_ += body;
+    http::LocalResponse r;
+    r.status = status;
+    r.content_type = type;
+    r.body = body;
+    r.error = error != nullptr ? error : "";
+    r.close = true;
+    r.head_only = req().method == HTTP_HEAD;
+    out_.clear();
+    http::write_local_response(out_, r);
     uv_buf_t buf = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
-    int r = net::write(reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, [](uv_stream_t* s, int) {
-      auto* self = static_cast<AdminConn*>(s->data);
-      if (!self->closed_) self->shutdown();
-    });
-    if (r < 0) {
+    if (write(&buf, 1) < 0) {
       close();
       return;
     }
-    if (net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) == 0) shutdown();
+    if (queued() == 0) linger();
   }
 
   // Write side first, then close when the caller closes (or the timer fires): no reset can
   // destroy the answer in the caller's buffer.
-  void shutdown() {
-    uv_timer_start(&timer_, [](uv_timer_t* t) { static_cast<AdminConn*>(t->data)->close(); }, 2000, 0);
-    int r = uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), [](uv_shutdown_t* req, int status) {
-      auto* self = static_cast<AdminConn*>(req->handle->data);
-      if (status < 0 && !self->closed_) self->close();
-    });
-    if (r < 0) close();
+  void linger() {
+    start_timer(kLingerMs);
+    if (shutdown() < 0) close();
   }
 
+  const http::Request& req() const { return reader_.request(); }
+
+  static constexpr std::uint64_t kMaxRequestBytes = 16384;
   AdminServer& s_;
-  uv_tcp_t tcp_;
-  uv_timer_t timer_;
-  uv_shutdown_t shutdown_req_;
-  llhttp_t parser_;
-  http::MessageHead head_;
+  http::RequestReader reader_{*this};
   sockaddr_storage peer_{};
   std::string out_;
-  int pending_closes_ = 0;
+  const char* error_ = nullptr;  // why the request could not be parsed
   bool complete_ = false;
   bool answered_ = false;
   bool waiting_ = false;
-  bool closed_ = false;
-
- public:
-  AdminConn* prev_ = nullptr;
-  AdminConn* next_ = nullptr;
 };
 
 AdminServer::AdminServer(uv_loop_t* loop, AdminBackend& backend) : loop_(loop), backend_(backend) {
@@ -273,7 +227,7 @@ int AdminServer::listen(const sockaddr_storage& addr) {
     auto* self = static_cast<AdminServer*>(l->data);
     if (status < 0 || self->closing_) return;
     auto* c = new AdminConn(*self);
-    if (uv_accept(l, reinterpret_cast<uv_stream_t*>(c->tcp())) != 0) {
+    if (uv_accept(l, c->stream()) != 0) {
       c->close();
       return;
     }
@@ -286,22 +240,14 @@ int AdminServer::listen(const sockaddr_storage& addr) {
 std::string AdminServer::bound_address() const { return net::sock_name(&listener_); }
 
 void AdminServer::answer_drain_waiters() {
-  for (AdminConn* c = conns_; c != nullptr;) {
-    AdminConn* next = c->next_;
-    c->answer_waiter();
-    c = next;
-  }
+  conns_.for_each([](AdminConn* c) { c->answer_waiter(); });
 }
 
 void AdminServer::close_all() {
   if (closing_) return;
   closing_ = true;
   uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
-  for (AdminConn* c = conns_; c != nullptr;) {
-    AdminConn* next = c->next_;
-    c->finish();
-    c = next;
-  }
+  conns_.for_each([](AdminConn* c) { c->finish(); });
 }
 
 }  // namespace ebb

@@ -10,6 +10,7 @@
 
 #include "config.hpp"
 #include "http/message.hpp"
+#include "net/list.hpp"
 
 namespace ebb {
 
@@ -49,7 +50,7 @@ class AdminServer {
   std::string bound_address() const;
   void answer_drain_waiters();  // the drain finished
   void close_all();             // exit: the listener and every connection (after flushing)
-  bool idle() const { return conns_ == nullptr; }
+  bool idle() const { return conns_.empty(); }
   const AdminStats& stats() const { return stats_; }
 
  private:
@@ -59,7 +60,8 @@ class AdminServer {
   uv_tcp_t listener_;
   bool listening_ = false;
   bool closing_ = false;
-  AdminConn* conns_ = nullptr;
+  net::List<AdminConn> conns_;
+  char read_buf_[4096];  // one read at a time on this loop; each request is parsed from it at once
   AdminStats stats_;
 };
 

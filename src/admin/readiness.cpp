@@ -1,25 +1,73 @@
-// One probe at a time: connect (and for http, send a GET and read the status line), with a
+// One probe at a time: connect (and for http, send a GET and read the answer's head), with a
 // deadline; the result goes to the Server through the report callback.
 #include "admin/readiness.hpp"
 
 #include <algorithm>
 #include <cstring>
 
+#include "http/response_reader.hpp"
+#include "net/conn.hpp"
 #include "net/io.hpp"
 
 namespace ebb {
 
-struct ReadinessCheck::Probe {
-  ReadinessCheck* owner;
-  uv_tcp_t tcp;
-  uv_connect_t connect_req;
-  uv_timer_t timer;
-  uv_write_t write_req;
-  char status_line[16];
-  size_t got = 0;
-  int pending_closes_ = 0;
-  static void on_closed(Probe* p) { delete p; }
+// One probe: the shared connection skeleton, and for http the same response reader as the data
+// path, so an app whose answer ebb would refuse to forward is not ready either.
+class ReadinessCheck::Probe final : public net::Conn, private http::ResponseSink {
+ public:
+  explicit Probe(ReadinessCheck& owner) : net::Conn(owner.loop_, alloc), owner_(owner) {}
+  void run() {
+    start_timer(owner_.timeout_);
+    int r = connect(reinterpret_cast<const sockaddr*>(&owner_.addr_));
+    if (r < 0) owner_.finish(this, false, uv_err_name(r));
+  }
+  // The verdict is given once; the probe is freed after its handles close.
   bool done = false;
+
+ private:
+  static void alloc(uv_handle_t* h, size_t, uv_buf_t* b) {
+    auto* p = static_cast<Probe*>(static_cast<net::Conn*>(h->data));
+    *b = uv_buf_init(p->buf_, sizeof p->buf_);
+  }
+  void on_timer() override { owner_.finish(this, false, "timeout"); }
+  void on_connect(int status) override {
+    if (status < 0) {
+      owner_.finish(this, false, uv_err_name(status));
+      return;
+    }
+    if (owner_.kind_ == UpstreamCheck::kTcp) {
+      owner_.finish(this, true, "connected");
+      return;
+    }
+    reader_.begin(false, 16384);
+    uv_buf_t b = uv_buf_init(owner_.request_.data(), static_cast<unsigned>(owner_.request_.size()));
+    if (write(&b, 1) < 0) {
+      owner_.finish(this, false, "write failed");
+      return;
+    }
+    set_reading(true);
+  }
+  void on_read(ssize_t n, const uv_buf_t* b) override {
+    if (done || n == 0) return;
+    if (n < 0) {
+      owner_.finish(this, false, uv_err_name(static_cast<int>(n)));
+      return;
+    }
+    http::ResponseReader::Result r = reader_.feed(b->base, static_cast<size_t>(n));
+    if (!done && r.kind == http::ResponseReader::Result::Kind::kError) owner_.finish(this, false, "bad response");
+  }
+  int on_informational() override { return 0; }
+  int on_response_head() override {
+    int status = reader_.status();
+    bool ok = status >= 200 && status < 400;  // a 2xx or 3xx status counts as ready
+    owner_.finish(this, ok, ok ? "status ok" : "bad status");
+    return HPE_USER;  // the verdict is in; the rest is not read
+  }
+  int on_response_body(const char*, size_t) override { return 0; }
+
+  ReadinessCheck& owner_;
+  http::ResponseReader reader_{*this};
+  char buf_[1024];
 };
 
 ReadinessCheck::ReadinessCheck(uv_loop_t* loop, Report report) : loop_(loop), report_(std::move(report)) {
@@ -57,61 +105,15 @@ void ReadinessCheck::close() {
 
 void ReadinessCheck::run_one() {
   if (current_ != nullptr) return;  // the previous probe is still within its deadline
-  auto* p = new Probe{};
-  p->owner = this;
-  current_ = p;
-  uv_tcp_init(loop_, &p->tcp);
-  uv_timer_init(loop_, &p->timer);
-  p->tcp.data = p;
-  p->timer.data = p;
-  uv_timer_start(&p->timer, [](uv_timer_t* t) {
-    auto* pr = static_cast<Probe*>(t->data);
-    pr->owner->finish(pr, false, "timeout");
-  }, timeout_, 0);
-  int r = uv_tcp_connect(&p->connect_req, &p->tcp, reinterpret_cast<const sockaddr*>(&addr_),
-                         [](uv_connect_t* req, int status) {
-    auto* pr = static_cast<Probe*>(req->handle->data);
-    if (pr->done) return;
-    ReadinessCheck* self = pr->owner;
-    if (status < 0) {
-      self->finish(pr, false, uv_err_name(status));
-      return;
-    }
-    if (self->kind_ == UpstreamCheck::kTcp) {
-      self->finish(pr, true, "connected");
-      return;
-    }
-    uv_buf_t b = uv_buf_init(self->request_.data(), static_cast<unsigned>(self->request_.size()));
-    uv_write(&pr->write_req, reinterpret_cast<uv_stream_t*>(&pr->tcp), &b, 1, [](uv_write_t*, int) {});
-    uv_read_start(reinterpret_cast<uv_stream_t*>(&pr->tcp),
-                  [](uv_handle_t* h, size_t, uv_buf_t* buf) {
-                    auto* q = static_cast<Probe*>(h->data);
-                    *buf = uv_buf_init(q->status_line + q->got, static_cast<unsigned>(sizeof q->status_line - q->got));
-                  },
-                  [](uv_stream_t* s, ssize_t n, const uv_buf_t*) {
-                    auto* q = static_cast<Probe*>(s->data);
-                    if (q->done || n == 0) return;
-                    if (n < 0) {
-                      q->owner->finish(q, false, uv_err_name(static_cast<int>(n)));
-                      return;
-                    }
-                    q->got += static_cast<size_t>(n);
-                    if (q->got < 12) return;  // "HTTP/1.1 200" not complete yet
-                    // A 2xx or 3xx status counts as ready.
-                    const char* b = q->status_line;
-                    bool ok = std::memcmp(b, "HTTP/1.", 7) == 0 && (b[9] == '2' || b[9] == '3');
-                    q->owner->finish(q, ok, ok ? "status ok" : "bad status");
-                  });
-  });
-  if (r < 0) finish(p, false, uv_err_name(r));
+  current_ = new Probe(*this);
+  current_->run();
 }
 
 void ReadinessCheck::finish(Probe* p, bool ok, const char* why) {
   if (p->done) return;
   p->done = true;
   if (current_ == p) current_ = nullptr;
-  net::close_pair<Probe, &Probe::pending_closes_, &Probe::on_closed>(
-      p, reinterpret_cast<uv_handle_t*>(&p->tcp), reinterpret_cast<uv_handle_t*>(&p->timer));
+  p->close_handles();
   if (!closed_) report_(ok, why);
 }
 

@@ -24,7 +24,7 @@ class ReadinessCheck {
   void close();  // for exit: stop and close handles
 
  private:
-  struct Probe;
+  class Probe;
   void run_one();
   void finish(Probe* p, bool ok, const char* why);
 

@@ -1,5 +1,5 @@
-// A message head as llhttp delivers it (pieces that may arrive split), the header rules of
-// RFC 9110/9112 a proxy applies, and the serialisation of the heads ebb sends on.
+// A message head as llhttp delivers it (pieces that may arrive split), and the header rules of
+// RFC 9110/9112 a proxy applies to it.
 #pragma once
 
 #include <cstdint>
@@ -82,41 +82,10 @@ struct RequestInfo {
 };
 RequestInfo analyse_request(const MessageHead& head, bool http11);
 
-// Per-request values ebb adds to the forwarded head.
-struct ForwardContext {
-  std::string_view method;
-  std::string_view client_ip;
-  std::string_view request_id;      // used when the request has none
-  std::string_view default_host;    // for HTTP/1.0 requests without Host
-  bool body_chunked = false;        // ebb re-frames the body as chunked
-  bool upgrade = false;             // keep Upgrade and say Connection: upgrade
-};
-// Appends the head sent to the app: HTTP/1.1, hop-by-hop fields dropped, X-Forwarded-* added.
-void write_request_head(std::string& out, const MessageHead& head, const RequestInfo& info,
-                        const ForwardContext& ctx);
-
 struct ResponseInfo {
   ConnectionOptions connection;
   bool has_content_length = false;
 };
 ResponseInfo analyse_response(const MessageHead& head);
-
-struct ResponseFraming {
-  int status = 200;
-  bool chunked = false;          // ebb frames the body as chunked for the client
-  bool close = false;            // Connection: close, and the connection closes after
-  bool keep_alive_10 = false;    // Connection: keep-alive for an HTTP/1.0 client
-  bool upgrade = false;          // 101: keep Upgrade, say Connection: upgrade
-};
-// Appends the head sent to the client.
-void write_response_head(std::string& out, const MessageHead& head, const ResponseInfo& info,
-                         const ResponseFraming& f);
-
-// A complete response that ebb makes itself, always with X-Ebb-Error. `extra_fields`: more
-// header lines, each ending in CRLF (e.g. "Retry-After: 1\r\n").
-void write_error_response(std::string& out, int status, std::string_view reason, bool close,
-                          std::string_view extra_fields = {});
-
-const char* status_text(int status);
 
 }  // namespace ebb::http

@@ -1,15 +1,13 @@
-// The exchange: one request forwarded to the app and its answer streamed back. Policy reads
-// as phases: pick a connection (pool, or connect with retries), send the head, stream the
-// body, rewrite the response head, stream the response, then keep alive or close.
+// The exchange's policy, in the order a request lives it: start (probe, or a slot at the app),
+// pick a connection (pool, or connect with retries), send the head, stream the body, pass the
+// answer on, then finish: count, log, release.
+#include "proxy/exchange.hpp"
+
 #include <algorithm>
-#include <charconv>
-#include <cstdio>
 #include <cstring>
 
+#include "http/writer.hpp"
 #include "log.hpp"
-#include "net/io.hpp"
-#include "proxy/client.hpp"
-#include "proxy/upstream.hpp"
 #include "proxy/worker.hpp"
 
 namespace ebb {
@@ -17,44 +15,72 @@ namespace ebb {
 namespace {
 constexpr std::uint64_t kFirstRetryDelayMs = 25;
 constexpr std::uint64_t kMaxRetryDelayMs = 250;
-
-// "<hex>\r\n" for a chunk of `len` bytes.
-size_t chunk_line(char* buf, size_t len) {
-  auto r = std::to_chars(buf, buf + 16, len, 16);
-  r.ptr[0] = '\r';
-  r.ptr[1] = '\n';
-  return static_cast<size_t>(r.ptr + 2 - buf);
-}
 }  // namespace
 
-void ClientConn::begin_forward() {
+void Exchange::begin(const http::Request* req) {
+  req_ = req;
+  up_ = nullptr;
+  out_.clear();
+  pending_body_.clear();
+  waiting_ = Waiting::kNone;
+  active_ = true;
+  request_complete_ = response_started_ = local_ = shed_ = retried_ = tunnel_ = false;
+  status_ = 0;
+  ebb_reason_ = nullptr;
+  started_ns_ = uv_hrtime();
+  upstream_sent_ns_ = upstream_first_ns_ = retry_until_ms_ = retry_delay_ms_ = response_bytes_ = 0;
+  request_id_[0] = '\0';
+  ++w_.metrics().requests_in_flight;
+}
+
+Exchange::Refusal Exchange::start() {
+  if (w_.cfg().probes.on_proxy_listener && w_.observer() != nullptr) {
+    // Probes are answered here and never queue.
+    std::string_view target = req_->head.target();
+    int status = 200;
+    std::string body;
+    if (w_.observer()->probe(target.substr(0, target.find('?')), status, body)) {
+      local_ = true;
+      status_ = status;
+      ebb_reason_ = "probe";
+      response_started_ = true;
+      down_.send_probe(status, body);
+      return {};
+    }
+  }
+  return ask_for_slot();
+}
+
+void Exchange::begin_forward() {
+  const http::Request& r = *req_;
   http::ForwardContext ctx;
-  ctx.method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
-  ctx.client_ip = client_ip_;
+  ctx.method = r.method_name();
+  ctx.client_ip = down_.peer_ip();
   ctx.request_id = w_.next_request_id();
-  if (!info_.has_request_id) {
-    size_t n = std::min(ctx.request_id.size(), sizeof ex_.request_id - 1);
-    std::memcpy(ex_.request_id, ctx.request_id.data(), n);
+  if (!r.info.has_request_id) {
+    size_t n = std::min(ctx.request_id.size(), sizeof request_id_ - 1);
+    std::memcpy(request_id_, ctx.request_id.data(), n);
+    request_id_[n] = '\0';
   }
   ctx.default_host = w_.upstream_host();
-  ctx.body_chunked = ex_.body_chunked;
-  ctx.upgrade = ex_.upgrade;
+  ctx.body_chunked = r.chunked;
+  ctx.upgrade = r.upgrade;
   out_.clear();
-  http::write_request_head(out_, head_, info_, ctx);
+  http::write_request_head(out_, r.head, r.info, ctx);
   if (UpstreamConn* u = w_.pool().take()) {
     up_ = u;
-    u->attach(this, ex_.head_method);
+    u->attach(this, r.head_method);
     send_request_head();
     return;
   }
   connect_upstream();
 }
 
-void ClientConn::connect_upstream() {
-  if (ex_.retry_until_ms == 0) ex_.retry_until_ms = w_.now_ms() + w_.cfg().upstream_retry.connect_retry_budget;
+void Exchange::connect_upstream() {
+  if (retry_until_ms_ == 0) retry_until_ms_ = w_.now_ms() + w_.cfg().upstream_retry.connect_retry_budget;
   auto* u = new UpstreamConn(w_);
   up_ = u;
-  int r = u->connect(this, ex_.head_method);
+  int r = u->connect(this, req_->head_method);
   if (r < 0) {
     up_ = nullptr;
     u->close();
@@ -62,7 +88,7 @@ void ClientConn::connect_upstream() {
   }
 }
 
-void ClientConn::upstream_connected(UpstreamConn* up, int status) {
+void Exchange::upstream_connected(UpstreamConn* up, int status) {
   if (up != nullptr && up != up_) return;
   if (status == 0) {
     send_request_head();
@@ -72,24 +98,31 @@ void ClientConn::upstream_connected(UpstreamConn* up, int status) {
   // A refused connect reached no app process, so it is safe to try again for any method:
   // this covers the app restarting (or not listening yet) within the retry budget.
   bool refused = status == UV_ECONNREFUSED;
-  std::uint64_t delay = ex_.retry_delay_ms == 0 ? kFirstRetryDelayMs
-                                                : std::min(ex_.retry_delay_ms * 2, kMaxRetryDelayMs);
-  if (refused && w_.now_ms() + delay <= ex_.retry_until_ms) {
-    ex_.retry_delay_ms = delay;
-    arm(TimerFor::kRetry, delay);
+  std::uint64_t delay = retry_delay_ms_ == 0 ? kFirstRetryDelayMs : std::min(retry_delay_ms_ * 2, kMaxRetryDelayMs);
+  if (refused && w_.now_ms() + delay <= retry_until_ms_) {
+    retry_delay_ms_ = delay;
+    waiting_ = Waiting::kRetry;
+    down_.exchange_timer(delay);
     return;
   }
   UpstreamError kind = refused ? UpstreamError::kConnectRefused : UpstreamError::kConnectOther;
   w_.metrics().count_upstream_error(kind);
-  LOG_WARN("upstream connect failed", {"conn", id_}, {"error", uv_err_name(status)});
-  send_error(502, refused ? "upstream refused the connection" : "upstream unreachable");
+  LOG_WARN("upstream connect failed", {"conn", down_.conn_id()}, {"error", uv_err_name(status)});
+  down_.send_error(502, refused ? "upstream refused the connection" : "upstream unreachable");
 }
 
-void ClientConn::send_request_head() {
+void Exchange::on_timer() {
+  Waiting w = waiting_;
+  waiting_ = Waiting::kNone;
+  if (w == Waiting::kRetry) connect_upstream();
+  else if (w == Waiting::kQueue) queue_timed_out();
+}
+
+void Exchange::send_request_head() {
   uv_buf_t bufs[2] = {uv_buf_init(out_.data(), static_cast<unsigned>(out_.size())),
                       uv_buf_init(pending_body_.data(), static_cast<unsigned>(pending_body_.size()))};
   UpstreamConn* u = up_;
-  ex_.upstream_sent_ns = uv_hrtime();
+  upstream_sent_ns_ = uv_hrtime();
   int r = u->send(bufs, pending_body_.empty() ? 1 : 2);
   if (r < 0) {
     up_ = nullptr;
@@ -98,19 +131,19 @@ void ClientConn::send_request_head() {
     return;
   }
   pending_body_.clear();
-  if (ex_.request_complete && !tunnel_) u->arm_response_timer();
-  update_read();
+  if (request_complete_ && !tunnel_) u->arm_response_timer();
+  down_.request_flow();
 }
 
-int ClientConn::forward_body(const char* at, size_t len) {
+int Exchange::forward_body(const char* at, size_t len) {
   char line[24];
   uv_buf_t bufs[3];
   unsigned n = 0;
-  if (ex_.body_chunked) {
+  if (req_->chunked) {
     if (len == 0) {
-      bufs[n++] = uv_buf_init(const_cast<char*>("0\r\n\r\n"), 5);
+      bufs[n++] = uv_buf_init(const_cast<char*>("0\r\n\r\n"), 5);  // the last chunk
     } else {
-      bufs[n++] = uv_buf_init(line, static_cast<unsigned>(chunk_line(line, len)));
+      bufs[n++] = uv_buf_init(line, static_cast<unsigned>(http::chunk_line(line, len)));
       bufs[n++] = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
       bufs[n++] = uv_buf_init(const_cast<char*>("\r\n"), 2);
     }
@@ -134,27 +167,58 @@ int ClientConn::forward_body(const char* at, size_t len) {
   return 0;
 }
 
-void ClientConn::replay_or_fail(UpstreamConn* up, UpstreamError kind, int err) {
+int Exchange::request_complete() {
+  if (!local_ && req_->chunked) {
+    int r = forward_body(nullptr, 0);  // len 0 of a chunked body writes the last chunk
+    if (r != 0) return r;
+  }
+  request_complete_ = true;
+  if (up_ != nullptr && up_->connected() && !response_started_) up_->arm_response_timer();
+  return 0;
+}
+
+void Exchange::hold_for_app(const char* at, size_t len) { pending_body_.append(at, len); }
+
+bool Exchange::to_app(const char* at, size_t len) {
+  uv_buf_t b = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
+  return up_ != nullptr && up_->send(&b, 1) >= 0;
+}
+
+void Exchange::app_shutdown_write() {
+  if (up_ != nullptr) up_->shutdown_write();
+}
+
+bool Exchange::app_backed_up() const { return up_ != nullptr && up_->queued() > Worker::kHighWatermark; }
+
+bool Exchange::app_can_take() const {
+  return up_ != nullptr && up_->connected() && pending_body_.empty() && up_->queued() <= Worker::kHighWatermark;
+}
+
+void Exchange::client_drained() {
+  if (up_ != nullptr) up_->set_client_blocked(false);
+}
+
+void Exchange::replay_or_fail(UpstreamConn* up, UpstreamError kind, int err) {
   // A pooled connection that the app closed before answering: the request never reached it,
   // or an idempotent, body-less request can be sent again without harm (RFC 9110 §9.2.2).
   if (kind == UpstreamError::kClosedEarly && up != nullptr && up->reused() && !up->got_bytes() &&
-      ex_.replayable && !ex_.retried && !ex_.response_started) {
-    ex_.retried = true;
+      req_->replayable && !retried_ && !response_started_) {
+    retried_ = true;
     w_.metrics().count_upstream_error(UpstreamError::kStaleRetried);
-    LOG_DEBUG("pooled upstream connection was closed; replaying", {"conn", id_});
+    LOG_DEBUG("pooled upstream connection was closed; replaying", {"conn", down_.conn_id()});
     connect_upstream();
     return;
   }
   w_.metrics().count_upstream_error(kind);
   if (tunnel_) {
-    close(Unanswered::kUpstreamBroken);
+    down_.abort(Unanswered::kUpstreamBroken);
     return;
   }
   bool timeout = kind == UpstreamError::kResponseTimeout || kind == UpstreamError::kConnectTimeout;
-  LOG_WARN("upstream failed", {"conn", id_}, {"kind", upstream_error_name(kind)},
-           {"error", err < 0 ? uv_err_name(err) : "protocol"}, {"response_started", ex_.response_started});
-  if (ex_.response_started) {
-    close(Unanswered::kUpstreamBroken);  // the status line is out: closing is the only honest signal left
+  LOG_WARN("upstream failed", {"conn", down_.conn_id()}, {"kind", upstream_error_name(kind)}, {"error", err < 0 ? uv_err_name(err) : "protocol"},
+           {"response_started", response_started_});
+  if (response_started_) {
+    down_.abort(Unanswered::kUpstreamBroken);  // the status line is out: closing is the only honest signal left
     return;
   }
   const char* reason = "upstream failed";
@@ -165,68 +229,41 @@ void ClientConn::replay_or_fail(UpstreamConn* up, UpstreamError kind, int err) {
     case UpstreamError::kBadResponse: reason = "upstream sent a malformed response"; break;
     default: break;
   }
-  send_error(timeout ? 504 : 502, reason);
+  down_.send_error(timeout ? 504 : 502, reason);
 }
 
-void ClientConn::upstream_failed(UpstreamConn* up, UpstreamError kind, int err) {
+void Exchange::upstream_failed(UpstreamConn* up, UpstreamError kind, int err) {
   if (up != up_) return;
   up_ = nullptr;
   replay_or_fail(up, kind, err);
 }
 
 // The app's answer began: its time to first byte.
-void ClientConn::upstream_began() {
-  if (ex_.upstream_first_ns != 0) return;
-  ex_.upstream_first_ns = uv_hrtime();
-  w_.metrics().upstream_response.observe(static_cast<double>(ex_.upstream_first_ns - ex_.upstream_sent_ns) / 1e9);
+void Exchange::upstream_began() {
+  if (upstream_first_ns_ != 0) return;
+  upstream_first_ns_ = uv_hrtime();
+  w_.metrics().upstream_response.observe(static_cast<double>(upstream_first_ns_ - upstream_sent_ns_) / 1e9);
 }
 
-int ClientConn::upstream_informational(UpstreamConn* up) {
+int Exchange::upstream_informational(UpstreamConn* up) {
   upstream_began();
-  if (ex_.http10) return 0;  // HTTP/1.0 clients do not expect 1xx
-  http::ResponseFraming f;
-  f.status = up->status();
-  flush_batch();
-  scratch_.clear();
-  http::write_response_head(scratch_, up->head(), http::analyse_response(up->head()), f);
-  uv_buf_t b = uv_buf_init(scratch_.data(), static_cast<unsigned>(scratch_.size()));
-  send(&b, 1);
-  return closing_ ? HPE_USER : 0;
+  if (req_->http10) return 0;  // HTTP/1.0 clients do not expect 1xx
+  return down_.send_informational(up->head(), up->status()) ? 0 : HPE_USER;
 }
 
-int ClientConn::upstream_head(UpstreamConn* up) {
+int Exchange::upstream_head(UpstreamConn* up) {
   upstream_began();
   int status = up->status();
-  ex_.status = status;
-  http::ResponseInfo ri = http::analyse_response(up->head());
-  http::ResponseFraming f;
-  f.status = status;
+  status_ = status;
   if (status == 101) {
-    if (!ex_.upgrade) {
-      send_error(502, "upstream switched protocols unasked");
+    if (!req_->upgrade) {
+      down_.send_error(502, "upstream switched protocols unasked");
       return HPE_USER;
     }
-    f.upgrade = true;
     tunnel_ = true;
-    ex_.websocket = info_.websocket;
-  } else {
-    bool no_body = ex_.head_method || status == 204 || status == 304;
-    bool close_delimited = !no_body && !ri.has_content_length && ex_.http10;  // no chunked for 1.0
-    f.chunked = !no_body && !ri.has_content_length && !ex_.http10;         // keeps the connection reusable
-    // A declined upgrade: the client's next bytes are not HTTP. Answered before the whole request
-    // arrived: the rest of it cannot be told from a next request.
-    ex_.close_after = announce_close(ex_.upgrade || close_delimited || !ex_.request_complete);
-    f.close = ex_.close_after;
-    f.keep_alive_10 = ex_.http10 && !ex_.close_after;
   }
-  ex_.response_chunked = f.chunked;
-  flush_batch();
-  scratch_.clear();
-  http::write_response_head(scratch_, up->head(), ri, f);
-  ex_.response_started = true;
-  uv_buf_t b = uv_buf_init(scratch_.data(), static_cast<unsigned>(scratch_.size()));
-  send(&b, 1);
-  if (closing_) return HPE_USER;
+  response_started_ = true;
+  if (!down_.send_head(up->head(), status)) return HPE_USER;
   if (tunnel_) {
     up->begin_tunnel();
     if (!pending_body_.empty()) {
@@ -234,75 +271,38 @@ int ClientConn::upstream_head(UpstreamConn* up) {
       up->send(&early, 1);
       pending_body_.clear();
     }
-    update_read();
+    down_.request_flow();
   }
   return 0;
 }
 
-int ClientConn::upstream_body(const char* at, size_t len) {
-  char local[24];
-  uv_buf_t bufs[3];
-  unsigned n = 0;
-  if (ex_.response_chunked) {
-    char* line = chunk_line_buffer(local);
-    bufs[n++] = uv_buf_init(line, static_cast<unsigned>(chunk_line(line, len)));
-    bufs[n++] = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
-    bufs[n++] = uv_buf_init(const_cast<char*>("\r\n"), 2);
-  } else {
-    bufs[n++] = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
-  }
-  send(bufs, n);
-  if (closing_) return HPE_USER;
-  if (up_ != nullptr && net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) > Worker::kHighWatermark) {
-    up_->set_client_blocked(true);
-  }
+int Exchange::upstream_body(const char* at, size_t len) {
+  if (!down_.send_body(at, len)) return HPE_USER;
+  if (up_ != nullptr && down_.send_queued() > Worker::kHighWatermark) up_->set_client_blocked(true);
   return 0;
 }
 
-void ClientConn::upstream_done(UpstreamConn* up) {
+void Exchange::upstream_done(UpstreamConn* up) {
   if (up != up_) return;
-  if (ex_.response_chunked) {
-    uv_buf_t b = uv_buf_init(const_cast<char*>("0\r\n\r\n"), 5);
-    send(&b, 1);
-    if (closing_) return;
-  }
-  release_upstream(up->response_keep_alive() && ex_.request_complete);
-  finish_exchange();
+  if (!down_.send_end()) return;
+  release_upstream(up->response_keep_alive() && request_complete_);
+  down_.answer_complete();
 }
 
-void ClientConn::upstream_tunnel(const char* at, size_t len) {
-  const auto* p = reinterpret_cast<const unsigned char*>(at);
-  if (ex_.websocket) {
-    if (ws_close_pending_) {
-      size_t boundary = ws_.to_boundary(p, len);
-      if (boundary == WsFrameTracker::kNone) {
-        uv_buf_t b = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
-        send(&b, 1);
-        return;
-      }
-      uv_buf_t b = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(boundary));
-      send(&b, 1);
-      if (!closing_) send_ws_close_and_close();
-      return;
-    }
-    ws_.consume(p, len);
-  }
-  uv_buf_t b = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
-  send(&b, 1);
-  if (!closing_ && up_ != nullptr && net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) > Worker::kHighWatermark) {
-    up_->set_client_blocked(true);
-  }
+void Exchange::upstream_tunnel(const char* at, size_t len) {
+  if (!down_.send_tunnel(at, len)) return;
+  if (up_ != nullptr && down_.send_queued() > Worker::kHighWatermark) up_->set_client_blocked(true);
 }
 
-void ClientConn::upstream_eof() {
-  // The app closed the tunnel: pass the end on after what is queued.
-  ex_.close_after = true;
-  finish_exchange();
-}
+void Exchange::upstream_eof() { down_.tunnel_closed(); }
 
-void ClientConn::upstream_writable() { update_read(); }
+void Exchange::upstream_writable() { down_.request_flow(); }
 
-void ClientConn::release_upstream(bool reusable) {
+void Exchange::upstream_read_begin() { down_.cork(); }
+
+void Exchange::upstream_read_end() { down_.uncork(); }
+
+void Exchange::release_upstream(bool reusable) {
   UpstreamConn* u = up_;
   if (u == nullptr) return;
   up_ = nullptr;
@@ -311,58 +311,68 @@ void ClientConn::release_upstream(bool reusable) {
   else u->close();
 }
 
-void ClientConn::finish_exchange() {
-  if (!ex_.active) return;
-  flush_batch();
-  double secs = static_cast<double>(uv_hrtime() - ex_.started_ns) / 1e9;
-  w_.metrics().count_request(ex_.status, secs, ex_.local);
-  account_exchange();
-  --w_.metrics().requests_in_flight;
-  log_access();
-  ++requests_;
-  idle_since_ms_ = w_.now_ms();
-  bool close_now = may_close_after_answer();
-  // The app's slot goes to the next in line now; an answer the app made is a latency sample.
-  release_slot(!ex_.local && ex_.status != 101);
-  ex_ = Exchange{};
-  scan_.reset();
-  if (up_ != nullptr) release_upstream(false);
-  if (close_now) {
-    graceful_close(true);
-    return;
-  }
-  llhttp_resume(&parser_);
-  head_.shrink_if_large();
-  if (parsing_) {
-    resume_pending_ = true;
-    return;
-  }
-  resume_input();
+void Exchange::drop_app() {
+  if (up_ == nullptr) return;
+  up_->close();
+  up_ = nullptr;
 }
 
-bool ClientConn::answer_probe() {
-  std::string_view target = head_.target();
-  std::string_view path = target.substr(0, target.find('?'));
-  if (path != "/healthz" && path != "/readyz") return false;
-  int status = 200;
-  std::string body;
-  if (w_.observer() == nullptr || !w_.observer()->probe(path, status, body)) return false;
-  ex_.local = true;
-  ex_.status = status;
-  ex_.ebb_reason = "probe";
-  ex_.response_started = true;
-  ex_.close_after = announce_close(false);  // the body, if any, is read and dropped before the next request
-  flush_batch();
-  scratch_.clear();
-  char head[160];
-  int n = std::snprintf(head, sizeof head,
-                        "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %zu\r\n%s\r\n",
-                        status, http::status_text(status), body.size(), ex_.close_after ? "Connection: close\r\n" : "");
-  scratch_.append(head, static_cast<size_t>(n));
-  scratch_ += body;
-  uv_buf_t b = uv_buf_init(scratch_.data(), static_cast<unsigned>(scratch_.size()));
-  send(&b, 1);
-  return true;
+void Exchange::answered_locally(int status, const char* reason) {
+  drop_app();
+  local_ = true;
+  status_ = status;
+  ebb_reason_ = reason;
+  response_started_ = true;
+}
+
+void Exchange::finish() {
+  if (!active_) return;
+  Metrics& m = w_.metrics();
+  double secs = static_cast<double>(uv_hrtime() - started_ns_) / 1e9;
+  m.count_request(status_, secs, local_);
+  if (req_ != nullptr) m.request_bytes += req_->head_bytes + req_->body_bytes;
+  m.response_bytes += response_bytes_;
+  --m.requests_in_flight;
+  log_access();
+  active_ = false;
+  // The app's slot goes to the next in line now; an answer the app made is a latency sample.
+  release_slot(!local_ && status_ != 101);
+  if (up_ != nullptr) release_upstream(false);
+  if (waiting_ != Waiting::kNone) {
+    waiting_ = Waiting::kNone;
+    down_.exchange_timer(0);
+  }
+}
+
+void Exchange::abandon() {
+  if (!active_) return;
+  Metrics& m = w_.metrics();
+  if (req_ != nullptr) m.request_bytes += req_->head_bytes + req_->body_bytes;
+  m.response_bytes += response_bytes_;
+  --m.requests_in_flight;
+  active_ = false;
+  release_slot(false);
+  drop_app();
+  waiting_ = Waiting::kNone;
+}
+
+void Exchange::log_access() {
+  if (!w_.cfg().log.access) return;
+  // Only what the request really said: a request rejected before its head was read has no
+  // method, target or fields.
+  bool head = head_done();
+  auto field = [&](std::string_view name) { return head ? http::trim(req_->head.find(name)) : std::string_view{}; };
+  std::string_view id = field("x-request-id");
+  if (id.empty()) id = request_id_;
+  double upstream_ms = upstream_first_ns_ > 0 ? static_cast<double>(upstream_first_ns_ - upstream_sent_ns_) / 1e6 : -1;
+  std::uint64_t bytes_in = req_ != nullptr ? req_->head_bytes + req_->body_bytes : 0;
+  LOG_INFO("access", {"conn", down_.conn_id()}, {"request_id", id}, {"client", down_.peer_ip()},
+           {"protocol", head ? (req_->http10 ? "HTTP/1.0" : "HTTP/1.1") : ""},
+           {"method", head ? req_->method_name() : ""}, {"target", head ? req_->head.target() : std::string_view{}},
+           {"host", field("host")}, {"user_agent", field("user-agent")}, {"status", status_},
+           {"answered_by", local_ ? "ebb" : "app"}, {"ebb_error", ebb_reason_ != nullptr ? ebb_reason_ : ""},
+           {"bytes_in", bytes_in}, {"bytes_out", response_bytes_}, {"upstream_ms", upstream_ms},
+           {"ms", static_cast<double>(uv_hrtime() - started_ns_) / 1e6});
 }
 
 }  // namespace ebb

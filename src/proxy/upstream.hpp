@@ -1,98 +1,98 @@
-// The app side of the data path: one connection to the app (connect, send, parse the
-// response, idle in the pool) and the pool of idle keep-alive connections.
+// The app side of the data path: one connection to the app (connect, send, read the response,
+// idle in the pool). It reports to whichever exchange borrows it through UpstreamSink, and
+// knows nothing of clients.
 #pragma once
 
-#include <llhttp.h>
 #include <uv.h>
 
 #include <cstdint>
 
-#include "http/message.hpp"
+#include "http/response_reader.hpp"
 #include "metrics.hpp"
+#include "net/conn.hpp"
+#include "net/list.hpp"
 
 namespace ebb {
 
-class ClientConn;
 class Worker;
-class Pool;
+class UpstreamConn;
 
-class UpstreamConn {
+// What an app connection tells the exchange that borrows it. `up` names the connection, so an
+// exchange that moved on (retried elsewhere) can tell a late report from a current one.
+class UpstreamSink {
+ public:
+  virtual void upstream_connected(UpstreamConn* up, int status) = 0;
+  virtual int upstream_informational(UpstreamConn* up) = 0;     // a 1xx other than 101
+  virtual int upstream_head(UpstreamConn* up) = 0;              // 0, or an llhttp error
+  virtual int upstream_body(const char* at, size_t len) = 0;
+  virtual void upstream_done(UpstreamConn* up) = 0;             // the final response is complete
+  virtual void upstream_failed(UpstreamConn* up, UpstreamError kind, int err) = 0;
+  virtual void upstream_tunnel(const char* at, size_t len) = 0; // after a 101: raw bytes
+  virtual void upstream_eof() = 0;                              // the tunnel closed
+  virtual void upstream_writable() = 0;  // the queue to the app fell to the low watermark
+  // One read from the app is being handled: what it makes for the client may be gathered.
+  virtual void upstream_read_begin() = 0;
+  virtual void upstream_read_end() = 0;
+
+ protected:
+  ~UpstreamSink() = default;
+};
+
+class UpstreamConn final : public net::Conn, public net::Linked<UpstreamConn>, private http::ResponseSink {
  public:
   explicit UpstreamConn(Worker& w);
-  UpstreamConn(const UpstreamConn&) = delete;
-  UpstreamConn& operator=(const UpstreamConn&) = delete;
 
-  // Starts connecting for `owner`, who hears of it through ClientConn::upstream_connected.
-  int connect(ClientConn* owner, bool head_request);
-  void attach(ClientConn* owner, bool head_request);  // lend a pooled one to an exchange
-  void detach();                                     // the exchange is done with it
-  void close();                                      // idempotent; freed in the close callback
+  // Starts connecting for `owner`, who hears of it through upstream_connected.
+  int connect(UpstreamSink* owner, bool head_request);
+  void attach(UpstreamSink* owner, bool head_request);  // lend a pooled one to an exchange
+  void detach();                                       // the exchange is done with it
+  void close();                                        // idempotent; freed after the close callbacks
 
-  // Writes to the app; returns 0 or a negative errno.
-  int send(const uv_buf_t* bufs, unsigned n);
-  size_t queued() const;
-  // The exchange decides whether the app is read (backpressure) and when to start timing the
-  // response; the pool reads idle connections to notice the app closing them.
-  void update_read();
+  int send(const uv_buf_t* bufs, unsigned n) { return write(bufs, n); }
+  // The exchange decides whether the app is read (backpressure) and when the response is
+  // timed; the pool reads idle connections to notice the app closing them.
   void set_client_blocked(bool blocked);
   void arm_response_timer();
   void begin_tunnel();  // after a 101: raw bytes from here on
   void shutdown_write();
 
-  const http::MessageHead& head() const { return head_; }
-  int status() const { return parser_.status_code; }
-  bool response_keep_alive() const { return keep_alive_; }
-  bool got_bytes() const { return got_bytes_; }
+  const http::MessageHead& head() const { return reader_.head(); }
+  int status() const { return reader_.status(); }
+  bool response_keep_alive() const { return reader_.keep_alive() && !trailing_bytes_; }
+  bool got_bytes() const { return reader_.got_bytes(); }
   bool reused() const { return reused_; }
   bool connected() const { return state_ == State::kBusy || state_ == State::kIdle; }
+  bool idle() const { return state_ == State::kIdle; }
   std::uint64_t id() const { return id_; }
-
-  UpstreamConn* pool_prev_ = nullptr;
-  UpstreamConn* pool_next_ = nullptr;
+  void enter_pool();  // from Pool::put
 
  private:
-  friend class Pool;
   enum class State { kNew, kConnecting, kBusy, kIdle, kClosing };
   enum class TimerFor { kNone, kConnect, kResponse, kIdle };
 
+  void update_read();
   void arm(TimerFor t, std::uint64_t ms);
-  void on_connect(int status);
-  void on_read(ssize_t nread, const uv_buf_t* buf);
-  void process(ClientConn* owner, const char* data, size_t len);
-  void on_timer();
   void fail(UpstreamError kind, int err);
-  void begin_exchange(ClientConn* owner, bool head_request);
-  void enter_pool();
-  static void on_closed(UpstreamConn* self);  // after the last close callback
-
-  int on_message_begin();
-  int on_status(const char* at, size_t len);
-  int on_header_field(const char* at, size_t len);
-  int on_header_value(const char* at, size_t len);
-  int on_headers_complete();
-  int on_body(const char* at, size_t len);
-  int on_message_complete();
-  static const llhttp_settings_t* settings();
+  void begin_exchange(UpstreamSink* owner, bool head_request);
+  void handle(UpstreamSink* owner, const char* data, size_t len);
+  void on_read(ssize_t nread, const uv_buf_t* buf) override;
+  void on_timer() override;
+  void on_write_done(int status) override;
+  void on_connect(int status) override;
+  int on_informational() override;
+  int on_response_head() override;
+  int on_response_body(const char* at, size_t len) override;
 
   Worker& w_;
   std::uint64_t id_;
-  uv_tcp_t tcp_;
-  uv_connect_t connect_req_;
-  uv_timer_t timer_;
-  uv_shutdown_t shutdown_req_;
-  llhttp_t parser_;
-  http::MessageHead head_;
-  ClientConn* owner_ = nullptr;
+  http::ResponseReader reader_{*this};
+  UpstreamSink* owner_ = nullptr;
   State state_ = State::kNew;
   TimerFor timer_for_ = TimerFor::kNone;
-  int pending_closes_ = 0;
-  bool reading_ = false;
   bool client_blocked_ = false;
   bool tunnel_ = false;
-  bool keep_alive_ = false;
-  bool got_bytes_ = false;
   bool reused_ = false;
-  bool final_seen_ = false;
+  bool trailing_bytes_ = false;
   bool head_request_ = false;
 };
 
@@ -103,14 +103,13 @@ class Pool {
   explicit Pool(Worker& w) : w_(w) {}
   UpstreamConn* take();
   void put(UpstreamConn* c);  // closes it instead when the pool is full
-  void remove(UpstreamConn* c);
+  void remove(UpstreamConn* c) { idle_.remove(c); }
   void close_all();
-  size_t size() const { return size_; }
+  size_t size() const { return idle_.size(); }
 
  private:
   Worker& w_;
-  UpstreamConn* head_ = nullptr;
-  size_t size_ = 0;
+  net::List<UpstreamConn> idle_;
 };
 
 }  // namespace ebb

@@ -49,24 +49,12 @@ std::string_view Worker::next_request_id() {
   return {request_id_, static_cast<size_t>(r.ptr - request_id_)};
 }
 
-void Worker::link(ClientConn* c) {
-  c->prev_ = nullptr;
-  c->next_ = head_;
-  if (head_) head_->prev_ = c;
-  head_ = c;
-  ++conn_count_;
-}
+void Worker::link(ClientConn* c) { conns_.push_front(c); }
 
-void Worker::unlink(ClientConn* c) {
-  if (c->prev_) c->prev_->next_ = c->next_;
-  else head_ = c->next_;
-  if (c->next_) c->next_->prev_ = c->prev_;
-  c->prev_ = c->next_ = nullptr;
-  --conn_count_;
-}
+void Worker::unlink(ClientConn* c) { conns_.remove(c); }
 
 void Worker::on_accept(uv_stream_t* listener) {
-  if (conn_count_ >= connection_cap_) {
+  if (conns_.size() >= connection_cap_) {
     // Over the limit: take the connection off the backlog and close it, so the listener
     // keeps accepting (and a client sees a clean close rather than a SYN timeout).
     auto* t = new uv_tcp_t;
@@ -95,27 +83,15 @@ void Worker::adopt(int fd) {
 
 void Worker::set_phase(Phase p) {
   phase_ = p;
-  for (ClientConn* c = head_; c != nullptr;) {
-    ClientConn* next = c->next_;  // on_phase may start closing c, never frees it here
-    c->on_phase();
-    c = next;
-  }
+  conns_.for_each([](ClientConn* c) { c->on_phase(); });  // may start closing c, never frees it here
 }
 
 void Worker::cut_all() {
-  for (ClientConn* c = head_; c != nullptr;) {
-    ClientConn* next = c->next_;
-    c->cut();
-    c = next;
-  }
+  conns_.for_each([](ClientConn* c) { c->cut(); });
 }
 
 void Worker::close_all() {
-  for (ClientConn* c = head_; c != nullptr;) {
-    ClientConn* next = c->next_;
-    c->close(Unanswered::kExit);
-    c = next;
-  }
+  conns_.for_each([](ClientConn* c) { c->close(Unanswered::kExit); });
   pool_.close_all();
 }
 

@@ -12,24 +12,14 @@
 #include "config.hpp"
 #include "lifecycle.hpp"
 #include "metrics.hpp"
+#include "net/list.hpp"
 #include "proxy/limiter.hpp"
+#include "proxy/out_batch.hpp"
 #include "proxy/upstream.hpp"
 
 namespace ebb {
 
 class ClientConn;
-
-// Writes to one client gathered while a read from its app is parsed, so a response head and
-// its body (and chunk framing) leave in one writev. One per loop: only one read is parsed at
-// a time, and the pieces point into the loop's read buffer until the flush.
-struct OutBatch {
-  static constexpr unsigned kMax = 16;
-  ClientConn* owner = nullptr;
-  uv_buf_t bufs[kMax];
-  unsigned n = 0;
-  char lines[kMax][24];
-  unsigned lines_used = 0;
-};
 
 // What the data path asks of the lifecycle (implemented by the Server).
 class WorkerObserver {
@@ -74,15 +64,16 @@ class Worker {
   char* read_buffer() { return read_buf_; }
   const sockaddr_storage& upstream_addr() const { return upstream_addr_; }
   const std::string& upstream_host() const { return upstream_host_; }
-  size_t connections() const { return conn_count_; }
+  size_t connections() const { return conns_.size(); }
   size_t in_flight() const { return metrics_.requests_in_flight; }
   // "<16 hex of random>-<counter>": unique without a syscall per request.
   std::string_view next_request_id();
   std::uint64_t now_ms() const { return uv_now(loop_); }
 
-  // Registry of client connections (intrusive, so removal is O(1) with no allocation).
+  // Registry of client connections.
   void link(ClientConn* c);
   void unlink(ClientConn* c);
+  std::uint64_t next_upstream_id() { return next_upstream_id_++; }
 
   static void alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
 
@@ -97,10 +88,10 @@ class Worker {
   Phase phase_ = Phase::kServing;
   sockaddr_storage upstream_addr_{};
   std::string upstream_host_;
-  ClientConn* head_ = nullptr;
-  size_t conn_count_ = 0;
+  net::List<ClientConn> conns_;
   size_t connection_cap_ = 0;
   std::uint64_t next_conn_id_ = 1;
+  std::uint64_t next_upstream_id_ = 1;
   std::uint64_t request_counter_ = 0;
   char request_id_[40] = {0};
   char request_prefix_[17] = {0};

@@ -186,6 +186,8 @@ class Bench:
             for name in a.targets:
                 if name == "ebb":
                     t = tg.EbbProxy(a.ebb, w, a.proxy_cpus, self.tmp, self.upstream.port, max_conns)
+                elif name == "ebb-base":
+                    t = tg.EbbBaseline(a.baseline, w, a.proxy_cpus, self.tmp, self.upstream.port, max_conns)
                 elif name == "nginx":
                     t = tg.NginxProxy(w, a.proxy_cpus, self.tmp, self.upstream.port, max_conns)
                 elif name == "haproxy":
@@ -373,7 +375,7 @@ class Bench:
             ebb = f"ebb w{w}"
             if ebb not in summary:
                 continue
-            for other in (f"nginx w{w}", f"haproxy w{w}"):
+            for other in (f"nginx w{w}", f"haproxy w{w}", f"ebb-base w{w}"):
                 if other not in summary:
                     continue
                 r = {}
@@ -611,6 +613,8 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("ebb", nargs="?", default=os.environ.get("EBB_BIN") or str(REPO_ROOT / "build" / "ebb"),
                     help="the ebb binary (default $EBB_BIN, else build/ebb)")
+    ap.add_argument("--baseline", default=None,
+                    help="another ebb binary to run beside EBB_BIN as target ebb-base (a change's before/after)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--seconds", type=int, default=5, help="wrk duration of one cell, whole seconds (default 5)")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per target and cell (default 2)")
@@ -635,7 +639,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     args.targets = [t for t in args.targets.split(",") if t]
     args.ebb = os.path.abspath(args.ebb)  # ebb runs in its own temp dir
-    bad = set(args.targets) - {"ebb", "nginx", "haproxy", "direct"}
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
+        if "ebb-base" not in args.targets:
+            args.targets.insert(args.targets.index("ebb") + 1 if "ebb" in args.targets else 0, "ebb-base")
+    bad = set(args.targets) - {"ebb", "ebb-base", "nginx", "haproxy", "direct"}
     for c in args.cells.split(","):
         try:
             parse_cell(c)

@@ -368,3 +368,8 @@ def need_tools():
     missing = [t for t in ("nginx", "haproxy", "wrk", "curl", "taskset") if not shutil.which(t)]
     if missing:
         raise StartError(f"missing {', '.join(missing)}: `make deps` installs them")
+
+
+class EbbBaseline(EbbProxy):
+    """Another ebb binary (--baseline), run beside the one under test: a change's before/after in one run."""
+    name = "ebb-base"

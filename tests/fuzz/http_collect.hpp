@@ -13,6 +13,7 @@
 
 #include "config.hpp"
 #include "http/message.hpp"
+#include "http/writer.hpp"
 #include "http/parser.hpp"
 
 namespace ebb::fuzz {

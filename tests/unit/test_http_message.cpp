@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "http/message.hpp"
+#include "http/writer.hpp"
 
 namespace {
 

@@ -1,8 +1,8 @@
-// Unit tests for src/http/parser.hpp (Bind, fail) and for MessageHead fed by llhttp the way
-// ClientConn::parse feeds it (HeadScanner first, then llhttp, then analyse_request): every
-// request is parsed whole, split at every byte offset and byte by byte, and must give the same
-// heads, bodies and completions each time. Also pins which malformed shapes llhttp 8.1 (strict)
-// refuses and which ebb must refuse itself (SPEC §5).
+// Unit tests for src/http/parser.hpp (Bind, fail) and for ebb's RequestReader (HeadScanner,
+// strict llhttp, limits, analyse_request), driven as ClientConn drives it: every request is
+// parsed whole, split at every byte offset and byte by byte, and must give the same heads,
+// bodies and completions each time. Also pins which malformed shapes llhttp 8.1 (strict)
+// refuses by itself and which ebb must refuse with its own checks (SPEC §5).
 #include <catch2/catch.hpp>
 
 #include <llhttp.h>
@@ -17,6 +17,7 @@
 #include "http/head_scan.hpp"
 #include "http/message.hpp"
 #include "http/parser.hpp"
+#include "http/request_reader.hpp"
 
 namespace {
 
@@ -84,15 +85,16 @@ struct Options {
   bool with_error_offset = true;   // false where the offset depends on the split
 };
 
-// Binds like ClientConn: head bytes go through HeadScanner before llhttp until the head is
-// over, head pieces go into a MessageHead under a size limit that fails the parse with
-// HPE_USER, and each complete message pauses the parser (and resets the scanner, as
-// ClientConn::finish_exchange does).
-class Collector {
+// Feeds ebb's RequestReader the way ClientConn::parse does: each complete request pauses the
+// reader, and the connection calls next() before feeding the rest; after an upgrade request
+// the rest belongs to the new protocol. The header rules are reported (analysis), not enforced,
+// so that each test sees what analyse_request said of a head the framing accepted.
+class Collector final : private ebb::http::RequestSink {
  public:
-  explicit Collector(const Options& opt) : max_head_(opt.max_head), scanner_(opt.scanner) {
-    llhttp_init(&parser_, HTTP_REQUEST, settings());
-    parser_.data = this;
+  explicit Collector(const Options& opt) {
+    limits_.max_header_bytes = opt.max_head;
+    limits_.max_uri_bytes = opt.max_head;
+    limits_.forwarding_rules = false;
   }
 
   Outcome feed(const std::vector<std::string_view>& pieces) {
@@ -107,35 +109,27 @@ class Collector {
         out_.tunnel.append(p, n);
       } else {
         while (n > 0) {
-          if (scanner_ && !scan_.done()) {
-            if (const char* bad = scan_.feed(p, n)) {
-              out_.scan_error = bad;
+          ebb::http::RequestReader::Result r = reader_.feed(p, n, limits_);
+          using Kind = ebb::http::RequestReader::Result::Kind;
+          if (r.kind == Kind::kMore) break;
+          if (r.kind == Kind::kError) {
+            if (r.error_name == nullptr) {
+              out_.scan_error = r.reason;
               return out_;
             }
+            out_.err = r.error;
+            out_.reason = r.reason != nullptr && r.reason != std::string_view(r.error_name) ? r.reason : "";
+            out_.error_at = base + static_cast<size_t>(p - buf.data()) + r.used;
+            return out_;
           }
-          llhttp_errno_t err = llhttp_execute(&parser_, p, n);
-          if (err == HPE_OK) break;
-          const char* pos = llhttp_get_error_pos(&parser_);
-          bool upgrade_done = !out_.messages.empty() && out_.messages.back().upgrade && !in_message_;
-          if (err == HPE_PAUSED && !upgrade_done) {
-            llhttp_resume(&parser_);
-            scan_.reset();
-            size_t used = static_cast<size_t>(pos - p);
-            n -= used;
-            p += used;
-            continue;
-          }
-          if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-            // As ClientConn::parse: bytes after an upgrade request belong to the new protocol.
+          n -= r.used;
+          p += r.used;
+          if (reader_.request().upgrade || out_.messages.back().upgrade) {
             out_.upgraded = true;
-            out_.tunnel.append(pos, n - static_cast<size_t>(pos - p));
+            out_.tunnel.append(p, n);
             break;
           }
-          out_.err = err;
-          const char* reason = llhttp_get_error_reason(&parser_);
-          out_.reason = reason != nullptr ? reason : "";
-          out_.error_at = base + static_cast<size_t>(pos - buf.data());
-          return out_;
+          reader_.next();
         }
       }
       base += piece.size();
@@ -145,73 +139,106 @@ class Collector {
   }
 
  private:
+  void on_request_begin() override {
+    cur_ = Message{};
+    in_message_ = true;
+  }
+  int on_request_head() override {
+    const ebb::http::Request& r = reader_.request();
+    ++out_.heads;
+    cur_.method = std::string(r.method_name());
+    cur_.major = 1;
+    cur_.minor = r.http10 ? 0 : 1;
+    cur_.target = std::string(r.head.target());
+    for (size_t i = 0; i < r.head.count(); ++i) cur_.fields.emplace_back(r.head.name(i), r.head.value(i));
+    cur_.analysis = r.info.error != nullptr ? r.info.error : "";
+    cur_.upgrade = r.info.has_upgrade && r.info.connection.upgrade && !r.http10;
+    cur_.keep_alive = !r.close;
+    return 0;
+  }
+  int on_request_body(const char* at, size_t len) override {
+    cur_.body.append(at, len);
+    return 0;
+  }
+  int on_request_complete() override {
+    const ebb::http::MessageHead& head = reader_.request().head;
+    for (size_t i = cur_.fields.size(); i < head.count(); ++i) cur_.trailers.emplace_back(head.name(i), head.value(i));
+    out_.messages.push_back(cur_);
+    in_message_ = false;
+    return 0;
+  }
+
+  ebb::http::RequestReader reader_{*this};
+  ebb::http::RequestLimits limits_;
+  Message cur_;
+  bool in_message_ = false;
+  Outcome out_;
+};
+
+// llhttp alone (no scanner, no limits) filling a MessageHead, to pin what llhttp itself does
+// and so what ebb's own checks are there for.
+class LlhttpAlone {
+ public:
+  Outcome feed(const std::vector<std::string_view>& pieces) {
+    llhttp_t parser;
+    llhttp_init(&parser, HTTP_REQUEST, settings());
+    parser.data = this;
+    for (std::string_view piece : pieces) {
+      std::string buf(piece);
+      out_.err = llhttp_execute(&parser, buf.data(), buf.size());
+      if (out_.err != HPE_OK) break;
+    }
+    return out_;
+  }
+
+ private:
+  static LlhttpAlone& self(llhttp_t* p) { return *static_cast<LlhttpAlone*>(p->data); }
   static const llhttp_settings_t* settings() {
     static const llhttp_settings_t s = [] {
       llhttp_settings_t t;
       llhttp_settings_init(&t);
-      using B = ebb::http::Bind<Collector>;
-      t.on_message_begin = B::cb<&Collector::on_message_begin>;
-      t.on_url = B::data<&Collector::on_url>;
-      t.on_header_field = B::data<&Collector::on_header_field>;
-      t.on_header_value = B::data<&Collector::on_header_value>;
-      t.on_headers_complete = B::cb<&Collector::on_headers_complete>;
-      t.on_body = B::data<&Collector::on_body>;
-      t.on_message_complete = B::cb<&Collector::on_message_complete>;
+      t.on_message_begin = [](llhttp_t* p) {
+        self(p).head_.clear();
+        return 0;
+      };
+      t.on_url = [](llhttp_t* p, const char* at, size_t len) {
+        self(p).head_.add_target(at, len);
+        return 0;
+      };
+      t.on_header_field = [](llhttp_t* p, const char* at, size_t len) {
+        self(p).head_.add_name(at, len);
+        return 0;
+      };
+      t.on_header_value = [](llhttp_t* p, const char* at, size_t len) {
+        self(p).out_.value_pieces.emplace_back(at, len);
+        self(p).head_.add_value(at, len);
+        return 0;
+      };
+      t.on_headers_complete = [](llhttp_t* p) {
+        LlhttpAlone& c = self(p);
+        ++c.out_.heads;
+        Message m;
+        m.method = llhttp_method_name(static_cast<llhttp_method_t>(p->method));
+        m.major = p->http_major;
+        m.minor = p->http_minor;
+        m.target = std::string(c.head_.target());
+        for (size_t i = 0; i < c.head_.count(); ++i) m.fields.emplace_back(c.head_.name(i), c.head_.value(i));
+        auto info = ebb::http::analyse_request(c.head_, !(p->http_major == 1 && p->http_minor == 0));
+        m.analysis = info.error != nullptr ? info.error : "";
+        c.cur_ = m;
+        return 0;
+      };
+      t.on_message_complete = [](llhttp_t* p) {
+        self(p).out_.messages.push_back(self(p).cur_);
+        return 0;
+      };
       return t;
     }();
     return &s;
   }
 
-  int on_message_begin() {
-    head_.clear();
-    cur_ = Message{};
-    in_message_ = true;
-    return 0;
-  }
-  int on_url(const char* at, size_t len) {
-    if (head_.add_target(at, len) > max_head_) return ebb::http::fail(&parser_, "request head too large");
-    return 0;
-  }
-  int on_header_field(const char* at, size_t len) {
-    if (head_.add_name(at, len) > max_head_) return ebb::http::fail(&parser_, "request head too large");
-    return 0;
-  }
-  int on_header_value(const char* at, size_t len) {
-    out_.value_pieces.emplace_back(at, len);
-    if (head_.add_value(at, len) > max_head_) return ebb::http::fail(&parser_, "request head too large");
-    return 0;
-  }
-  int on_headers_complete() {
-    ++out_.heads;
-    cur_.method = llhttp_method_name(static_cast<llhttp_method_t>(parser_.method));
-    cur_.major = parser_.http_major;
-    cur_.minor = parser_.http_minor;
-    cur_.target = std::string(head_.target());
-    for (size_t i = 0; i < head_.count(); ++i) cur_.fields.emplace_back(head_.name(i), head_.value(i));
-    auto info = ebb::http::analyse_request(head_, !(parser_.http_major == 1 && parser_.http_minor == 0));
-    cur_.analysis = info.error != nullptr ? info.error : "";
-    cur_.upgrade = parser_.upgrade != 0;
-    return 0;
-  }
-  int on_body(const char* at, size_t len) {
-    cur_.body.append(at, len);
-    return 0;
-  }
-  int on_message_complete() {
-    cur_.keep_alive = llhttp_should_keep_alive(&parser_) != 0;
-    for (size_t i = cur_.fields.size(); i < head_.count(); ++i) cur_.trailers.emplace_back(head_.name(i), head_.value(i));
-    out_.messages.push_back(cur_);
-    in_message_ = false;
-    return HPE_PAUSED;
-  }
-
-  llhttp_t parser_;
   ebb::http::MessageHead head_;
-  ebb::http::HeadScanner scan_;
-  size_t max_head_;
-  bool scanner_;
   Message cur_;
-  bool in_message_ = false;
   Outcome out_;
 };
 
@@ -223,6 +250,7 @@ Outcome parse(std::string_view data, const std::vector<size_t>& cuts = {}, const
     at = c;
   }
   pieces.push_back(data.substr(at));
+  if (!opt.scanner) return LlhttpAlone().feed(pieces);
   return Collector(opt).feed(pieces);
 }
 

@@ -1,0 +1,78 @@
+// The shared connection skeleton.
+#include "net/conn.hpp"
+
+#include "net/io.hpp"
+
+namespace ebb::net {
+
+namespace {
+Conn* owner(void* data) { return static_cast<Conn*>(data); }
+}  // namespace
+
+Conn::Conn(uv_loop_t* loop, uv_alloc_cb alloc) : alloc_(alloc) {
+  uv_tcp_init(loop, &tcp_);
+  uv_timer_init(loop, &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+}
+
+void Conn::set_reading(bool want) {
+  if (want == reading_ || closing_) return;
+  reading_ = want;
+  if (!want) {
+    uv_read_stop(stream());
+    return;
+  }
+  uv_read_start(stream(), alloc_, [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
+    Conn* c = owner(s->data);
+    if (!c->closing_) c->on_read(n, b);
+  });
+}
+
+int Conn::write(const uv_buf_t* bufs, unsigned n) {
+  return net::write(stream(), bufs, n, [](uv_stream_t* s, int status) {
+    Conn* c = owner(s->data);
+    if (!c->closing_) c->on_write_done(status);
+  });
+}
+
+size_t Conn::queued() const { return net::queued(stream()); }
+
+void Conn::start_timer(std::uint64_t ms) {
+  uv_timer_start(&timer_, [](uv_timer_t* t) { owner(t->data)->on_timer(); }, ms, 0);
+}
+
+void Conn::stop_timer() { uv_timer_stop(&timer_); }
+
+int Conn::shutdown() {
+  if (shutdown_sent_) return 0;
+  shutdown_sent_ = true;
+  return uv_shutdown(&shutdown_req_, stream(), [](uv_shutdown_t* req, int status) {
+    Conn* c = owner(req->handle->data);
+    if (!c->closing_) c->on_shutdown(status);
+  });
+}
+
+int Conn::connect(const sockaddr* addr) {
+  return uv_tcp_connect(&connect_req_, &tcp_, addr, [](uv_connect_t* req, int status) {
+    Conn* c = owner(req->handle->data);
+    if (!c->closing_) c->on_connect(status);
+  });
+}
+
+void Conn::close_handles() {
+  if (closing_) return;
+  closing_ = true;
+  reading_ = false;
+  pending_closes_ = 2;
+  uv_close_cb cb = [](uv_handle_t* h) {
+    Conn* c = owner(h->data);
+    if (--c->pending_closes_ > 0) return;
+    c->on_closed();
+    delete c;
+  };
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), cb);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), cb);
+}
+
+}  // namespace ebb::net

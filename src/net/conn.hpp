@@ -1,0 +1,62 @@
+// The skeleton every connection shares (client, app, admin, readiness probe): a TCP handle and
+// one timer whose data point at the object, reading as a state, writes that copy only what the
+// kernel did not take, and an idempotent close that frees the object once both handles closed.
+#pragma once
+
+#include <uv.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace ebb::net {
+
+class Conn {
+ public:
+  Conn(uv_loop_t* loop, uv_alloc_cb alloc);
+  Conn(const Conn&) = delete;
+  Conn& operator=(const Conn&) = delete;
+
+  uv_tcp_t* tcp() { return &tcp_; }
+  uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  const uv_stream_t* stream() const { return reinterpret_cast<const uv_stream_t*>(&tcp_); }
+  uv_loop_t* loop() const { return tcp_.loop; }
+  bool closing() const { return closing_; }
+  bool reading() const { return reading_; }
+  // Starts or stops reading; a call that changes nothing costs nothing.
+  void set_reading(bool want);
+  // Writes after whatever is queued (net::write). 0, or a negative errno when broken;
+  // on_write_done hears of bytes that had to be queued.
+  int write(const uv_buf_t* bufs, unsigned n);
+  size_t queued() const;
+  void start_timer(std::uint64_t ms);
+  void stop_timer();
+  // The FIN, after the queued bytes; on_shutdown hears how it went. Once only.
+  int shutdown();
+  bool shutdown_sent() const { return shutdown_sent_; }
+  // Stops everything at once; on_closed runs after both handles closed, then the object is freed.
+  void close_handles();
+  // Connects to `addr`; on_connect hears the result.
+  int connect(const sockaddr* addr);
+
+ protected:
+  virtual ~Conn() = default;
+  virtual void on_read(ssize_t nread, const uv_buf_t* buf) = 0;
+  virtual void on_timer() {}
+  virtual void on_write_done(int) {}
+  virtual void on_shutdown(int) {}
+  virtual void on_connect(int) {}
+  virtual void on_closed() {}
+
+ private:
+  uv_tcp_t tcp_;
+  uv_timer_t timer_;
+  uv_shutdown_t shutdown_req_;
+  uv_connect_t connect_req_;
+  uv_alloc_cb alloc_;
+  int pending_closes_ = 0;
+  bool reading_ = false;
+  bool closing_ = false;
+  bool shutdown_sent_ = false;
+};
+
+}  // namespace ebb::net
