@@ -8,6 +8,7 @@
 
 #include "http/writer.hpp"
 #include "log.hpp"
+#include "proxy/pool.hpp"
 #include "proxy/worker.hpp"
 
 namespace ebb {

@@ -1,9 +1,10 @@
-// Connections to the app: connecting, sending, reading responses, and the idle pool. The
+// Connections to the app: connecting, sending, reading responses, idling in the pool. The
 // exchange that borrows a connection hears of everything through its UpstreamSink.
 #include "proxy/upstream.hpp"
 
 #include "log.hpp"
 #include "net/io.hpp"
+#include "proxy/pool.hpp"
 #include "proxy/worker.hpp"
 
 namespace ebb {
@@ -197,25 +198,6 @@ void UpstreamConn::close() {
   state_ = State::kClosing;
   owner_ = nullptr;
   close_handles();
-}
-
-UpstreamConn* Pool::take() {
-  UpstreamConn* c = idle_.front();
-  if (c != nullptr) idle_.remove(c);
-  return c;
-}
-
-void Pool::put(UpstreamConn* c) {
-  if (idle_.size() >= w_.cfg().upstream_pool.max_idle) {
-    c->close();
-    return;
-  }
-  idle_.push_front(c);
-  c->enter_pool();
-}
-
-void Pool::close_all() {
-  while (UpstreamConn* c = idle_.front()) c->close();  // close() removes it
 }
 
 }  // namespace ebb

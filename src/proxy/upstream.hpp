@@ -96,20 +96,4 @@ class UpstreamConn final : public net::Conn, public net::Linked<UpstreamConn>, p
   bool head_request_ = false;
 };
 
-// Idle connections to the app, most recently used first (it is the least likely to have hit
-// the app's keep-alive timeout).
-class Pool {
- public:
-  explicit Pool(Worker& w) : w_(w) {}
-  UpstreamConn* take();
-  void put(UpstreamConn* c);  // closes it instead when the pool is full
-  void remove(UpstreamConn* c) { idle_.remove(c); }
-  void close_all();
-  size_t size() const { return idle_.size(); }
-
- private:
-  Worker& w_;
-  net::List<UpstreamConn> idle_;
-};
-
 }  // namespace ebb

@@ -1,5 +1,4 @@
-// Accepting client connections into a Worker, the connection registry, and the lifecycle
-// phase as the data path sees it.
+// The per-loop context: its read buffer, config, upstream address and request ids.
 #include "proxy/worker.hpp"
 
 #include <charconv>
@@ -8,7 +7,6 @@
 
 #include "log.hpp"
 #include "net/io.hpp"
-#include "proxy/client.hpp"
 
 namespace ebb {
 
@@ -47,52 +45,6 @@ std::string_view Worker::next_request_id() {
   request_id_[16] = '-';
   auto r = std::to_chars(request_id_ + 17, request_id_ + sizeof request_id_, ++request_counter_);
   return {request_id_, static_cast<size_t>(r.ptr - request_id_)};
-}
-
-void Worker::link(ClientConn* c) { conns_.push_front(c); }
-
-void Worker::unlink(ClientConn* c) { conns_.remove(c); }
-
-void Worker::on_accept(uv_stream_t* listener) {
-  if (conns_.size() >= connection_cap_) {
-    // Over the limit: take the connection off the backlog and close it, so the listener
-    // keeps accepting (and a client sees a clean close rather than a SYN timeout).
-    auto* t = new uv_tcp_t;
-    uv_tcp_init(loop_, t);
-    if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(t)) == 0) ++metrics_.connections_rejected;
-    uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-    LOG_DEBUG("connection limit reached", {"limit", connection_cap_});
-    return;
-  }
-  auto* c = new ClientConn(*this, next_conn_id_++);
-  if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(c->tcp())) != 0) {
-    c->close(Unanswered::kClientClosed);
-    return;
-  }
-  c->start();
-}
-
-void Worker::adopt(int fd) {
-  auto* c = new ClientConn(*this, next_conn_id_++);
-  if (uv_tcp_open(c->tcp(), fd) != 0) {
-    c->close(Unanswered::kClientClosed);
-    return;
-  }
-  c->start();
-}
-
-void Worker::set_phase(Phase p) {
-  phase_ = p;
-  conns_.for_each([](ClientConn* c) { c->on_phase(); });  // may start closing c, never frees it here
-}
-
-void Worker::cut_all() {
-  conns_.for_each([](ClientConn* c) { c->cut(); });
-}
-
-void Worker::close_all() {
-  conns_.for_each([](ClientConn* c) { c->close(Unanswered::kExit); });
-  pool_.close_all();
 }
 
 }  // namespace ebb

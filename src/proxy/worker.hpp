@@ -15,7 +15,7 @@
 #include "net/list.hpp"
 #include "proxy/limiter.hpp"
 #include "proxy/out_batch.hpp"
-#include "proxy/upstream.hpp"
+#include "proxy/pool.hpp"
 
 namespace ebb {
 

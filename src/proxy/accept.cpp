@@ -1,0 +1,55 @@
+// The top of the data path: accepting client connections into a Worker (within its connection
+// cap), the registry of them, and the lifecycle's phase and deadline passed on to each.
+#include "log.hpp"
+#include "proxy/client.hpp"
+#include "proxy/worker.hpp"
+
+namespace ebb {
+
+void Worker::link(ClientConn* c) { conns_.push_front(c); }
+
+void Worker::unlink(ClientConn* c) { conns_.remove(c); }
+
+void Worker::on_accept(uv_stream_t* listener) {
+  if (conns_.size() >= connection_cap_) {
+    // Over the limit: take the connection off the backlog and close it, so the listener
+    // keeps accepting (and a client sees a clean close rather than a SYN timeout).
+    auto* t = new uv_tcp_t;
+    uv_tcp_init(loop_, t);
+    if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(t)) == 0) ++metrics_.connections_rejected;
+    uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    LOG_DEBUG("connection limit reached", {"limit", connection_cap_});
+    return;
+  }
+  auto* c = new ClientConn(*this, next_conn_id_++);
+  if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(c->tcp())) != 0) {
+    c->close(Unanswered::kClientClosed);
+    return;
+  }
+  c->start();
+}
+
+void Worker::adopt(int fd) {
+  auto* c = new ClientConn(*this, next_conn_id_++);
+  if (uv_tcp_open(c->tcp(), fd) != 0) {
+    c->close(Unanswered::kClientClosed);
+    return;
+  }
+  c->start();
+}
+
+void Worker::set_phase(Phase p) {
+  phase_ = p;
+  conns_.for_each([](ClientConn* c) { c->on_phase(); });  // may start closing c, never frees it here
+}
+
+void Worker::cut_all() {
+  conns_.for_each([](ClientConn* c) { c->cut(); });
+}
+
+void Worker::close_all() {
+  conns_.for_each([](ClientConn* c) { c->close(Unanswered::kExit); });
+  pool_.close_all();
+}
+
+}  // namespace ebb
