@@ -5,6 +5,8 @@
 // refuses by itself and which ebb must refuse with its own checks (SPEC §5).
 #include <catch2/catch.hpp>
 
+#include "split.hpp"
+
 #include <llhttp.h>
 
 #include <cstdio>
@@ -243,13 +245,7 @@ class LlhttpAlone {
 };
 
 Outcome parse(std::string_view data, const std::vector<size_t>& cuts = {}, const Options& opt = {}) {
-  std::vector<std::string_view> pieces;
-  size_t at = 0;
-  for (size_t c : cuts) {
-    pieces.push_back(data.substr(at, c - at));
-    at = c;
-  }
-  pieces.push_back(data.substr(at));
+  std::vector<std::string_view> pieces = ebb::test::split_at(data, cuts);
   if (!opt.scanner) return LlhttpAlone().feed(pieces);
   return Collector(opt).feed(pieces);
 }
@@ -268,8 +264,7 @@ Outcome parse_every_split(std::string_view data, const Options& opt = {}) {
     }
   }
   CHECK(mismatches == 0);
-  std::vector<size_t> every;
-  for (size_t i = 1; i < data.size(); ++i) every.push_back(i);
+  std::vector<size_t> every = ebb::test::every_offset(data.size());
   INFO("byte by byte");
   CHECK(describe(parse(data, every, opt), opt.with_error_offset) == expect);
   return whole;

@@ -4,6 +4,8 @@
 // every offset and byte by byte, and must read the same.
 #include <catch2/catch.hpp>
 
+#include "split.hpp"
+
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -73,13 +75,7 @@ class ResponseLog final : private ebb::http::ResponseSink {
 
 std::string read_response(std::string_view data, const std::vector<size_t>& cuts, bool eof, bool head = false,
                           std::uint64_t max_header = 65536) {
-  std::vector<std::string_view> pieces;
-  size_t at = 0;
-  for (size_t c : cuts) {
-    pieces.push_back(data.substr(at, c - at));
-    at = c;
-  }
-  pieces.push_back(data.substr(at));
+  std::vector<std::string_view> pieces = ebb::test::split_at(data, cuts);
   return ResponseLog(head, max_header).feed(pieces, eof);
 }
 
@@ -91,8 +87,7 @@ std::string read_every_split(std::string_view data, bool eof = false, bool head 
     INFO("split at " << i);
     REQUIRE(read_response(data, {i}, eof, head, max_header) == whole);
   }
-  std::vector<size_t> every;
-  for (size_t i = 1; i < data.size(); ++i) every.push_back(i);
+  std::vector<size_t> every = ebb::test::every_offset(data.size());
   REQUIRE(read_response(data, every, eof, head, max_header) == whole);
   return whole;
 }
