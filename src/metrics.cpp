@@ -97,6 +97,9 @@ void Metrics::add(const Metrics& o) {
   drain_cut_requests += o.drain_cut_requests;
   for (size_t i = 0; i < requests_unanswered.size(); ++i) requests_unanswered[i] += o.requests_unanswered[i];
   client_send_timeouts += o.client_send_timeouts;
+  h2_connections += o.h2_connections;
+  h2_protocol_errors += o.h2_protocol_errors;
+  h2_goaway_sent += o.h2_goaway_sent;
   backpressure_pauses_client += o.backpressure_pauses_client;
   backpressure_pauses_upstream += o.backpressure_pauses_upstream;
   upstream_connections_opened += o.upstream_connections_opened;
@@ -191,6 +194,12 @@ std::string render_prometheus(const Metrics& m, const ProcessFigures& p) {
   }
   counter(out, "ebb_client_send_timeouts_total",
           "Clients closed because they stopped reading a response.", m.client_send_timeouts);
+  counter(out, "ebb_http2_connections_total", "Client connections served as HTTP/2 (h2c, prior knowledge).",
+          m.h2_connections);
+  counter(out, "ebb_http2_protocol_errors_total",
+          "HTTP/2 connections ended for a protocol error or a flood (rapid reset, CONTINUATION, SETTINGS, PING).",
+          m.h2_protocol_errors);
+  counter(out, "ebb_http2_goaway_total", "HTTP/2 connections sent the drain's GOAWAY.", m.h2_goaway_sent);
   header(out, "ebb_backpressure_pauses_total", "counter",
          "Times reading one side stopped because the other side could not take more.");
   line(out, "ebb_backpressure_pauses_total{side=\"client\"} %llu\n",

@@ -70,6 +70,9 @@ struct Metrics {
   std::uint64_t drain_cut_requests = 0;
   std::array<std::uint64_t, static_cast<size_t>(Unanswered::kCount)> requests_unanswered{};
   std::uint64_t client_send_timeouts = 0;
+  std::uint64_t h2_connections = 0;      // client connections served as HTTP/2
+  std::uint64_t h2_protocol_errors = 0;  // HTTP/2 connections ended by a protocol error or attack
+  std::uint64_t h2_goaway_sent = 0;      // HTTP/2 connections told of the drain
   std::uint64_t backpressure_pauses_client = 0;    // stopped reading the client
   std::uint64_t backpressure_pauses_upstream = 0;  // stopped reading the app
   std::uint64_t upstream_connections_opened = 0;

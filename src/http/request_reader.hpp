@@ -29,6 +29,7 @@ struct Request {
   RequestInfo info;
   llhttp_method_t method = HTTP_GET;
   bool http10 = false;
+  bool http2 = false;       // came on an HTTP/2 stream
   bool head_method = false;
   bool chunked = false;     // the body arrives chunked (and is forwarded chunked)
   bool upgrade = false;     // asks to switch protocols (HTTP/1.1 with Connection: upgrade)
@@ -39,6 +40,7 @@ struct Request {
   std::uint64_t head_bytes = 0;
   std::uint64_t body_bytes = 0;
   std::string_view method_name() const { return llhttp_method_name(method); }
+  const char* protocol() const { return http2 ? "HTTP/2" : http10 ? "HTTP/1.0" : "HTTP/1.1"; }
 };
 
 class RequestSink {

@@ -1,14 +1,17 @@
 // The top of the data path: accepting client connections into a Worker (within its connection
 // cap), the registry of them, and the lifecycle's phase and deadline passed on to each.
+#include <unistd.h>
+
 #include "log.hpp"
 #include "proxy/client.hpp"
+#include "proxy/h2_conn.hpp"
 #include "proxy/worker.hpp"
 
 namespace ebb {
 
-void Worker::link(ClientConn* c) { conns_.push_front(c); }
+void Worker::link(Client* c) { conns_.push_front(c); }
 
-void Worker::unlink(ClientConn* c) { conns_.remove(c); }
+void Worker::unlink(Client* c) { conns_.remove(c); }
 
 void Worker::on_accept(uv_stream_t* listener) {
   if (conns_.size() >= connection_cap_) {
@@ -38,17 +41,27 @@ void Worker::adopt(int fd) {
   c->start();
 }
 
+void Worker::adopt_h2(int fd, std::string_view first_bytes) {
+  auto* c = new H2Conn(*this, next_conn_id_++);
+  if (uv_tcp_open(c->tcp(), fd) != 0) {
+    ::close(fd);
+    c->close(Unanswered::kClientClosed);
+    return;
+  }
+  c->start(first_bytes);
+}
+
 void Worker::set_phase(Phase p) {
   phase_ = p;
-  conns_.for_each([](ClientConn* c) { c->on_phase(); });  // may start closing c, never frees it here
+  conns_.for_each([](Client* c) { c->on_phase(); });  // may start closing c, never frees it here
 }
 
 void Worker::cut_all() {
-  conns_.for_each([](ClientConn* c) { c->cut(); });
+  conns_.for_each([](Client* c) { c->cut(); });
 }
 
 void Worker::close_all() {
-  conns_.for_each([](ClientConn* c) { c->close(Unanswered::kExit); });
+  conns_.for_each([](Client* c) { c->close(Unanswered::kExit); });
   pool_.close_all();
 }
 

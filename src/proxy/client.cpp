@@ -3,6 +3,8 @@
 // the lifecycle asks of it (the drain's idle grace, the cut at the deadline).
 #include "proxy/client.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -22,7 +24,7 @@ constexpr size_t kMaxHeldInput = 64 * 1024;
 }  // namespace
 
 ClientConn::ClientConn(Worker& w, std::uint64_t id)
-    : net::Conn(w.loop(), Worker::alloc_cb), w_(w), id_(id), ex_(w, *this) {
+    : Client(w.loop(), Worker::alloc_cb), w_(w), id_(id), ex_(w, *this) {
   w_.link(this);
   ++w_.metrics().connections_active;
 }
@@ -93,6 +95,16 @@ void ClientConn::on_read(ssize_t nread, const uv_buf_t* buf) {
     }
     return;
   }
+  if (!sniffed_) {
+    if (hand_over_h2(buf->base, len)) return;
+    if (!preface_.empty()) {  // held while it looked like the preface; it is HTTP/1 after all
+      std::string held = std::move(preface_);
+      preface_.clear();
+      parse(held.data(), held.size());
+      if (resume_pending_ && !closing()) resume_input();
+      return;
+    }
+  }
   if (tunnel_) {
     if (!ex_.to_app(buf->base, len)) {
       close(Unanswered::kUpstreamBroken);
@@ -148,6 +160,39 @@ void ClientConn::parse(char* data, size_t len) {
     }
   }
   update_read();
+}
+
+// Prior knowledge HTTP/2 (h2c): a connection that opens with the preface is served by an H2Conn.
+// The socket is duplicated for it and this connection closes without a word; the few bytes of a
+// preface split across reads are held until it is certain.
+bool ClientConn::hand_over_h2(const char* data, size_t len) {
+  static constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  std::string_view got(data, len);
+  if (!preface_.empty()) {
+    preface_.append(data, len);
+    got = preface_;
+  }
+  size_t n = std::min(got.size(), kPreface.size());
+  if (got.substr(0, n) != kPreface.substr(0, n)) {
+    sniffed_ = true;
+    return false;
+  }
+  if (got.size() < kPreface.size()) {
+    if (preface_.empty()) preface_.assign(data, len);
+    return true;
+  }
+  sniffed_ = true;
+  uv_os_fd_t fd = -1;
+  int dup_fd = uv_fileno(reinterpret_cast<uv_handle_t*>(tcp()), &fd) == 0 ? ::dup(fd) : -1;
+  if (dup_fd < 0) {
+    close(Unanswered::kClientClosed);
+    return true;
+  }
+  std::string first(got);
+  handed_over_ = true;
+  close_handles();
+  w_.adopt_h2(dup_fd, first);
+  return true;
 }
 
 // Requests that were pipelined behind the one just answered.

@@ -11,28 +11,22 @@
 
 #include "http/request_reader.hpp"
 #include "metrics.hpp"
-#include "net/conn.hpp"
-#include "net/list.hpp"
 #include "proxy/exchange.hpp"
 #include "proxy/websocket.hpp"
+#include "proxy/worker.hpp"
 
 namespace ebb {
 
-class Worker;
-
-class ClientConn final : public net::Conn,
-                         public net::Linked<ClientConn>,
-                         private http::RequestSink,
-                         private Downstream {
+class ClientConn final : public Client, private http::RequestSink, private Downstream {
  public:
   ClientConn(Worker& w, std::uint64_t id);
 
   void start();  // after accept: timers, reading
   // Abortive and idempotent; the object is freed after the close callbacks. A request on the
   // connection that is still unanswered is logged and counted under `why`.
-  void close(Unanswered why);
-  void on_phase();  // the worker's lifecycle phase changed
-  void cut();       // drain deadline
+  void close(Unanswered why) override;
+  void on_phase() override;
+  void cut() override;
   bool in_flight() const { return ex_.active(); }
   std::uint64_t id() const { return id_; }
 
@@ -83,6 +77,7 @@ class ClientConn final : public net::Conn,
   void refresh_timer(bool progress);
   void arm(TimerFor t, std::uint64_t ms);
   void send_ws_close_and_close();
+  bool hand_over_h2(const char* data, size_t len);  // the HTTP/2 preface: H2Conn takes the socket
 
   Worker& w_;
   std::uint64_t id_;
@@ -107,6 +102,9 @@ class ClientConn final : public net::Conn,
   bool client_eof_ = false;  // the client finished sending; close once the exchange ends
   // Closed between requests: bytes that still arrive are a request ebb will not answer.
   bool boundary_close_ = false;
+  bool sniffed_ = false;      // the first bytes were looked at for the HTTP/2 preface
+  bool handed_over_ = false;  // to an H2Conn: nothing of this connection is counted twice
+  std::string preface_;       // the first bytes while they may still be the HTTP/2 preface
 };
 
 }  // namespace ebb

@@ -368,7 +368,7 @@ void Exchange::log_access() {
   double upstream_ms = upstream_first_ns_ > 0 ? static_cast<double>(upstream_first_ns_ - upstream_sent_ns_) / 1e6 : -1;
   std::uint64_t bytes_in = req_ != nullptr ? req_->head_bytes + req_->body_bytes : 0;
   LOG_INFO("access", {"conn", down_.conn_id()}, {"request_id", id}, {"client", down_.peer_ip()},
-           {"protocol", head ? (req_->http10 ? "HTTP/1.0" : "HTTP/1.1") : ""},
+           {"protocol", head ? req_->protocol() : ""},
            {"method", head ? req_->method_name() : ""}, {"target", head ? req_->head.target() : std::string_view{}},
            {"host", field("host")}, {"user_agent", field("user-agent")}, {"status", status_},
            {"answered_by", local_ ? "ebb" : "app"}, {"ebb_error", ebb_reason_ != nullptr ? ebb_reason_ : ""},

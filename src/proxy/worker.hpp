@@ -12,6 +12,7 @@
 #include "config.hpp"
 #include "lifecycle.hpp"
 #include "metrics.hpp"
+#include "net/conn.hpp"
 #include "net/list.hpp"
 #include "proxy/limiter.hpp"
 #include "proxy/out_batch.hpp"
@@ -19,7 +20,15 @@
 
 namespace ebb {
 
-class ClientConn;
+// A client connection of either protocol (ClientConn for HTTP/1, H2Conn for HTTP/2), as the
+// Worker's registry and the lifecycle see it.
+class Client : public net::Conn, public net::Linked<Client> {
+ public:
+  using net::Conn::Conn;
+  virtual void on_phase() = 0;           // the worker's lifecycle phase changed
+  virtual void cut() = 0;                // the drain deadline: close, counting what is open
+  virtual void close(Unanswered why) = 0;  // abortive and idempotent
+};
 
 // What the data path asks of the lifecycle (implemented by the Server).
 class WorkerObserver {
@@ -71,8 +80,10 @@ class Worker {
   std::uint64_t now_ms() const { return uv_now(loop_); }
 
   // Registry of client connections.
-  void link(ClientConn* c);
-  void unlink(ClientConn* c);
+  void link(Client* c);
+  void unlink(Client* c);
+  // A connection whose first bytes were the HTTP/2 preface, handed over with what was read.
+  void adopt_h2(int fd, std::string_view first_bytes);
   std::uint64_t next_upstream_id() { return next_upstream_id_++; }
 
   static void alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
@@ -88,7 +99,7 @@ class Worker {
   Phase phase_ = Phase::kServing;
   sockaddr_storage upstream_addr_{};
   std::string upstream_host_;
-  net::List<ClientConn> conns_;
+  net::List<Client> conns_;
   size_t connection_cap_ = 0;
   std::uint64_t next_conn_id_ = 1;
   std::uint64_t next_upstream_id_ = 1;
