@@ -71,6 +71,7 @@ const Key kKeys[] = {
     {"upstream_limits.queue_size", [](Config& c) -> Field { return &c.upstream_limits.queue_size; }},
     {"upstream_limits.queue_timeout", [](Config& c) -> Field { return DurationRef{&c.upstream_limits.queue_timeout}; }},
     {"probes.on_proxy_listener", [](Config& c) -> Field { return &c.probes.on_proxy_listener; }},
+    {"http2.max_connection_age", [](Config& c) -> Field { return DurationRef{&c.http2.max_connection_age}; }},
     {"log.format", [](Config& c) -> Field { return &c.log.format; }},
     {"log.level", [](Config& c) -> Field { return &c.log.level; }},
     {"log.access", [](Config& c) -> Field { return &c.log.access; }},

@@ -82,6 +82,9 @@ struct Config {
     bool on_proxy_listener = false;
   } probes;
   struct {
+    Millis max_connection_age = 0;  // 0 = off: HTTP/2 connections live as long as the client likes
+  } http2;
+  struct {
     LogFormat format = LogFormat::kJson;
     LogLevel level = LogLevel::kInfo;
     bool access = false;

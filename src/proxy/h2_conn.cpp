@@ -61,6 +61,7 @@ void H2Conn::start(std::string_view first_bytes) {
   };
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
+  born_ms_ = w_.now_ms();
   // Arriving while ebb drains: served, and told at once to go elsewhere for what follows.
   if (w_.phase() != Phase::kServing) on_phase();
   receive(first_bytes.data(), first_bytes.size());
@@ -156,15 +157,20 @@ void H2Conn::on_write_done(int status) {
 
 void H2Conn::refresh_timer() {
   if (closing() || closing_gracefully_) return;
-  if (!streams_.empty()) {
-    stop_timer();
-    return;
+  std::uint64_t ms = UINT64_MAX;
+  if (shutdown_notice_ && !final_goaway_) {
+    ms = kPingWaitMs;
+  } else if (streams_.empty()) {
+    // No stream open: the idle timeout, or in the drain the same grace as an HTTP/1 connection.
+    ms = w_.phase() == Phase::kDrain ? 1000 : w_.cfg().timeouts.client_idle;
   }
-  // No stream open: the idle timeout, or in the drain the same grace as an HTTP/1 connection.
-  std::uint64_t ms = w_.cfg().timeouts.client_idle;
-  if (shutdown_notice_ && !final_goaway_) ms = kPingWaitMs;
-  else if (w_.phase() == Phase::kDrain) ms = 1000;
-  start_timer(ms);
+  std::uint64_t age = w_.cfg().http2.max_connection_age;
+  if (age > 0 && !shutdown_notice_) {
+    std::uint64_t lived = w_.now_ms() - born_ms_;
+    ms = std::min(ms, lived >= age ? 0 : age - lived);
+  }
+  if (ms == UINT64_MAX) stop_timer();
+  else start_timer(ms);
 }
 
 void H2Conn::on_timer() {
@@ -172,7 +178,11 @@ void H2Conn::on_timer() {
     close(Unanswered::kAfterClose);
     return;
   }
-  if (shutdown_notice_ && !final_goaway_) {
+  std::uint64_t age = w_.cfg().http2.max_connection_age;
+  if (!shutdown_notice_ && age > 0 && w_.now_ms() - born_ms_ >= age) {
+    LOG_DEBUG("HTTP/2 connection reached max_connection_age", {"conn", id_});
+    send_shutdown_notice();  // the drain's GOAWAY, for this connection alone
+  } else if (shutdown_notice_ && !final_goaway_) {
     send_final_goaway();  // the client did not answer the PING in time
   } else if (streams_.empty()) {
     nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);  // idle: GOAWAY and close
@@ -185,17 +195,22 @@ void H2Conn::on_timer() {
 void H2Conn::on_phase() {
   if (closing() || w_.phase() == Phase::kServing) return;
   if (!shutdown_notice_) {
-    // Step one: "stop opening streams soon" (last-stream-id 2^31-1), and a PING whose answer
-    // shows that every stream the client opened before it has reached us.
-    shutdown_notice_ = true;
-    nghttp2_submit_shutdown_notice(session_);
-    nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr);
-    ++w_.metrics().h2_goaway_sent;
+    send_shutdown_notice();
   } else if (w_.phase() == Phase::kDrain && !final_goaway_) {
     send_final_goaway();
   }
   flush();
   refresh_timer();
+}
+
+// Step one: "stop opening streams soon" (last-stream-id 2^31-1), and a PING whose answer shows
+// that every stream the client opened before it has reached us.
+void H2Conn::send_shutdown_notice() {
+  if (shutdown_notice_) return;
+  shutdown_notice_ = true;
+  nghttp2_submit_shutdown_notice(session_);
+  nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr);
+  ++w_.metrics().h2_goaway_sent;
 }
 
 // Step two: the real last stream id. Streams above it were never seen, so the client may retry

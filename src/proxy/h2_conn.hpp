@@ -112,6 +112,7 @@ class H2Conn final : public Client {
   void maybe_finish();
   void refresh_timer();
   void send_final_goaway();
+  void send_shutdown_notice();
 
   static int on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self);
   static int on_header(nghttp2_session*, const nghttp2_frame* f, const std::uint8_t* name, size_t namelen,
@@ -135,6 +136,7 @@ class H2Conn final : public Client {
   bool final_goaway_ = false;     // the real last stream id sent
   bool closing_gracefully_ = false;
   bool error_counted_ = false;    // this connection's protocol error is in the metrics
+  std::uint64_t born_ms_ = 0;     // for http2.max_connection_age
 };
 
 }  // namespace ebb

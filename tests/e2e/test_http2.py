@@ -158,6 +158,17 @@ class Http2(LifecycleCase):
         self.assertLess(ebb.rss_kib(), 64 * 1024, "ebb holds a window and a watermark, not the 32 MiB")
         self.assertFalse(c.ended(1))
 
+    def test_max_connection_age_sends_the_goaways_without_a_drain(self):
+        _, ebb = self.proxy(ok(b"young"), {"http2": {"max_connection_age": "400ms"}})
+        c = self.raw(ebb)
+        c.request(1, path="/")
+        c.wait_for(lambda f: f.type == h2raw.DATA and f.stream == 1 and f.flags & h2raw.END_STREAM, dl(5), "the answer")
+        c.wait_for(lambda f: f.type == h2raw.GOAWAY and f.goaway[0] == 1, dl(5), "the final GOAWAY at its age")
+        self.assertEqual(c.goaways()[0], (MAX_STREAM, 0), "the shutdown notice came first")
+        c.read_until_closed(dl(5))
+        self.assertEqual(curl_h2(ebb.proxy_port, "/")[0], 200, "ebb is not draining: a new connection is served")
+        self.assertGreaterEqual(scrape(ebb).value("ebb_http2_goaway_total"), 1)
+
     def test_errors_for_grpc_requests_are_grpc_shaped(self):
         dead = unused_port()
         _, ebb = self.proxy(None, {"upstream": f"127.0.0.1:{dead}",

@@ -494,6 +494,7 @@ upstream_pool: {max_idle: 17}
 upstream_retry: {connect_retry_budget: 18s}
 upstream_limits: {max_concurrency: auto, queue_size: 19, queue_timeout: 20s}
 probes: {on_proxy_listener: true}
+http2: {max_connection_age: 21s}
 log: {format: text, level: error, access: true}
 )"));
   // Turn each "key: value" line of the dump into EBB_SECTION_KEY=value.
@@ -517,7 +518,8 @@ log: {format: text, level: error, access: true}
     for (char ch : path) name += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
     env[name] = value;
   }
-  CHECK(env.size() == 32);
+  CHECK(env.size() == 33);
+  CHECK(env["EBB_HTTP2_MAX_CONNECTION_AGE"] == "21s");
   CHECK(env["EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY"] == "auto");
   CHECK(env["EBB_UPSTREAM_RETRY_CONNECT_RETRY_BUDGET"] == "18s");
   CHECK(body(load_ok("", env)) == body(from_file));
