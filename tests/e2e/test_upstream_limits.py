@@ -10,18 +10,23 @@ import asyncio
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
 
-from ebbtest import (EbbTestCase, build_request, close_mid_body, close_without_answer, dl, ok, route,
-                     unused_port, upgrade_echo)
-from test_proxy_upstream import close_idle_when_next_request_arrives
-from lifecycle_util import (EARLY, LifecycleCase, exit_timed, rewrite_config, scrape, shutdown_config,
-                            wait_metric, wait_ready)
+from harness.admin import scrape, wait_metric
+from harness.case import EbbTestCase, LifecycleCase
+from harness.client import unused_port
+from harness.config import rewrite_config, shutdown_config
+from harness.ebb import run_cli
+from harness.handlers import (close_idle_when_next_request_arrives, close_mid_body,
+                              close_without_answer, ok, route, upgrade_echo)
+from harness.http import build_request
+from harness.lifecycle import EARLY, exit_timed, wait_ready
+from harness.wait import dl
 
 
 class Turnstile:
@@ -205,9 +210,7 @@ class Queue(LimitCase):
             clients[target] = self.send(ebb, target)
             self.wait_queued(ebb, i + 1)
         clients["/gone-fin"].close()  # a FIN: the client gave up
-        rst = clients["/gone-rst"].sock
-        rst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        clients["/gone-rst"].close()  # a reset
+        clients["/gone-rst"].reset()
         self.wait_queued(ebb, 3)
         wait_metric(ebb, "ebb_requests_unanswered_total", {"reason": "client_closed"}, lambda v: v == 2, dl(5),
                     "both departures counted")
@@ -291,8 +294,7 @@ class SlotRelease(LimitCase):
         fake, ebb = self.proxy(t, self.CONFIG)
         c = self.send(ebb, "/left")
         t.wait_arrivals(1, dl(5))
-        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        c.close()
+        c.reset()
         wait_metric(ebb, "ebb_upstream_active_requests", None, lambda v: v == 0, dl(5), "slot given back")
         t.open()
         self.assertNextPasses(ebb)
@@ -339,15 +341,11 @@ class Config(LimitCase):
         self.assertOk(held.read_response(timeout=dl(5)), b"/held")
 
     def test_bad_value_names_the_key_and_line(self):
-        ebb_bin = os.environ.get("EBB_BIN") or os.path.join(os.path.dirname(__file__), "..", "..", "build", "ebb")
-        import tempfile
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "ebb.yaml")
             with open(path, "w") as f:
                 f.write("upstream: 127.0.0.1:3000\nupstream_limits:\n  max_concurrency: lots\n")
-            env = {k: v for k, v in os.environ.items() if not k.startswith("EBB_")}
-            p = subprocess.run([ebb_bin, "--config", path, "--check-config"], capture_output=True, text=True,
-                               env=env, timeout=dl(10))
+            p = run_cli(["--config", path, "--check-config"], dl(10))
         self.assertEqual(p.returncode, 2, p)
         self.assertIn(f"{path}:3: upstream_limits.max_concurrency: expected a non-negative integer "
                       f"(0 = unlimited) or auto, got \"lots\"", p.stderr + p.stdout)
