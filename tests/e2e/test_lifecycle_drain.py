@@ -13,7 +13,7 @@ from harness.config import PROPAGATION_DELAY, PROPAGATION_MAX, QUIET_PERIOD, shu
 from harness.data import pattern_bytes
 from harness.handlers import echo, never_answer, ok, route, slow
 from harness.http import build_response
-from harness.lifecycle import EARLY, assert_lifecycle_once, exit_timed
+from harness.lifecycle import EARLY, assert_drained_clean, assert_lifecycle_once, exit_timed
 from harness.wait import dl
 
 
@@ -95,10 +95,7 @@ class Drain(LifecycleCase):
         self.assertIn("close", r.header_tokens("Connection"))
         self.assertClosed(c, dl(2))
         c.close()
-        code, _ = exit_timed(ebb, t0, dl(10))
-        self.assertEqual(code, 0)
-        self.assertEqual(ebb.logs("drained")[0].get("cut"), 0)
-        assert_lifecycle_once(self, ebb)
+        assert_drained_clean(self, ebb, t0)
 
     def test_long_response_started_before_sigterm_completes_and_connection_closes(self):
         first, rest = pattern_bytes(100_000), pattern_bytes(400_000, start=100_000)

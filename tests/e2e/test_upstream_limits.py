@@ -82,6 +82,15 @@ class LimitCase(EbbTestCase):
         self.on_teardown(t.open)
         return t
 
+    def hold_one(self, config: dict, target: str = "/held"):
+        """A Turnstile app behind an ebb with `config`, and one request (GET `target`) held at
+        it: (turnstile, ebb, that request's client)."""
+        t = self.turnstile()
+        fake, ebb = self.proxy(t, config)
+        c = self.send(ebb, target)
+        t.wait_arrivals(1, dl(5))
+        return t, ebb, c
+
     def send(self, ebb, target: str):
         c = self.connect(ebb)
         c.send(build_request("GET", target))
@@ -156,10 +165,7 @@ class Queue(LimitCase):
             self.assertOk(c.read_response(timeout=dl(5)), f"/{i}".encode())
 
     def test_full_queue_is_503_with_retry_after_counted(self):
-        t = self.turnstile()
-        fake, ebb = self.proxy(t, limits(1, queue_size=1))
-        held = self.send(ebb, "/held")
-        t.wait_arrivals(1, dl(5))
+        t, ebb, held = self.hold_one(limits(1, queue_size=1))
         queued = self.send(ebb, "/queued")
         self.wait_queued(ebb, 1)
         t0 = time.monotonic()
@@ -180,10 +186,7 @@ class Queue(LimitCase):
         self.wait_idle(ebb)
 
     def test_queue_timeout_is_503_with_retry_after_counted(self):
-        t = self.turnstile()
-        fake, ebb = self.proxy(t, limits(1, queue_timeout="300ms"))
-        held = self.send(ebb, "/held")
-        t.wait_arrivals(1, dl(5))
+        t, ebb, held = self.hold_one(limits(1, queue_timeout="300ms"))
         t0 = time.monotonic()
         r = self.connect(ebb).request("GET", "/late", timeout=dl(5))
         waited = time.monotonic() - t0
@@ -201,10 +204,7 @@ class Queue(LimitCase):
         self.wait_idle(ebb)
 
     def test_client_leaving_the_queue_is_removed_and_the_count_stays_right(self):
-        t = self.turnstile()
-        fake, ebb = self.proxy(t, limits(1))
-        held = self.send(ebb, "/held")
-        t.wait_arrivals(1, dl(5))
+        t, ebb, held = self.hold_one(limits(1))
         clients = {}
         for i, target in enumerate(["/a", "/gone-fin", "/b", "/gone-rst", "/c"]):
             clients[target] = self.send(ebb, target)
@@ -228,10 +228,7 @@ class Queue(LimitCase):
         self.wait_idle(ebb)
 
     def test_probes_never_queue(self):
-        t = self.turnstile()
-        fake, ebb = self.proxy(t, {**limits(1, queue_size=0), "probes": {"on_proxy_listener": True}})
-        held = self.send(ebb, "/held")
-        t.wait_arrivals(1, dl(5))
+        t, ebb, held = self.hold_one({**limits(1, queue_size=0), "probes": {"on_proxy_listener": True}})
         self.assertShed(self.connect(ebb).request("GET", "/app", timeout=dl(5)), "no queue: refused")
         for path in ("/healthz", "/readyz"):
             r = self.connect(ebb).request("GET", path, timeout=dl(5))
@@ -290,10 +287,7 @@ class SlotRelease(LimitCase):
         self.assertNextPasses(ebb)
 
     def test_client_resetting_while_its_request_is_at_the_app(self):
-        t = self.turnstile()
-        fake, ebb = self.proxy(t, self.CONFIG)
-        c = self.send(ebb, "/left")
-        t.wait_arrivals(1, dl(5))
+        t, ebb, c = self.hold_one(self.CONFIG, "/left")
         c.reset()
         wait_metric(ebb, "ebb_upstream_active_requests", None, lambda v: v == 0, dl(5), "slot given back")
         t.open()
@@ -302,10 +296,7 @@ class SlotRelease(LimitCase):
     def test_client_half_closing_keeps_its_slot_until_the_answer(self):
         # A FIN after a complete request still wants the answer (SPEC §4): the slot stays taken
         # while the app works on it, and comes back when the answer is out.
-        t = self.turnstile()
-        fake, ebb = self.proxy(t, self.CONFIG)
-        c = self.send(ebb, "/half")
-        t.wait_arrivals(1, dl(5))
+        t, ebb, c = self.hold_one(self.CONFIG, "/half")
         c.sock.shutdown(socket.SHUT_WR)
         wait_metric(ebb, "ebb_requests_in_flight", None, lambda v: v == 1, dl(5))
         self.assertEqual(self.metric(ebb, "ebb_upstream_active_requests"), 1)

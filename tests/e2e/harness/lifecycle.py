@@ -31,6 +31,15 @@ def assert_lifecycle_once(test, ebb: Ebb, lines=LIFECYCLE_LINES) -> None:
     test.assertFalse(bad, f"lifecycle log lines must appear exactly once; counts {counts}")
 
 
+def assert_drained_clean(test, ebb: Ebb, t0: float, timeout: float | None = None) -> None:
+    """A drain begun at t0 ended well: ebb exits 0, its `drained` line cut nothing, and each
+    lifecycle line appeared once."""
+    code, _ = exit_timed(ebb, t0, timeout if timeout is not None else dl(10))
+    test.assertEqual(code, 0)
+    test.assertEqual(ebb.logs("drained")[0].get("cut"), 0)
+    assert_lifecycle_once(test, ebb)
+
+
 def log_time(rec: dict) -> float:
     """A log record's `ts` (RFC 3339, UTC, milliseconds) as seconds since the epoch: ebb's own
     clock, for intervals between two of its lines that a loaded test process cannot blur."""
