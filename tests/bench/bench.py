@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import measure  # noqa: E402
 import targets as tg  # noqa: E402
-from targets import ebbtest  # noqa: E402
+from harness.wait import WaitTimeout, wait_stable, wait_until  # noqa: E402  (on the path targets set)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CELLS = "small-c50,16k-c50,small-c1"
@@ -288,10 +288,10 @@ class Bench:
             if not line.startswith("held "):
                 return {"error": line or "the helper printed nothing"}
             try:
-                rss = ebbtest.wait_stable(lambda: measure.rss_kib(t.pids()), quiet=0.3, timeout=5,
-                                          what="RSS with idle connections")
+                rss = wait_stable(lambda: measure.rss_kib(t.pids()), quiet=0.3, timeout=5,
+                                  what="RSS with idle connections")
                 settled = True
-            except ebbtest.WaitTimeout:
+            except WaitTimeout:
                 rss, settled = measure.rss_kib(t.pids()), False
             return {"held": int(line.split()[1]), "rss_kib": rss, "settled": settled}
         finally:
@@ -575,7 +575,7 @@ def selftest(args) -> int:
                                    "-c", "while True: pass"])
         try:
             s0, c0 = b.ledger.take(), measure.cpu_seconds([burner.pid])
-            ebbtest.wait_until(lambda: measure.cpu_seconds([burner.pid]) - c0 >= 0.3, 30, "the burner to run")
+            wait_until(lambda: measure.cpu_seconds([burner.pid]) - c0 >= 0.3, 30, "the burner to run")
             s1, c1 = b.ledger.take(), measure.cpu_seconds([burner.pid])
         finally:
             burner.kill()

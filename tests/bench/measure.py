@@ -7,8 +7,13 @@ from __future__ import annotations
 import os
 import re
 import resource
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+from harness.ebb import status_kib  # noqa: E402  (/proc/PID/status, as the e2e harness reads it)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -73,14 +78,6 @@ def cpu_seconds(pids) -> float:
             continue
         total += int(fields[11]) + int(fields[12])
     return total / CLK_TCK
-
-
-def status_kib(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(f"{key} not in /proc/{pid}/status")
 
 
 def rss_kib(pids) -> int:

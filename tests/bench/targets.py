@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-import ebbtest  # noqa: E402  (the e2e harness: Ebb process, unused_port, wait_until)
+from harness.client import unused_port  # noqa: E402  (the e2e harness)
+from harness.config import DEFAULT_CONFIG, deep_merge, write_config  # noqa: E402
+from harness.ebb import Ebb  # noqa: E402
 
 import measure  # noqa: E402
 
@@ -136,7 +138,7 @@ class Target:
         """Probes free ports: another process may take a port between the probe and the bind, so
         ready means our process is alive and answers our own body through that port."""
         for _ in range(5):
-            port = ebbtest.unused_port()
+            port = unused_port()
             name, text = self.config(port)
             conf = os.path.join(self.workdir, name)
             with open(conf, "w") as f:
@@ -307,7 +309,7 @@ class EbbProxy(Target):
 
     def __init__(self, binary: str, *args, **kw):
         self.binary = binary
-        self.ebb: ebbtest.Ebb | None = None
+        self.ebb: Ebb | None = None
         super().__init__(*args, **kw)
 
     def ebb_config(self) -> dict:
@@ -319,8 +321,7 @@ class EbbProxy(Target):
     def refusal(self) -> str | None:
         """ebb's own words if it refuses this config (e.g. `workers: 2` before multi-core)."""
         path = os.path.join(self.workdir, "check.yaml")
-        with open(path, "w") as f:
-            f.write(ebbtest.to_yaml(ebbtest.deep_merge(ebbtest.DEFAULT_CONFIG, self.ebb_config())))
+        write_config(path, deep_merge(DEFAULT_CONFIG, self.ebb_config()))
         r = subprocess.run([self.binary, "--check-config", "--config", path],
                            capture_output=True, text=True)
         return None if r.returncode == 0 else (r.stderr.strip() or f"exit {r.returncode}")
@@ -328,7 +329,7 @@ class EbbProxy(Target):
     def start(self, timeout=15.0):
         # ebb binds port 0 and logs the port (at info: the harness waits for that line); it is started with the proxy CPUs as its affinity
         # so that `workers: auto` sees the cores it will get.
-        self.ebb = ebbtest.Ebb(None, self.ebb_config(), binary=self.binary, start_timeout=timeout)
+        self.ebb = Ebb(None, self.ebb_config(), binary=self.binary, start_timeout=timeout)
         with _Affinity(self.cpus):
             self.ebb.start()
         self.port = self.ebb.proxy_port

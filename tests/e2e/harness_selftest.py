@@ -1,4 +1,4 @@
-"""Self-test of ebbtest.py, needing no ebb: the client talks to FakeUpstream directly, and the Ebb
+"""Self-test of the harness package, needing no ebb: the client talks to FakeUpstream directly, and the Ebb
 fixture runs a stand-in script that logs like ebb. Not a CTest test (its name does not start
 with test_); run it after changing the harness: `python3 tests/e2e/harness_selftest.py`."""
 
@@ -10,10 +10,13 @@ import tempfile
 import time
 import unittest
 
-from ebbtest import (CLOSE, GIB, MIB, Ebb, EbbTestCase, HarnessError, HttpClient, StreamCheck,
-                     build_request, chunked_body, close_at_once, close_mid_body, continue_then,
-                     dl, echo, never_answer, ok, pattern_bytes, pattern_crc, route, send_huge,
-                     upgrade_echo)
+from harness.case import EbbTestCase
+from harness.data import GIB, StreamCheck, pattern_bytes, pattern_chunks
+from harness.ebb import Ebb
+from harness.handlers import (close_at_once, close_mid_body, continue_then, echo, never_answer, ok,
+                              route, send_huge, upgrade_echo)
+from harness.http import build_request, chunked_body
+from harness.wait import HarnessError, dl
 
 STANDIN = r"""#!/usr/bin/env python3
 import json, signal, socket, sys, time
@@ -121,7 +124,6 @@ class FakeUpstreamSelfTest(EbbTestCase):
         t = time.monotonic()
         c.send(build_request("POST", "/up", [("Content-Length", str(GIB))]))
         sent = StreamCheck()
-        from ebbtest import pattern_chunks
         for ch in pattern_chunks(GIB):
             c.send(ch)
             sent.update(ch)

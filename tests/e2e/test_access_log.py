@@ -5,8 +5,12 @@ the app's time to first byte."""
 
 import unittest
 
-from ebbtest import EbbTestCase, build_request, dl, ok, slow, unused_port, wait_until
-from lifecycle_util import scrape
+from harness.admin import scrape
+from harness.case import EbbTestCase
+from harness.client import unused_port
+from harness.handlers import ok, slow
+from harness.http import build_request
+from harness.wait import dl, wait_until
 
 
 class AccessLog(EbbTestCase):

@@ -5,16 +5,18 @@ starts no drain. `ebb drain [--admin] [--wait] [--token]` (SPEC §8): exit 0 whe
 JSON summary on stdout), 1 when refused."""
 
 import json
-import os
 import signal
 import subprocess
 import time
 import unittest
 
-from ebbtest import EBB_BIN, dl, ok, unused_port, wait_until
-from lifecycle_util import (LifecycleCase, SHORT, Gate, admin_request, assert_lifecycle_once,
-                            exit_timed, non_loopback_ipv4, poll_readyz, readyz, run_drain_cli,
-                            scrape)
+from harness.admin import admin_request, poll_readyz, readyz, scrape
+from harness.case import LifecycleCase
+from harness.client import unused_port
+from harness.ebb import EBB_BIN, child_env, run_cli
+from harness.handlers import ok
+from harness.lifecycle import assert_lifecycle_once, exit_timed
+from harness.wait import dl, wait_until
 
 TOKEN = "s3cret-Token_42"
 
@@ -66,9 +68,7 @@ class Token(AuthCase):
         self.assertEqual(r.status, 202, r)
 
     def test_non_loopback_caller_with_the_token_may_drain(self):
-        ip = non_loopback_ipv4()
-        if ip is None:
-            self.skipTest("this machine has no non-loopback IPv4 address to call from")
+        ip = self.non_loopback_ip()
         fake, ebb = self.proxy(ok(), {"admin": {"listen": "0.0.0.0:0", "drain_token": TOKEN}})
         r = admin_request(ebb, "GET", "/drain", host=ip)
         self.assertRefused(ebb, r, ip, 0, f"no token from {ip}")
@@ -80,9 +80,7 @@ class Token(AuthCase):
 
 class Loopback(AuthCase):
     def test_without_token_a_non_loopback_caller_is_refused(self):
-        ip = non_loopback_ipv4()
-        if ip is None:
-            self.skipTest("this machine has no non-loopback IPv4 address to call from")
+        ip = self.non_loopback_ip()
         fake, ebb = self.proxy(ok(), {"admin": {"listen": "0.0.0.0:0"}})
         # Probes and metrics are for everyone; only /drain is guarded.
         r = admin_request(ebb, "GET", "/readyz", host=ip)
@@ -109,16 +107,12 @@ class Loopback(AuthCase):
 
 class DrainCommand(AuthCase):
     def test_ebb_drain_wait_returns_0_when_drained_with_the_summary(self):
-        gate = Gate()
-        self.on_teardown(gate.release)
+        gate = self.gate()
         fake, ebb = self.proxy(gate)
-        c = self.connect(ebb)
-        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.assertTrue(gate.arrived.wait(dl(5)))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EBB_")}
+        c = self.hold(ebb, gate)
         proc = subprocess.Popen([EBB_BIN, "drain", "--admin", f"127.0.0.1:{ebb.admin_port}",
                                  "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, env=env)
+                                stdin=subprocess.DEVNULL, env=child_env())
 
         def kill():
             if proc.poll() is None:
@@ -146,31 +140,28 @@ class DrainCommand(AuthCase):
         fake, ebb = self.proxy(ok(), {"admin": {"drain_token": TOKEN}})
         admin = f"127.0.0.1:{ebb.admin_port}"
         for args in (["--token", "wrong"], ["--token", "wrong", "--wait"], []):
-            p = run_drain_cli(["--admin", admin, *args], dl(10))
+            p = run_cli(["drain", "--admin", admin, *args], dl(10))
             self.assertEqual(p.returncode, 1, f"ebb drain {args}: {p!r}")
             self.assertIn("403", p.stderr, p.stderr)
             self.assertEqual(readyz(ebb), (200, "ready"), "nothing started")
         self.assertEqual(scrape(ebb).value("ebb_admin_refused_total"), 3)
-        p = run_drain_cli(["--admin", admin, "--token", TOKEN, "--wait"], dl(10))
+        p = run_cli(["drain", "--admin", admin, "--token", TOKEN, "--wait"], dl(10))
         self.assertEqual(p.returncode, 0, p)
         self.assertEqual(json.loads(p.stdout)["cut_requests"], 0, p.stdout)
         self.assertEqual(readyz(ebb), (503, "drained"))
 
     def test_ebb_drain_without_wait_returns_at_once(self):
-        gate = Gate()
-        self.on_teardown(gate.release)
+        gate = self.gate()
         fake, ebb = self.proxy(gate)
-        c = self.connect(ebb)
-        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.assertTrue(gate.arrived.wait(dl(5)))
-        p = run_drain_cli(["--admin", f"127.0.0.1:{ebb.admin_port}"], dl(5))
+        c = self.hold(ebb, gate)
+        p = run_cli(["drain", "--admin", f"127.0.0.1:{ebb.admin_port}"], dl(5))
         self.assertEqual(p.returncode, 0, p)
         self.assertEqual(readyz(ebb), (503, "draining"), "the drain runs on without the client")
         gate.release()
         self.assertOk(c.read_response(timeout=dl(5)), b"released")
 
     def test_ebb_drain_with_nothing_listening_exits_1(self):
-        p = run_drain_cli(["--admin", f"127.0.0.1:{unused_port()}", "--wait"], dl(5))
+        p = run_cli(["drain", "--admin", f"127.0.0.1:{unused_port()}", "--wait"], dl(5))
         self.assertEqual(p.returncode, 1, p)
 
 

@@ -9,18 +9,20 @@ import subprocess
 import tempfile
 import unittest
 
-from ebbtest import EBB_BIN, dl, ok, to_yaml, unused_port
-from lifecycle_util import LifecycleCase, readyz, scrape
+from harness.admin import readyz, scrape
+from harness.case import LifecycleCase
+from harness.client import unused_port
+from harness.config import to_yaml
+from harness.ebb import run_cli
+from harness.handlers import ok
+from harness.wait import dl
 
 TOKEN = "s3cret-Token_42"
 
 
 def drain_cli(args, env_over: dict, timeout: float = 10) -> subprocess.CompletedProcess:
     """`ebb drain ARGS` with only `env_over`'s EBB_* variables, from a directory without config."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EBB_")}
-    env.update(env_over)
-    return subprocess.run([EBB_BIN, "drain", *args], capture_output=True, text=True, timeout=dl(timeout),
-                          env=env, stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir())
+    return run_cli(["drain", *args], dl(timeout), env_over)
 
 
 class DrainCliConfig(LifecycleCase):

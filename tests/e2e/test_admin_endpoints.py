@@ -8,17 +8,28 @@ import signal
 import time
 import unittest
 
-from ebbtest import build_request, dl, never_answer, ok
-from lifecycle_util import (LifecycleCase, DRAIN_TIMEOUT, EARLY, PROPAGATION_DELAY, SHORT, Client,
-                            Gate, admin_request, assert_lifecycle_once, exit_timed, healthz,
-                            poll_readyz, readyz, scrape, try_connect)
+from harness.admin import admin_request, healthz, poll_readyz, readyz, scrape
+from harness.case import LifecycleCase
+from harness.client import HttpClient, try_connect
+from harness.config import DRAIN_TIMEOUT, PROPAGATION_DELAY
+from harness.handlers import never_answer, ok
+from harness.http import build_request
+from harness.lifecycle import EARLY, assert_lifecycle_once, exit_timed
+from harness.wait import dl
 
 
 class AdminCase(LifecycleCase):
-    def admin_client(self, ebb) -> Client:
-        c = Client(ebb.admin_port, timeout=dl(10))
-        self._h()["clients"].append(c)
-        return c
+    def admin_client(self, ebb) -> HttpClient:
+        return self.connect(ebb.admin_port, timeout=dl(10))
+
+    def assert_sigterm_exits_at_once(self, ebb, msg: str):
+        """ebb drained (by /drain) and waits: a SIGTERM now ends it at once, exit 0."""
+        t1 = time.monotonic()
+        ebb.signal(signal.SIGTERM)
+        code, elapsed = exit_timed(ebb, t1, dl(10))
+        self.assertEqual(code, 0)
+        self.assertLessEqual(elapsed, dl(1.5), msg)
+        assert_lifecycle_once(self, ebb)
 
     def summary(self, resp) -> dict:
         self.assertEqual(resp.status, 200, f"{resp!r} {resp.body!r}")
@@ -67,20 +78,12 @@ class Endpoints(AdminCase):
         self.assertTrue(ebb.alive(), "after /drain ebb must stay up until SIGTERM")
         self.assertEqual(ebb.logs("exiting"), [])
         self.assertEqual(scrape(ebb).value("ebb_lifecycle_state", {"state": "drained"}), 1)
-        t1 = time.monotonic()
-        ebb.signal(signal.SIGTERM)
-        code, elapsed = exit_timed(ebb, t1, dl(10))
-        self.assertEqual(code, 0)
-        self.assertLessEqual(elapsed, dl(1.5), "SIGTERM after /drain must exit at once")
-        assert_lifecycle_once(self, ebb)
+        self.assert_sigterm_exits_at_once(ebb, "SIGTERM after /drain must exit at once")
 
     def test_drain_wait_answers_after_the_drain_with_the_summary(self):
-        gate = Gate()
-        self.on_teardown(gate.release)
+        gate = self.gate()
         fake, ebb = self.proxy(gate)
-        c = self.connect(ebb)
-        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.assertTrue(gate.arrived.wait(dl(5)))
+        c = self.hold(ebb, gate)
         w = self.admin_client(ebb)
         t0 = time.monotonic()
         w.send(build_request("GET", "/drain?wait=true"))
@@ -100,12 +103,7 @@ class Endpoints(AdminCase):
         self.assertLessEqual(doc["seconds"], t_answer - t0 + 0.05, doc)
         self.assertEqual(readyz(ebb), (503, "drained"))
         self.assertTrue(ebb.alive())
-        t1 = time.monotonic()
-        ebb.signal(signal.SIGTERM)
-        code, elapsed = exit_timed(ebb, t1, dl(10))
-        self.assertEqual(code, 0)
-        self.assertLessEqual(elapsed, dl(1.5), "SIGTERM after the drain must exit at once")
-        assert_lifecycle_once(self, ebb)
+        self.assert_sigterm_exits_at_once(ebb, "SIGTERM after the drain must exit at once")
 
     def test_post_drain_wait_reports_a_cut_request(self):
         fake, ebb = self.proxy(never_answer)
@@ -133,12 +131,9 @@ class Endpoints(AdminCase):
         assert_lifecycle_once(self, ebb)
 
     def test_waiter_is_answered_when_sigterm_started_the_drain(self):
-        gate = Gate()
-        self.on_teardown(gate.release)
+        gate = self.gate()
         fake, ebb = self.proxy(gate)
-        c = self.connect(ebb)
-        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.assertTrue(gate.arrived.wait(dl(5)))
+        c = self.hold(ebb, gate)
         t0 = time.monotonic()
         ebb.signal(signal.SIGTERM)
         ebb.wait_log("drain started", dl(2))
@@ -156,12 +151,9 @@ class Endpoints(AdminCase):
         assert_lifecycle_once(self, ebb)
 
     def test_sigterm_during_an_admin_drain_exits_when_drained_after_answering(self):
-        gate = Gate()
-        self.on_teardown(gate.release)
+        gate = self.gate()
         fake, ebb = self.proxy(gate)
-        c = self.connect(ebb)
-        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.assertTrue(gate.arrived.wait(dl(5)))
+        c = self.hold(ebb, gate)
         w = self.admin_client(ebb)
         w.send(build_request("GET", "/drain?wait=true"))
         ebb.wait_log("drain started", dl(2))

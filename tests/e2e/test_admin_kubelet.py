@@ -10,9 +10,10 @@ import json
 import socket
 import unittest
 
-from ebbtest import dl, ok, wait_until
-from lifecycle_util import (LifecycleCase, admin_request, non_loopback_ipv4, poll_readyz, readyz,
-                            scrape)
+from harness.admin import admin_request, poll_readyz, readyz, scrape
+from harness.case import LifecycleCase
+from harness.handlers import ok
+from harness.wait import dl, wait_until
 
 TOKEN = "s3cret-Token_42"
 
@@ -99,9 +100,7 @@ class QueryToken(KubeletCase):
         self.assertEqual(r.status, 202, r)
 
     def test_query_token_is_not_a_way_around_the_loopback_rule(self):
-        ip = non_loopback_ipv4()
-        if ip is None:
-            self.skipTest("this machine has no non-loopback IPv4 address to call from")
+        ip = self.non_loopback_ip()
         fake, ebb = self.proxy(ok(), {"admin": {"listen": "0.0.0.0:0"}})
         r = admin_request(ebb, "GET", "//drain?wait=true&token=anything", host=ip)
         self.assertEbbError(r, 403, "no drain_token configured, caller not loopback")
@@ -110,9 +109,7 @@ class QueryToken(KubeletCase):
         self.assertEqual(scrape(ebb).value("ebb_admin_refused_total"), 1)
 
     def test_kubelet_from_the_node_address_with_the_query_token(self):
-        ip = non_loopback_ipv4()
-        if ip is None:
-            self.skipTest("this machine has no non-loopback IPv4 address to call from")
+        ip = self.non_loopback_ip()
         fake, ebb = self.proxy(ok(), {"admin": {"listen": "0.0.0.0:0", "drain_token": TOKEN}})
         r = admin_request(ebb, "GET", f"//drain?wait=true&token={TOKEN}", host=ip)
         self.assertEqual(r.status, 200, f"{r!r} {r.body!r}")

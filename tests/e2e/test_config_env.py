@@ -5,14 +5,16 @@ warning naming the closest key, never fatal at run time, and fails `--check-conf
 CI catches a misspelt key. Wrong values of real keys stay fatal, naming the key.
 `--check-config` without a file says `config OK (built-in defaults)`."""
 
-import os
 import signal
 import subprocess
-import tempfile
 import unittest
 
-from ebbtest import EBB_BIN, EbbTestCase, dl, ok
-from lifecycle_util import readyz, scrape, wait_ready
+from harness.admin import readyz, scrape
+from harness.case import EbbTestCase
+from harness.ebb import run_cli
+from harness.handlers import ok
+from harness.lifecycle import wait_ready
+from harness.wait import dl
 
 # What the kubelet puts into every pod of a namespace with `Service ebb` (port 80, named http)
 # and `Service ebb-metrics` (port 9901).
@@ -36,10 +38,7 @@ SERVICE_LINKS = {
 
 
 def run_ebb(args, env_over: dict, timeout: float = 10) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EBB_")}
-    env.update(env_over)
-    return subprocess.run([EBB_BIN, *args], capture_output=True, text=True, timeout=dl(timeout), env=env,
-                          stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir())
+    return run_cli(args, dl(timeout), env_over)
 
 
 class ServiceLinks(EbbTestCase):

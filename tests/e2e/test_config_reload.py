@@ -13,9 +13,11 @@ import tempfile
 import time
 import unittest
 
-from ebbtest import DEFAULT_CONFIG, deep_merge, dl, ok, to_yaml
-from lifecycle_util import (LifecycleCase, SHORT, admin_request, readyz, rewrite_config, scrape,
-                            wait_metric)
+from harness.admin import admin_request, readyz, scrape, wait_metric
+from harness.case import LifecycleCase
+from harness.config import DEFAULT_CONFIG, SHORT, deep_merge, rewrite_config, to_yaml
+from harness.handlers import ok
+from harness.wait import dl
 
 TOKEN = "s3cret-Token_42"
 

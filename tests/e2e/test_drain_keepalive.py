@@ -12,13 +12,17 @@ between: that is what an ordinary app (head and body in two writes, Nagle on its
 keep-alive client at every deploy."""
 
 import signal
-import socket
-import struct
 import threading
 import unittest
 
-from ebbtest import (KEEP, build_request, close_mid_body, dl, never_answer, ok, route)
-from lifecycle_util import (LifecycleCase, Gate, admin_request, scrape, shutdown_config, wait_exit)
+from harness.admin import admin_request, scrape
+from harness.case import LifecycleCase
+from harness.config import shutdown_config
+from harness.handlers import close_mid_body, never_answer, ok, route
+from harness.http import build_request
+from harness.lifecycle import wait_exit
+from harness.upstream_conn import KEEP
+from harness.wait import dl
 
 REASONS = ("client_closed", "upstream_broken", "request_error", "drain_timeout", "client_send_timeout",
            "after_close", "exit")
@@ -119,15 +123,11 @@ class KeepAliveDrain(LifecycleCase):
         wait_exit(ebb, dl(10))
 
     def test_client_leaving_before_its_answer_is_counted_and_logged(self):
-        gate = Gate(ok(b"late"))
-        self.on_teardown(gate.release)
+        gate = self.gate(ok(b"late"))
         fake, ebb = self.proxy(gate)
-        c = self.connect(ebb)
-        c.send(build_request("GET", "/abandoned"))
-        self.assertTrue(gate.arrived.wait(dl(5)))
+        c = self.hold(ebb, gate, "/abandoned")
         # A reset, not a FIN: after a FIN the answer is still delivered (a half-close).
-        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        c.close()
+        c.reset()
         rec = ebb.wait_log("client left before its answer", dl(5))
         self.assertEqual((rec.get("reason"), rec.get("target")), ("client_closed", "/abandoned"), rec)
         self.assertEqual(unanswered(ebb)["client_closed"], 1)

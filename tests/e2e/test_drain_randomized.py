@@ -29,9 +29,15 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlsplit
 
-from ebbtest import (CLOSE, SANITIZED, ConnectionClosed, Ebb, HarnessError, HttpClient, WaitTimeout,
-                     build_request, build_response, chunked_body, dl, FakeUpstream, upgrade_echo)
-from lifecycle_util import admin_request, log_time, scrape, wait_stderr_eof
+from harness.admin import admin_request, scrape
+from harness.client import HttpClient
+from harness.ebb import Ebb
+from harness.handlers import upgrade_echo
+from harness.http import build_request, build_response, chunked_body
+from harness.lifecycle import log_time, wait_stderr_eof
+from harness.upstream import FakeUpstream
+from harness.upstream_conn import CLOSE
+from harness.wait import SANITIZED, ConnectionClosed, HarnessError, WaitTimeout, dl
 
 SEEDS = int(os.environ.get("EBB_RANDOM_SEEDS", "60" if SANITIZED else "300"))
 BASE = int(os.environ.get("EBB_RANDOM_BASE", "1"))

@@ -11,8 +11,12 @@ import socket
 import time
 import unittest
 
-from ebbtest import build_request, dl, ok, wait_until
-from lifecycle_util import LifecycleCase, healthz, readyz, scrape, wait_exit, wait_ready
+from harness.admin import healthz, readyz, scrape
+from harness.case import LifecycleCase
+from harness.handlers import ok
+from harness.http import build_request
+from harness.lifecycle import wait_exit, wait_ready
+from harness.wait import dl, wait_until
 
 NOFILE = 256
 CLIENTS = 1000

@@ -3,7 +3,7 @@ HTTP/2; each stream is one exchange with an HTTP/1 app; the drain tells every HT
 with the two-step GOAWAY of RFC 9113 §6.8 as soon as it starts, lets open streams finish, and cuts
 the rest at the deadline; errors ebb makes for a gRPC request are gRPC-shaped; the protocol's
 known floods end the offending connection, never ebb. Real peers (curl, nghttp's h2load) for
-requests, and a raw frame client (h2raw.py) where the frames themselves are the point."""
+requests, and a raw frame client (harness/h2raw.py) where the frames themselves are the point."""
 
 import shutil
 import signal
@@ -11,9 +11,16 @@ import subprocess
 import threading
 import unittest
 
-from ebbtest import KEEP, MIB, dl, echo, never_answer, ok, route, send_huge, unused_port
-from lifecycle_util import LifecycleCase, scrape, shutdown_config, wait_exit, wait_metric
-import h2raw
+from harness import h2raw
+from harness.admin import scrape, wait_metric
+from harness.case import LifecycleCase
+from harness.client import unused_port
+from harness.config import shutdown_config
+from harness.data import MIB
+from harness.handlers import echo, never_answer, ok, route, send_huge
+from harness.lifecycle import wait_exit
+from harness.upstream_conn import KEEP
+from harness.wait import dl
 
 CURL = shutil.which("curl")
 H2LOAD = shutil.which("h2load")

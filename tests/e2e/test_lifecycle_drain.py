@@ -7,9 +7,14 @@ import signal
 import time
 import unittest
 
-from ebbtest import (build_response, dl, echo, never_answer, ok, pattern_bytes, route, slow)
-from lifecycle_util import (LifecycleCase, EARLY, PROPAGATION_DELAY, PROPAGATION_MAX, QUIET_PERIOD,
-                            SHORT, Gate, assert_lifecycle_once, exit_timed, readyz, shutdown_config)
+from harness.admin import readyz
+from harness.case import LifecycleCase
+from harness.config import PROPAGATION_DELAY, PROPAGATION_MAX, QUIET_PERIOD, shutdown_config
+from harness.data import pattern_bytes
+from harness.handlers import echo, never_answer, ok, route, slow
+from harness.http import build_response
+from harness.lifecycle import EARLY, assert_drained_clean, assert_lifecycle_once, exit_timed
+from harness.wait import dl
 
 
 class Drain(LifecycleCase):
@@ -45,15 +50,12 @@ class Drain(LifecycleCase):
         assert_lifecycle_once(self, ebb)
 
     def test_request_longer_than_drain_timeout_is_cut_counted_and_exit_1(self):
-        gate = Gate(ok(b"quick"))
-        self.on_teardown(gate.release)
+        gate = self.gate(ok(b"quick"))
         fake, ebb = self.proxy(route({"/hang": never_answer, "/quick": gate}))
         hang = self.connect(ebb)
         hang.send(b"GET /hang HTTP/1.1\r\nHost: t\r\n\r\n")
         fake.wait_requests(1, dl(5))
-        quick = self.connect(ebb)
-        quick.send(b"GET /quick HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.assertTrue(gate.arrived.wait(dl(5)))
+        quick = self.hold(ebb, gate, "/quick")
         t0 = time.monotonic()
         ebb.signal(signal.SIGTERM)
         ebb.wait_log("listener closed", dl(5))
@@ -93,15 +95,11 @@ class Drain(LifecycleCase):
         self.assertIn("close", r.header_tokens("Connection"))
         self.assertClosed(c, dl(2))
         c.close()
-        code, _ = exit_timed(ebb, t0, dl(10))
-        self.assertEqual(code, 0)
-        self.assertEqual(ebb.logs("drained")[0].get("cut"), 0)
-        assert_lifecycle_once(self, ebb)
+        assert_drained_clean(self, ebb, t0)
 
     def test_long_response_started_before_sigterm_completes_and_connection_closes(self):
         first, rest = pattern_bytes(100_000), pattern_bytes(400_000, start=100_000)
-        gate = Gate(lambda req, conn: conn.send(rest))
-        self.on_teardown(gate.release)
+        gate = self.gate(lambda req, conn: conn.send(rest))
 
         def handler(req, conn):
             req.read_body()

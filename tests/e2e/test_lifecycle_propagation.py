@@ -2,18 +2,23 @@
 /healthz stays 200; the proxy listener keeps accepting, every response carries `Connection: close`
 and its connection closes after it; the phase lasts at least propagation_delay, then until no new
 connection for quiet_period, at most propagation_max; then the listener is closed (connections are
-refused) and idle keep-alive connections are closed. Durations are short (lifecycle_util.SHORT);
+refused) and idle keep-alive connections are closed. Durations are short (harness.config.SHORT);
 lower bounds are tight, upper bounds loose."""
 
 import signal
 import time
 import unittest
 
-from ebbtest import (ConnectionClosed, answer_target, dl, ok, pattern_bytes, route, unused_port)
-from lifecycle_util import (LifecycleCase, DRAIN_TIMEOUT, EARLY, PROPAGATION_DELAY, PROPAGATION_MAX,
-                            QUIET_PERIOD, SHORT, Client, Gate, assert_lifecycle_once, exit_timed,
-                            healthz, log_time, poll_readyz, readyz, shutdown_config, try_connect,
-                            wait_exit, wait_ready)
+from harness.admin import healthz, poll_readyz, readyz
+from harness.case import LifecycleCase
+from harness.client import HttpClient, try_connect, unused_port
+from harness.config import (DRAIN_TIMEOUT, PROPAGATION_DELAY, PROPAGATION_MAX, QUIET_PERIOD,
+                            shutdown_config)
+from harness.data import pattern_bytes
+from harness.handlers import answer_target, ok, route
+from harness.lifecycle import (EARLY, assert_lifecycle_once, exit_timed, log_time, wait_exit,
+                               wait_ready)
+from harness.wait import ConnectionClosed, dl
 
 
 class Propagation(LifecycleCase):
@@ -35,14 +40,11 @@ class Propagation(LifecycleCase):
         return seen
 
     def test_readyz_503_draining_at_once_while_healthz_stays_200(self):
-        gate = Gate()
-        self.on_teardown(gate.release)
+        gate = self.gate()
         fake, ebb = self.proxy(gate)
         self.assertEqual(readyz(ebb), (200, "ready"))
         self.assertEqual(healthz(ebb), (200, "ok"))
-        busy = self.connect(ebb)  # keeps the drain phase going until released
-        busy.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.assertTrue(gate.arrived.wait(dl(5)))
+        busy = self.hold(ebb, gate, "/hold")  # keeps the drain phase going until released
         t0 = time.monotonic()
         ebb.signal(signal.SIGTERM)
         answers = []
@@ -138,7 +140,7 @@ class Propagation(LifecycleCase):
             k += 1
             t = time.monotonic()
             try:
-                c = Client(ebb.proxy_port)
+                c = HttpClient(ebb.proxy_port)
             except ConnectionRefusedError:
                 out.append((t, "refused"))
                 break
@@ -242,16 +244,13 @@ class Propagation(LifecycleCase):
         assert_lifecycle_once(self, ebb)
 
     def test_after_propagation_connections_are_refused_and_idle_keepalive_closed(self):
-        gate = Gate()
-        self.on_teardown(gate.release)
+        gate = self.gate()
         # drain_timeout 10s: closing the idle connection at the deadline instead would be late.
         fake, ebb = self.proxy(route({"/hold": gate}, default=answer_target),
                                shutdown_config(PROPAGATION_DELAY, QUIET_PERIOD, PROPAGATION_MAX, 10.0))
         idle = self.connect(ebb)
         self.assertOk(idle.request("GET", "/warm"), b"/warm")
-        busy = self.connect(ebb)
-        busy.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.assertTrue(gate.arrived.wait(dl(5)))
+        busy = self.hold(ebb, gate, "/hold")
         t0 = time.monotonic()
         ebb.signal(signal.SIGTERM)
         # The idle keep-alive connection stays open through propagation, and is closed when the

@@ -8,8 +8,12 @@ import threading
 import time
 import unittest
 
-from ebbtest import EbbTestCase, answer_target, dl, ok, route, unused_port
-from lifecycle_util import EARLY, healthz, poll_readyz, readyz, scrape, wait_exit
+from harness.admin import healthz, poll_readyz, readyz, scrape
+from harness.case import EbbTestCase
+from harness.client import unused_port
+from harness.handlers import answer_target, ok, route
+from harness.lifecycle import EARLY, wait_exit
+from harness.wait import dl
 
 INTERVAL = 0.2
 THRESHOLD = 3

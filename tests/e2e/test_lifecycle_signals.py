@@ -9,12 +9,16 @@ import signal
 import time
 import unittest
 
-from ebbtest import (EbbTestCase, answer_target, dl, echo, never_answer, ok, route, unused_port,
-                     wait_until)
-from lifecycle_util import (EARLY, PROPAGATION_DELAY, PROPAGATION_MAX, QUIET_PERIOD, SHORT,
-                            BlockedStderrEbb, Gate,
-                            assert_lifecycle_once, exit_timed, healthz, readyz, rewrite_config,
-                            shutdown_config, try_connect, wait_metric, wait_ready)
+from harness.admin import healthz, readyz, wait_metric
+from harness.blocked_ebb import BlockedStderrEbb
+from harness.case import EbbTestCase
+from harness.client import try_connect, unused_port
+from harness.config import (PROPAGATION_DELAY, PROPAGATION_MAX, QUIET_PERIOD, SHORT,
+                            rewrite_config, shutdown_config)
+from harness.handlers import answer_target, echo, never_answer, ok, route
+from harness.lifecycle import (EARLY, assert_drained_clean, assert_lifecycle_once, exit_timed,
+                               wait_ready)
+from harness.wait import dl, wait_until
 
 # Shorter propagation for the SIGHUP tests: only the drain phase matters there.
 FAST_PROPAGATION = (0.3, 0.1, 1.0)
@@ -37,14 +41,11 @@ class SecondSignals(EbbTestCase):
         assert_lifecycle_once(self, ebb)
 
     def test_second_sigterm_during_drain_is_logged_and_ignored(self):
-        gate = Gate()
-        self.on_teardown(gate.release)
+        gate = self.gate()
         fake, ebb = self.proxy(gate, shutdown_config(PROPAGATION_DELAY, QUIET_PERIOD,
                                                      PROPAGATION_MAX, 5.0))
         wait_ready(ebb)
-        c = self.connect(ebb)
-        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.assertTrue(gate.arrived.wait(dl(5)))
+        c = self.hold(ebb, gate)
         t0 = time.monotonic()
         ebb.signal(signal.SIGTERM)
         ebb.wait_log("drain started", dl(2))
@@ -61,11 +62,8 @@ class SecondSignals(EbbTestCase):
         r = c.read_response(timeout=dl(5))
         self.assertOk(r, b"released", "the in-flight request was not cut by the second SIGTERM")
         c.close()
-        code, _ = exit_timed(ebb, t0, dl(10))
-        self.assertEqual(code, 0)
+        assert_drained_clean(self, ebb, t0)
         self.assertEqual(len(ebb.logs("signal during drain ignored")), 1)
-        self.assertEqual(ebb.logs("drained")[0].get("cut"), 0)
-        assert_lifecycle_once(self, ebb)
 
     def test_second_sigint_exits_at_once(self):
         fake, ebb = self.proxy(never_answer, shutdown_config(PROPAGATION_DELAY, QUIET_PERIOD,
@@ -123,6 +121,21 @@ class EarlySignal(EbbTestCase):
 class Reload(EbbTestCase):
     ebb_config = SHORT
 
+    def assert_old_drain_timeout_holds(self, ebb, c, gate, whose: str):
+        """After a reload that was not applied: a request held 1s into the drain phase (past the
+        `whose` file's drain_timeout) completes under the old 5s one, and ebb exits 0."""
+        self.hold(c, gate)
+        t0 = time.monotonic()
+        ebb.signal(signal.SIGTERM)
+        ebb.wait_log("listener closed", dl(5))
+        time.sleep(1.0)  # past that file's drain_timeout: the behaviour under test
+        self.assertEqual(ebb.logs("drained"), [], f"the {whose} file's drain_timeout was applied")
+        gate.release()
+        self.assertOk(c.read_response(timeout=dl(5)), b"released")
+        c.close()
+        code, _ = exit_timed(ebb, t0, dl(10))
+        self.assertEqual(code, 0)
+
     def test_sighup_shortens_drain_timeout(self):
         fake, ebb = self.proxy(never_answer, shutdown_config(*FAST_PROPAGATION, 10.0))
         wait_ready(ebb)
@@ -149,16 +162,13 @@ class Reload(EbbTestCase):
         assert_lifecycle_once(self, ebb)
 
     def test_sighup_lengthens_drain_timeout(self):
-        gate = Gate()
-        self.on_teardown(gate.release)
+        gate = self.gate()
         fake, ebb = self.proxy(gate, shutdown_config(*FAST_PROPAGATION, 0.5))
         wait_ready(ebb)
         rewrite_config(ebb, shutdown_config(*FAST_PROPAGATION, 5.0))
         ebb.signal(signal.SIGHUP)
         ebb.wait_log("config reloaded", dl(5))
-        c = self.connect(ebb)
-        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.assertTrue(gate.arrived.wait(dl(5)))
+        c = self.hold(ebb, gate)
         t0 = time.monotonic()
         ebb.signal(signal.SIGTERM)
         ebb.wait_log("listener closed", dl(5))
@@ -173,10 +183,7 @@ class Reload(EbbTestCase):
         r = c.read_response(timeout=dl(5))
         self.assertOk(r, b"released", "a request longer than the old drain_timeout completes")
         c.close()
-        code, _ = exit_timed(ebb, t0, dl(10))
-        self.assertEqual(code, 0)
-        self.assertEqual(ebb.logs("drained")[0].get("cut"), 0)
-        assert_lifecycle_once(self, ebb)
+        assert_drained_clean(self, ebb, t0)
 
     def test_sighup_changes_propagation_delay(self):
         fake, ebb = self.proxy(ok(), shutdown_config(5.0, 0.1, 5.0, 1.0))
@@ -225,37 +232,21 @@ class Reload(EbbTestCase):
                    "a debug line after the reload to level debug")
 
     def test_sighup_with_a_broken_file_keeps_running_on_the_old_config(self):
-        gate = Gate()
-        self.on_teardown(gate.release)
+        gate = self.gate()
         fake, ebb = self.proxy(route({"/held": gate}, default=answer_target),
                                shutdown_config(*FAST_PROPAGATION, 5.0))
         wait_ready(ebb)
         with open(ebb.config_path, "w") as f:
             f.write("shutdown:\n  drain_timeout: 300ms\n  no_such_key: 1\n")
         ebb.signal(signal.SIGHUP)
-        deadline = time.monotonic() + dl(5)
-        while not [r for r in ebb.logs() if str(r.get("msg", "")).startswith("reload failed")]:
-            self.assertLess(time.monotonic(), deadline, "no `reload failed` log line after SIGHUP")
-            time.sleep(0.01)
+        ebb.wait_log_prefix("reload failed", dl(5))
         self.assertEqual(ebb.logs("config reloaded"), [])
         c = self.connect(ebb)
         self.assertOk(c.request("GET", "/still-serving"), b"/still-serving")
-        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.assertTrue(gate.arrived.wait(dl(5)))
-        t0 = time.monotonic()
-        ebb.signal(signal.SIGTERM)
-        ebb.wait_log("listener closed", dl(5))
-        time.sleep(1.0)  # past the broken file's drain_timeout: the behaviour under test
-        self.assertEqual(ebb.logs("drained"), [], "the broken file's drain_timeout was applied")
-        gate.release()
-        self.assertOk(c.read_response(timeout=dl(5)), b"released")
-        c.close()
-        code, _ = exit_timed(ebb, t0, dl(10))
-        self.assertEqual(code, 0)
+        self.assert_old_drain_timeout_holds(ebb, c, gate, "broken")
 
     def test_sighup_refuses_a_listen_change_and_keeps_the_old_config(self):
-        gate = Gate()
-        self.on_teardown(gate.release)
+        gate = self.gate()
         fake, ebb = self.proxy(route({"/held": gate}, default=answer_target),
                                shutdown_config(*FAST_PROPAGATION, 5.0))
         wait_ready(ebb)
@@ -263,13 +254,8 @@ class Reload(EbbTestCase):
         # The refused file also shortens drain_timeout: none of it may be applied.
         rewrite_config(ebb, {"listen": f"127.0.0.1:{other}", **shutdown_config(*FAST_PROPAGATION, 0.3)})
         ebb.signal(signal.SIGHUP)
-        deadline = time.monotonic() + dl(5)
-        refused = []
-        while not refused:
-            refused = [r for r in ebb.logs() if str(r.get("msg", "")).startswith("reload refused")]
-            self.assertLess(time.monotonic(), deadline, "no `reload refused` log line after SIGHUP")
-            time.sleep(0.01)
-        self.assertIn(refused[0].get("level"), ("error", "warn"), refused[0])
+        refused = ebb.wait_log_prefix("reload refused", dl(5))
+        self.assertIn(refused.get("level"), ("error", "warn"), refused)
         self.assertEqual(ebb.logs("config reloaded"), [], "the reload was refused, not applied")
         self.assertTrue(ebb.alive())
         # The old port still serves; nothing listens on the new one.
@@ -279,18 +265,7 @@ class Reload(EbbTestCase):
         self.assertEqual(readyz(ebb), (200, "ready"))
         # The old drain_timeout (5s) is still in force: a request held 1s into the drain phase
         # (past the refused file's 0.3s) completes.
-        c.send(b"GET /held HTTP/1.1\r\nHost: t\r\n\r\n")
-        self.assertTrue(gate.arrived.wait(dl(5)))
-        t0 = time.monotonic()
-        ebb.signal(signal.SIGTERM)
-        ebb.wait_log("listener closed", dl(5))
-        time.sleep(1.0)  # past the refused file's drain_timeout: the behaviour under test
-        self.assertEqual(ebb.logs("drained"), [], "the refused file's drain_timeout was applied")
-        gate.release()
-        self.assertOk(c.read_response(timeout=dl(5)), b"released")
-        c.close()
-        code, _ = exit_timed(ebb, t0, dl(10))
-        self.assertEqual(code, 0)
+        self.assert_old_drain_timeout_holds(ebb, c, gate, "refused")
         assert_lifecycle_once(self, ebb)
 
     def test_sighup_refuses_an_admin_listen_change(self):
@@ -300,10 +275,7 @@ class Reload(EbbTestCase):
         other = unused_port()
         rewrite_config(ebb, {"admin": {"listen": f"127.0.0.1:{other}"}})
         ebb.signal(signal.SIGHUP)
-        deadline = time.monotonic() + dl(5)
-        while not [r for r in ebb.logs() if str(r.get("msg", "")).startswith("reload refused")]:
-            self.assertLess(time.monotonic(), deadline, "no `reload refused` log line after SIGHUP")
-            time.sleep(0.01)
+        ebb.wait_log_prefix("reload refused", dl(5))
         self.assertEqual(ebb.logs("config reloaded"), [])
         self.assertEqual(ebb.admin_port, old_admin)
         self.assertEqual(healthz(ebb), (200, "ok"), "the old admin port still answers")

@@ -7,15 +7,19 @@ that match /proc, the last drain's phases, and Debian's `promtool check metrics`
 (issue 12)."""
 
 import os
-import re
 import resource
 import subprocess
 import time
 import unittest
 
-from ebbtest import REPO_ROOT, answer_target, dl, never_answer, ok, route, slow, unused_port
-from lifecycle_util import (LifecycleCase, SHORT, Gate, admin_request, parse_prometheus,
-                            poll_readyz, scrape, wait_metric, wait_ready)
+from harness.admin import admin_request, poll_readyz, scrape, wait_metric
+from harness.case import LifecycleCase
+from harness.client import unused_port
+from harness.ebb import REPO_ROOT
+from harness.handlers import answer_target, never_answer, ok, route, slow
+from harness.lifecycle import wait_ready
+from harness.prometheus import parse_prometheus
+from harness.wait import dl
 
 FAMILIES = {
     "ebb_requests_total": "counter",
@@ -128,8 +132,7 @@ class Metrics(LifecycleCase):
         self.assertEqual(le(after, "+Inf") - le(before, "+Inf"), 5)
 
     def test_in_flight_and_connections_active_follow_requests(self):
-        gate = Gate()
-        self.on_teardown(gate.release)
+        gate = self.gate()
         fake, ebb = self.proxy(route({"/slow": gate}, default=answer_target))
         ex = scrape(ebb)
         self.assertEqual((ex.value("ebb_requests_in_flight"), ex.value("ebb_connections_active")),
@@ -186,8 +189,7 @@ class Metrics(LifecycleCase):
         self.assertIn("timeout", next(iter(grew)), grew)
 
     def test_lifecycle_state_and_cut_requests_through_a_drain(self):
-        gate = Gate()
-        self.on_teardown(gate.release)
+        gate = self.gate()
         fake, ebb = self.proxy(route({"/slow": gate, "/hang": never_answer}))
         self.assertState(scrape(ebb), "ready")
         self.assertEqual(scrape(ebb).value("ebb_drain_cut_requests_total"), 0)

@@ -5,8 +5,12 @@ pipelining, Expect: 100-continue, and bodiless responses (HEAD, 204, 304)."""
 import time
 import unittest
 
-from ebbtest import (CLOSE, EbbTestCase, answer_target, build_request, build_response,
-                     chunked_body, continue_then, dl, echo, ok, pattern_bytes, route, slow)
+from harness.case import EbbTestCase
+from harness.data import pattern_bytes
+from harness.handlers import answer_target, continue_then, echo, ok, route, slow
+from harness.http import build_request, chunked_body
+from harness.upstream_conn import CLOSE
+from harness.wait import dl
 
 
 class RoundTrip(EbbTestCase):

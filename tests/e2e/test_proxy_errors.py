@@ -6,8 +6,10 @@ malformed requests in test_proxy_malformed.py."""
 import time
 import unittest
 
-from ebbtest import (EbbTestCase, HarnessError, HttpClient, WaitTimeout, answer_target,
-                     build_request, chunked_body, dl, ok, wait_until)
+from harness.case import EbbTestCase
+from harness.handlers import answer_target, ok
+from harness.http import build_request, chunked_body
+from harness.wait import HarnessError, WaitTimeout, dl, wait_until
 
 
 class Limits(EbbTestCase):

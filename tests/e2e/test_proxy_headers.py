@@ -3,7 +3,9 @@
 
 import unittest
 
-from ebbtest import CLOSE, EbbTestCase, build_request, ok
+from harness.case import EbbTestCase
+from harness.handlers import ok
+from harness.http import build_request
 
 
 class HopByHop(EbbTestCase):

@@ -12,7 +12,10 @@ smuggled request hidden in the body (`GET /admin`)."""
 
 import unittest
 
-from ebbtest import EbbTestCase, build_request, dl, ok
+from harness.case import EbbTestCase
+from harness.handlers import ok
+from harness.http import build_request
+from harness.wait import dl
 
 HOST = b"Host: mal.test"
 SMUGGLED = b"GET /admin HTTP/1.1\r\nHost: mal.test\r\n\r\n"

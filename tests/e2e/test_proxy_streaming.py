@@ -5,8 +5,12 @@ sides, and a slow but moving download that must not be cut."""
 import time
 import unittest
 
-from ebbtest import (FOOTPRINT_LIMIT_KIB, GIB, KIB, MIB, SANITIZED, EbbTestCase, StreamCheck,
-                     build_request, dl, pattern_chunks, send_huge, wait_stable)
+from harness.case import EbbTestCase
+from harness.data import GIB, KIB, MIB, StreamCheck, pattern_chunks
+from harness.ebb import FOOTPRINT_LIMIT_KIB
+from harness.handlers import send_huge
+from harness.http import build_request
+from harness.wait import SANITIZED, dl, wait_stable
 
 
 def count_upload(req, conn):

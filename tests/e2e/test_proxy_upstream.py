@@ -7,22 +7,27 @@ import socket
 import time
 import unittest
 
-from ebbtest import (CLOSE, EbbTestCase, answer_target, build_request, build_response,
-                     close_at_once, close_mid_body, dl, never_answer, ok, pattern_bytes, unused_port,
-                     upgrade_echo)
+from harness.admin import scrape
+from harness.case import EbbTestCase
+from harness.client import unused_port
+from harness.data import pattern_bytes
+from harness.handlers import (answer_target, close_at_once, close_idle_when_next_request_arrives,
+                              close_mid_body, never_answer, ok, upgrade_echo)
+from harness.http import build_request, build_response
+from harness.upstream_conn import CLOSE
+from harness.wait import dl
 
 
-def close_idle_when_next_request_arrives(req, conn):
-    """Answers, then behaves like an app whose keep-alive timer fires just as ebb reuses the
-    connection: it closes as soon as the next request arrives, without reading it (so the
-    kernel answers with a reset), and without ever having sent `Connection: close`."""
-    req.read_body()
-    conn.respond(200, req.target.encode())
-    if conn.index == 0:
-        readable, _, _ = select.select([conn.sock], [], [], dl(20))
-        conn.close()
-        return CLOSE
-    return None
+def close_at_second_request(prefix: bytes):
+    """Reads every request; on the first connection, closes cleanly (EOF) without a byte of
+    answer at its second request; answers every other one with `prefix` + its target."""
+    def handler(req, conn):
+        req.read_body()
+        if conn.index == 0 and req.index == 1:
+            conn.close()
+            return CLOSE
+        return conn.respond(200, prefix + req.target.encode())
+    return handler
 
 
 class Replay(EbbTestCase):
@@ -37,13 +42,7 @@ class Replay(EbbTestCase):
 
     def test_get_on_pooled_connection_closed_by_app_is_replayed(self):
         # Variant: the app reads the request, then closes cleanly (EOF) without a byte of answer.
-        def handler(req, conn):
-            req.read_body()
-            if conn.index == 0 and req.index == 1:
-                conn.close()
-                return CLOSE
-            return conn.respond(200, req.target.encode())
-        fake, ebb = self.proxy(handler)
+        fake, ebb = self.proxy(close_at_second_request(b""))
         c = self.connect(ebb)
         self.assertOk(c.request("GET", "/first"), b"/first")
         self.assertOk(c.request("GET", "/second"), b"/second")
@@ -67,20 +66,19 @@ class Replay(EbbTestCase):
         self.assertEqual(fake.accepts, 2, f"more than one replay:\n{fake.summary()}")
         self.assertEqual([q.target for q in fake.requests].count("/second"), 2)
 
-    def test_post_on_pooled_connection_closed_by_app_is_not_replayed(self):
-        # The app reads the whole POST and closes without answering: it may have acted on it,
-        # so ebb must not send it again. A replay would be answered 200 by connection 1.
-        def handler(req, conn):
-            req.read_body()
-            if conn.index == 0 and req.index == 1:
-                conn.close()
-                return CLOSE
-            return conn.respond(200, b"done " + req.target.encode())
+    def post_after_a_pooled_get(self, handler):
+        """GET /first, then POST /pay on the same client connection (so on the pooled app
+        connection): (fake, the POST's response, the POSTs the app received)."""
         fake, ebb = self.proxy(handler)
         c = self.connect(ebb)
         self.assertOk(c.request("GET", "/first"))
         r = c.request("POST", "/pay", [("Content-Type", "text/plain")], b"amount=100")
-        posts = [q for q in fake.requests if q.target == "/pay"]
+        return fake, r, [q for q in fake.requests if q.target == "/pay"]
+
+    def test_post_on_pooled_connection_closed_by_app_is_not_replayed(self):
+        # The app reads the whole POST and closes without answering: it may have acted on it,
+        # so ebb must not send it again. A replay would be answered 200 by connection 1.
+        fake, r, posts = self.post_after_a_pooled_get(close_at_second_request(b"done "))
         self.assertEqual(len(posts), 1, f"the app received the POST {len(posts)} times:\n"
                                         f"{fake.summary()}")
         self.assertEbbError(r, 502, "the app closed without answering the POST")
@@ -95,11 +93,7 @@ class Replay(EbbTestCase):
                 conn.close()
                 return CLOSE
             return conn.respond(200, b"done " + req.target.encode())
-        fake, ebb = self.proxy(handler)
-        c = self.connect(ebb)
-        self.assertOk(c.request("GET", "/first"))
-        r = c.request("POST", "/pay", [("Content-Type", "text/plain")], b"amount=100")
-        posts = [q for q in fake.requests if q.target == "/pay"]
+        fake, r, posts = self.post_after_a_pooled_get(handler)
         self.assertEqual(posts, [], f"the POST was replayed on a fresh connection:\n{fake.summary()}")
         self.assertEbbError(r, 502)
 
@@ -173,7 +167,6 @@ class AppFailures(EbbTestCase):
 
     def test_status_outside_100_599_gives_502_counted_once(self):
         # SPEC §5: an answer that is not HTTP is ebb's 502, never forwarded; counted once.
-        from lifecycle_util import scrape
         for raw in (b"HTTP/1.1 999 Nope\r\nContent-Length: 2\r\n\r\nno",
                     b"HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\nno"):
             def bad(req, conn, raw=raw):

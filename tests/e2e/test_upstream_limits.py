@@ -10,18 +10,23 @@ import asyncio
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
 
-from ebbtest import (EbbTestCase, build_request, close_mid_body, close_without_answer, dl, ok, route,
-                     unused_port, upgrade_echo)
-from test_proxy_upstream import close_idle_when_next_request_arrives
-from lifecycle_util import (EARLY, LifecycleCase, exit_timed, rewrite_config, scrape, shutdown_config,
-                            wait_metric, wait_ready)
+from harness.admin import scrape, wait_metric
+from harness.case import EbbTestCase, LifecycleCase
+from harness.client import unused_port
+from harness.config import rewrite_config, shutdown_config
+from harness.ebb import run_cli
+from harness.handlers import (close_idle_when_next_request_arrives, close_mid_body,
+                              close_without_answer, ok, route, upgrade_echo)
+from harness.http import build_request
+from harness.lifecycle import EARLY, exit_timed, wait_ready
+from harness.wait import dl
 
 
 class Turnstile:
@@ -76,6 +81,15 @@ class LimitCase(EbbTestCase):
         t = Turnstile()
         self.on_teardown(t.open)
         return t
+
+    def hold_one(self, config: dict, target: str = "/held"):
+        """A Turnstile app behind an ebb with `config`, and one request (GET `target`) held at
+        it: (turnstile, ebb, that request's client)."""
+        t = self.turnstile()
+        fake, ebb = self.proxy(t, config)
+        c = self.send(ebb, target)
+        t.wait_arrivals(1, dl(5))
+        return t, ebb, c
 
     def send(self, ebb, target: str):
         c = self.connect(ebb)
@@ -151,10 +165,7 @@ class Queue(LimitCase):
             self.assertOk(c.read_response(timeout=dl(5)), f"/{i}".encode())
 
     def test_full_queue_is_503_with_retry_after_counted(self):
-        t = self.turnstile()
-        fake, ebb = self.proxy(t, limits(1, queue_size=1))
-        held = self.send(ebb, "/held")
-        t.wait_arrivals(1, dl(5))
+        t, ebb, held = self.hold_one(limits(1, queue_size=1))
         queued = self.send(ebb, "/queued")
         self.wait_queued(ebb, 1)
         t0 = time.monotonic()
@@ -175,10 +186,7 @@ class Queue(LimitCase):
         self.wait_idle(ebb)
 
     def test_queue_timeout_is_503_with_retry_after_counted(self):
-        t = self.turnstile()
-        fake, ebb = self.proxy(t, limits(1, queue_timeout="300ms"))
-        held = self.send(ebb, "/held")
-        t.wait_arrivals(1, dl(5))
+        t, ebb, held = self.hold_one(limits(1, queue_timeout="300ms"))
         t0 = time.monotonic()
         r = self.connect(ebb).request("GET", "/late", timeout=dl(5))
         waited = time.monotonic() - t0
@@ -196,18 +204,13 @@ class Queue(LimitCase):
         self.wait_idle(ebb)
 
     def test_client_leaving_the_queue_is_removed_and_the_count_stays_right(self):
-        t = self.turnstile()
-        fake, ebb = self.proxy(t, limits(1))
-        held = self.send(ebb, "/held")
-        t.wait_arrivals(1, dl(5))
+        t, ebb, held = self.hold_one(limits(1))
         clients = {}
         for i, target in enumerate(["/a", "/gone-fin", "/b", "/gone-rst", "/c"]):
             clients[target] = self.send(ebb, target)
             self.wait_queued(ebb, i + 1)
         clients["/gone-fin"].close()  # a FIN: the client gave up
-        rst = clients["/gone-rst"].sock
-        rst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        clients["/gone-rst"].close()  # a reset
+        clients["/gone-rst"].reset()
         self.wait_queued(ebb, 3)
         wait_metric(ebb, "ebb_requests_unanswered_total", {"reason": "client_closed"}, lambda v: v == 2, dl(5),
                     "both departures counted")
@@ -225,10 +228,7 @@ class Queue(LimitCase):
         self.wait_idle(ebb)
 
     def test_probes_never_queue(self):
-        t = self.turnstile()
-        fake, ebb = self.proxy(t, {**limits(1, queue_size=0), "probes": {"on_proxy_listener": True}})
-        held = self.send(ebb, "/held")
-        t.wait_arrivals(1, dl(5))
+        t, ebb, held = self.hold_one({**limits(1, queue_size=0), "probes": {"on_proxy_listener": True}})
         self.assertShed(self.connect(ebb).request("GET", "/app", timeout=dl(5)), "no queue: refused")
         for path in ("/healthz", "/readyz"):
             r = self.connect(ebb).request("GET", path, timeout=dl(5))
@@ -287,12 +287,8 @@ class SlotRelease(LimitCase):
         self.assertNextPasses(ebb)
 
     def test_client_resetting_while_its_request_is_at_the_app(self):
-        t = self.turnstile()
-        fake, ebb = self.proxy(t, self.CONFIG)
-        c = self.send(ebb, "/left")
-        t.wait_arrivals(1, dl(5))
-        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        c.close()
+        t, ebb, c = self.hold_one(self.CONFIG, "/left")
+        c.reset()
         wait_metric(ebb, "ebb_upstream_active_requests", None, lambda v: v == 0, dl(5), "slot given back")
         t.open()
         self.assertNextPasses(ebb)
@@ -300,10 +296,7 @@ class SlotRelease(LimitCase):
     def test_client_half_closing_keeps_its_slot_until_the_answer(self):
         # A FIN after a complete request still wants the answer (SPEC §4): the slot stays taken
         # while the app works on it, and comes back when the answer is out.
-        t = self.turnstile()
-        fake, ebb = self.proxy(t, self.CONFIG)
-        c = self.send(ebb, "/half")
-        t.wait_arrivals(1, dl(5))
+        t, ebb, c = self.hold_one(self.CONFIG, "/half")
         c.sock.shutdown(socket.SHUT_WR)
         wait_metric(ebb, "ebb_requests_in_flight", None, lambda v: v == 1, dl(5))
         self.assertEqual(self.metric(ebb, "ebb_upstream_active_requests"), 1)
@@ -339,15 +332,11 @@ class Config(LimitCase):
         self.assertOk(held.read_response(timeout=dl(5)), b"/held")
 
     def test_bad_value_names_the_key_and_line(self):
-        ebb_bin = os.environ.get("EBB_BIN") or os.path.join(os.path.dirname(__file__), "..", "..", "build", "ebb")
-        import tempfile
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "ebb.yaml")
             with open(path, "w") as f:
                 f.write("upstream: 127.0.0.1:3000\nupstream_limits:\n  max_concurrency: lots\n")
-            env = {k: v for k, v in os.environ.items() if not k.startswith("EBB_")}
-            p = subprocess.run([ebb_bin, "--config", path, "--check-config"], capture_output=True, text=True,
-                               env=env, timeout=dl(10))
+            p = run_cli(["--config", path, "--check-config"], dl(10))
         self.assertEqual(p.returncode, 2, p)
         self.assertIn(f"{path}:3: upstream_limits.max_concurrency: expected a non-negative integer "
                       f"(0 = unlimited) or auto, got \"lots\"", p.stderr + p.stdout)

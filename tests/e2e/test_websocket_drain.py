@@ -11,10 +11,15 @@ import signal
 import time
 import unittest
 
-from ebbtest import EbbTestCase, build_request, dl, upgrade_echo
-from lifecycle_util import (EARLY, GOING_AWAY, WsEchoApp, assert_lifecycle_once, exit_timed,
-                            parse_frame_header, scrape, shutdown_config, wait_metric, wait_ready,
-                            ws_connect, ws_read_frame, ws_send)
+from harness.admin import scrape, wait_metric
+from harness.case import EbbTestCase
+from harness.config import shutdown_config
+from harness.handlers import upgrade_echo
+from harness.http import build_request
+from harness.lifecycle import EARLY, assert_lifecycle_once, exit_timed, wait_ready
+from harness.wait import dl
+from harness.websocket import (GOING_AWAY, WsEchoApp, parse_frame_header, ws_connect,
+                               ws_read_frame, ws_send)
 
 PROPAGATION = 0.5
 DEADLINE = 1.0

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of each fuzz target (tests/fuzz/corpus/<target>/) from the project's own
 test cases: config files and the unit tests' YAML, the k8s manifests and fixtures, the e2e tests'
-requests and responses (built with their own helpers), and WebSocket frames from lifecycle_util.
+requests and responses (built with their own helpers), and WebSocket frames from the e2e harness.
 Run from anywhere; it replaces the corpus dirs. File names are content hashes, so reruns are stable."""
 import ast
 import hashlib
@@ -15,8 +15,8 @@ OUT = os.path.join(ROOT, "tests", "fuzz", "corpus")
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.dont_write_bytecode = True
 
-import ebbtest  # noqa: E402
-import lifecycle_util  # noqa: E402
+from harness.http import build_request, build_response, chunked_body  # noqa: E402
+from harness.websocket import ws_frame  # noqa: E402
 import test_proxy_malformed  # noqa: E402
 
 # Inputs fuzzing found that once hung ebb: yaml-cpp's LoadAll looped on a ',' at document level.
@@ -53,6 +53,17 @@ def files(*dirs, exts=(".yaml", ".yml", ".json")):
             for n in sorted(names):
                 if n.endswith(exts):
                     yield os.path.join(base, n)
+
+
+def e2e_sources():
+    """The e2e tests' Python files and their harness package's, in name order."""
+    e2e = os.path.join(ROOT, "tests", "e2e")
+    for name in sorted(os.listdir(e2e)):
+        path = os.path.join(e2e, name)
+        if os.path.isdir(path):
+            yield from (os.path.join(path, n) for n in sorted(os.listdir(path)) if n.endswith(".py"))
+        elif name.endswith(".py"):
+            yield path
 
 
 def bytes_literals(path):
@@ -93,10 +104,9 @@ def k8s_corpus():
 def request_corpus():
     reqs = [raw for _, raw, _ in test_proxy_malformed.HEAD_SHAPES]
     reqs += [test_proxy_malformed.CHUNKED_POST + body for _, body in test_proxy_malformed.BODY_SHAPES]
-    for name in sorted(os.listdir(os.path.join(ROOT, "tests", "e2e"))):
-        if name.endswith(".py"):
-            reqs += [b for b in bytes_literals(os.path.join(ROOT, "tests", "e2e", name)) if b.startswith(METHODS)]
-    B = ebbtest.build_request
+    for path in e2e_sources():
+        reqs += [b for b in bytes_literals(path) if b.startswith(METHODS)]
+    B = build_request
     reqs += [
         B("GET", "/", [("Host", "a.test")]),
         B("POST", "/p", [("Host", "a.test"), ("Connection", "close, X-Drop"), ("X-Drop", "1")], b"hello"),
@@ -105,7 +115,7 @@ def request_corpus():
                          ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")]),
         B("PUT", "/c", [("Host", "a.test"), ("Transfer-Encoding", "chunked"), ("TE", "trailers"),
                         ("Keep-Alive", "timeout=5"), ("Expect", "100-continue")],
-          ebbtest.chunked_body([b"abc", b"de"], trailers=[("X-T", "1")])),
+          chunked_body([b"abc", b"de"], trailers=[("X-T", "1")])),
     ]
     reqs.append(b"GET / HTTP/1.0\r\n\r\n")
     reqs.append(b"\r\nGET /x HTTP/1.2\r\nHost: a\r\nX-Request-Id: r1\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -115,10 +125,9 @@ def request_corpus():
 
 def response_corpus():
     resps = []
-    for name in sorted(os.listdir(os.path.join(ROOT, "tests", "e2e"))):
-        if name.endswith(".py"):
-            resps += [b for b in bytes_literals(os.path.join(ROOT, "tests", "e2e", name)) if b.startswith(b"HTTP/1.")]
-    R = ebbtest.build_response
+    for path in e2e_sources():
+        resps += [b for b in bytes_literals(path) if b.startswith(b"HTTP/1.")]
+    R = build_response
     resps += [
         R(200, b"hello"),
         R(200, b"hello world", framing="chunked", chunk_sizes=[3, 8]),
@@ -141,7 +150,7 @@ def response_corpus():
 
 
 def websocket_corpus():
-    F = lifecycle_util.ws_frame
+    F = ws_frame
     frames = [
         F(0x1, b"hello"), F(0x2, bytes(range(200))), F(0x9, b""), F(0xA, b"pong"),
         F(0x8, b"\x03\xe8"), F(0x1, b"masked", mask=b"\x01\x02\x03\x04"),

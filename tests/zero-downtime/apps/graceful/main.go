@@ -8,15 +8,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
+
+	"ebb.test/zero-downtime/routes"
 )
 
 func main() {
@@ -25,24 +25,7 @@ func main() {
 	shutdownTimeout := flag.Duration("shutdown-timeout", 25*time.Second, "how long Shutdown waits for in-flight requests")
 	flag.Parse()
 
-	mux := http.NewServeMux()
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Write(body)
-	})
-	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
-		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
-		time.Sleep(time.Duration(ms) * time.Millisecond)
-		fmt.Fprintf(w, "slept %d\n", ms)
-	})
+	mux := routes.Mux()
 
 	// Registered before the listener exists, so that no SIGTERM can arrive unhandled.
 	quit := make(chan os.Signal, 1)
