@@ -312,7 +312,12 @@ int H2Conn::on_data_chunk(nghttp2_session* session, std::uint8_t, std::int32_t s
 
 // A GOAWAY with an error code is nghttp2 ending the connection for a protocol error or a
 // flood it detected (rapid reset, too many SETTINGS or PINGs to acknowledge): said and counted.
-int H2Conn::on_frame_send(nghttp2_session*, const nghttp2_frame* f, void* self) {
+int H2Conn::on_frame_send(nghttp2_session* session, const nghttp2_frame* f, void* self) {
+  if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+    auto* s = static_cast<H2Stream*>(nghttp2_session_get_stream_user_data(session, f->hd.stream_id));
+    if (s != nullptr) s->answer_sent();
+    return 0;
+  }
   if (f->hd.type != NGHTTP2_GOAWAY || f->goaway.error_code == NGHTTP2_NO_ERROR) return 0;
   H2Conn* c = conn_of(self);
   if (!c->error_counted_) ++c->w_.metrics().h2_protocol_errors;

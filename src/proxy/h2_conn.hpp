@@ -40,6 +40,7 @@ class H2Stream final : public net::Linked<H2Stream>, private Downstream {
   void cut();                             // the drain deadline
   void abort_quietly(Unanswered why);     // the connection is closing: count and let go
   void release_flow();                    // give back request body the app has taken since
+  void answer_sent();                     // the answer's last frame left
 
  private:
   // Downstream.
@@ -82,6 +83,7 @@ class H2Stream final : public net::Linked<H2Stream>, private Downstream {
   const char* bad_ = nullptr;  // why a header broke the rules: the request is refused
   Timer* timer_ = nullptr;     // the exchange's deadline, made when first needed
   int corked_ = 0;
+  bool stop_request_ = false;  // reset the stream once ebb's early answer is out
 };
 
 class H2Conn final : public Client {

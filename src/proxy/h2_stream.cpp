@@ -316,10 +316,17 @@ void H2Stream::send_error(int status, const char* reason) {
     local_answer(status, "text/plain; charset=utf-8", body, reason);
   }
   ex_.finish();
-  // The rest of the request is not wanted: stop it, unless it has already ended.
-  if (!req_.complete) nghttp2_submit_rst_stream(conn_.session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_NO_ERROR);
+  // The rest of the request is not wanted: once the answer is out (never before it, RFC 9113
+  // §8.1), the stream is reset with NO_ERROR (answer_sent).
+  stop_request_ = !req_.complete;
   release_flow();
   conn_.flush();
+}
+
+void H2Stream::answer_sent() {
+  if (stop_request_ && !req_.complete && !stream_closed_)
+    nghttp2_submit_rst_stream(conn_.session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_NO_ERROR);
+  stop_request_ = false;
 }
 
 void H2Stream::cork() {
