@@ -450,8 +450,6 @@ class Loader {
   bool apply_env(const std::map<std::string, std::string>& env) {
     for (const auto& [name, value] : env) {
       if (name.rfind("EBB_", 0) != 0) continue;
-      // Harness variables share the prefix; they are not config.
-      if (name == "EBB_BIN" || name.rfind("EBB_TEST_", 0) == 0 || name.rfind("EBB_ZD_", 0) == 0) continue;
       const Key* key = nullptr;
       for (const Key& k : kKeys)
         if (env_name(k.path) == name) key = &k;

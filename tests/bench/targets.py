@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from harness.client import unused_port  # noqa: E402  (the e2e harness)
 from harness.config import DEFAULT_CONFIG, deep_merge, write_config  # noqa: E402
-from harness.ebb import Ebb  # noqa: E402
+from harness.ebb import Ebb, child_env  # noqa: E402
 
 import measure  # noqa: E402
 
@@ -323,7 +323,7 @@ class EbbProxy(Target):
         path = os.path.join(self.workdir, "check.yaml")
         write_config(path, deep_merge(DEFAULT_CONFIG, self.ebb_config()))
         r = subprocess.run([self.binary, "--check-config", "--config", path],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env=child_env())
         return None if r.returncode == 0 else (r.stderr.strip() or f"exit {r.returncode}")
 
     def start(self, timeout=15.0):

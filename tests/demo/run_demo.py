@@ -142,8 +142,10 @@ def main():
                 return 1
             time.sleep(0.05)
 
+        # Only the demo's config reaches ebb: an EBB_* variable of the caller's (EBB_BIN) is no key.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EBB_")}
         ebb = subprocess.Popen([ebb_bin, "--config", config], stderr=subprocess.PIPE, start_new_session=True,
-                               preexec_fn=die_with_parent)
+                               preexec_fn=die_with_parent, env=env)
         relay = Relay(ebb.stderr)
         relay.start()
         while not relay.listening.wait(0.05):
