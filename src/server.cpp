@@ -162,7 +162,7 @@ void Server::start_drain(const char* trigger) { carry_out(lc_.on_drain_request(u
 void Server::on_connection_closed() { check_drained(); }
 
 void Server::check_drained() {
-  if (worker_.connections() == 0) carry_out(lc_.on_idle(uv_now(&loop_)));
+  if (worker_.connections() == 0 && listener_.closed()) carry_out(lc_.on_idle(uv_now(&loop_)));
 }
 
 // `detail`: the signal or trigger that caused the step, or the reason a check failed.
@@ -198,9 +198,6 @@ void Server::carry_out(Step step, const char* detail) {
       return;
     case Step::kPropagationEnd:
       close_listener();
-      LOG_INFO("listener closed", {"propagation_s", seconds(lc_.listener_closed_ms() - lc_.drain_started_ms())},
-               {"accepted_during_propagation", lc_.accepted_in_propagation() + from_backlog_},
-               {"in_flight", worker_.in_flight()}, {"connections", worker_.connections()});
       worker_.set_phase(lc_.phase());
       arm_phase_timer(step.timer_ms);
       check_drained();
@@ -243,8 +240,16 @@ void Server::arm_phase_timer(std::uint64_t ms) {
   }, ms, 0);
 }
 
+// New handshakes are refused at once; the listener itself closes when those in flight are
+// done (net::Listener), and only then may the drain be over.
 void Server::close_listener() {
-  from_backlog_ += listener_.close_taking_backlog([this](int fd) { worker_.adopt(fd); });
+  listener_.close_gracefully([this](int fd) { worker_.adopt(fd); }, [this](std::uint64_t taken) {
+    from_backlog_ += taken;
+    LOG_INFO("listener closed", {"propagation_s", seconds(lc_.listener_closed_ms() - lc_.drain_started_ms())},
+             {"accepted_during_propagation", lc_.accepted_in_propagation() + from_backlog_},
+             {"in_flight", worker_.in_flight()}, {"connections", worker_.connections()});
+    check_drained();
+  });
 }
 
 std::string Server::drain_summary() const {
