@@ -24,10 +24,11 @@ DEPS := /usr/bin/g++:g++ /usr/bin/cmake:cmake /usr/bin/make:make /usr/bin/pkg-co
         /usr/bin/python3:python3 /usr/bin/curl:curl /usr/bin/wrk:wrk /usr/sbin/nginx:nginx \
         /usr/sbin/haproxy:haproxy /usr/bin/go:golang-go /usr/bin/node:nodejs /usr/bin/npm:npm \
         /usr/bin/pgrep:procps /usr/bin/readelf:binutils /usr/bin/promtool:prometheus \
-        /usr/bin/clang++-14:clang-14 /usr/lib/llvm-14/lib/libFuzzer.a:libfuzzer-14-dev
+        /usr/bin/clang++-14:clang-14 /usr/lib/llvm-14/lib/libFuzzer.a:libfuzzer-14-dev \
+        /usr/bin/slowhttptest:slowhttptest
 DEPS_CHECK ?= $(foreach d,$(DEPS),$(firstword $(subst :, ,$(d))))
 
-.PHONY: all deps build asan fuzz-build fuzz static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench clean
+.PHONY: all deps build asan fuzz-build fuzz static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench slow-clients clean
 
 all: build
 
@@ -112,6 +113,14 @@ k8s-proof-clean:
 BENCH_ARGS ?=
 bench: build
 	python3 tests/bench/bench.py $(BUILD)/ebb --json $(BUILD)/bench.json $(BENCH_ARGS)
+
+# Not part of `make test` either: slowhttptest's slow read, slow headers and slow body (1000
+# connections each) against ebb in front of nginx, while a normal client times its requests; prints
+# ebb's peak RSS and that client's p50/p99/failures per mode.
+# Options: make slow-clients SLOW_ARGS="--conns 500 --seconds 20 --modes slow-read --max-memory N"
+SLOW_ARGS ?=
+slow-clients: build
+	python3 -u tests/bench/slow_clients.py $(abspath $(BUILD))/ebb $(SLOW_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -21,7 +21,6 @@ constexpr std::uint64_t kWsCloseWaitMs = 1000;
 // a fresh one may have its first request on the wire, and one whose last answer went out without
 // Connection: close (its head left before the drain started) may be sending its next request.
 constexpr std::uint64_t kDrainIdleGraceMs = 1000;
-constexpr size_t kMaxHeldInput = 64 * 1024;
 }  // namespace
 
 const llhttp_settings_t* ClientConn::settings() {
@@ -68,26 +67,32 @@ void ClientConn::update_read() {
   bool want;
   if (closing_) want = false;
   else if (lingering_) want = true;
-  else if (tunnel_) want = up_ != nullptr && up_->queued() <= Worker::kHighWatermark;
+  else if (read_refused_) want = false;  // budget: until the queue drains or memory frees
+  else if (tunnel_) want = up_ != nullptr && up_->queued() <= w_.budget().high;
   else if (!ex_.active) want = pending_in_.empty();
   else if (!ex_.head_done) want = true;
   else if (ex_.request_complete) {
     // Keep reading while the answer is pending: stopping and restarting costs two epoll_ctl
     // per request, and an early EOF is noticed. Pipelined bytes wait, bounded, in pending_in_.
-    want = !client_eof_ && pending_in_.size() + pending_body_.size() < kMaxHeldInput;
+    want = !client_eof_ && pending_in_.size() + pending_body_.size() < w_.budget().held_input;
   }
   else if (ex_.local) want = true;
   else want = up_ != nullptr && up_->connected() && pending_body_.empty() &&
-              up_->queued() <= Worker::kHighWatermark;
+              up_->queued() <= w_.budget().high;
+  sync_held_input();
   if (want != reading_) {
     auto* s = reinterpret_cast<uv_stream_t*>(&tcp_);
     if (want) {
-      uv_read_start(s, Worker::alloc_cb, [](uv_stream_t* st, ssize_t n, const uv_buf_t* b) {
+      // budget: the read is sized so that the queue it feeds stays within the budget.
+      auto alloc = [](uv_handle_t* h, size_t, uv_buf_t* b) {
+        Worker::give_read_buffer(h, static_cast<ClientConn*>(h->data)->read_allowance(), b);
+      };
+      uv_read_start(s, alloc, [](uv_stream_t* st, ssize_t n, const uv_buf_t* b) {
         static_cast<ClientConn*>(st->data)->on_read(n, b);
       });
     } else {
       uv_read_stop(s);
-      if (up_ != nullptr && up_->queued() > Worker::kHighWatermark) ++w_.metrics().backpressure_pauses_client;
+      if (up_ != nullptr && up_->queued() > w_.budget().high) ++w_.metrics().backpressure_pauses_client;
     }
     reading_ = want;
   }
@@ -96,6 +101,14 @@ void ClientConn::update_read() {
 
 void ClientConn::on_read(ssize_t nread, const uv_buf_t* buf) {
   if (closing_ || nread == 0) return;
+  if (nread == UV_ENOBUFS) {
+    // budget: read_allowance() found no room; nothing was read. Resumed by this connection's
+    // own queues draining, or by the worker once its total allows (resume_memory).
+    read_refused_ = true;
+    update_read();
+    if (!w_.memory().may_read(held_bytes())) w_.memory_paused(w_.memory().over_cap());
+    return;
+  }
   if (nread < 0) {
     if (slot_state() == SlotWaiter::State::kQueued) {
       // Gone, or half-closed, while it waits for the app (HAProxy's abortonclose): a client that
@@ -310,9 +323,10 @@ void ClientConn::send(const uv_buf_t* bufs, unsigned n) {
 }
 
 void ClientConn::write_now(const uv_buf_t* bufs, unsigned n) {
+  // budget: what the kernel does not take is copied and counted in the worker's total.
   int r = net::write(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n, [](uv_stream_t* s, int status) {
     static_cast<ClientConn*>(s->data)->on_write_done(status);
-  });
+  }, w_.memory().counter());
   if (r < 0) {
     LOG_DEBUG("client write failed", {"conn", id_}, {"error", uv_err_name(r)});
     close(Unanswered::kClientClosed);
@@ -347,13 +361,20 @@ char* ClientConn::chunk_line_buffer(char* fallback) {
 }
 
 void ClientConn::on_write_done(int status) {
+  w_.memory_released();  // budget: also for writes a close cancelled, which free their bytes
   if (closing_) return;
   if (status < 0) {
     close(Unanswered::kClientClosed);
     return;
   }
   size_t q = net::queued(reinterpret_cast<uv_stream_t*>(&tcp_));
-  if (up_ != nullptr && q <= Worker::kLowWatermark) up_->set_client_blocked(false);
+  if (q <= w_.budget().low) {
+    if (up_ != nullptr) up_->set_client_blocked(false);
+    if (read_refused_) {  // budget: own progress lifts a refused read
+      read_refused_ = false;
+      update_read();
+    }
+  }
   if (lingering_ && q == 0 && !shutdown_sent_) {
     graceful_close(boundary_close_);  // the last bytes are out: now the FIN
     return;
@@ -475,8 +496,56 @@ void ClientConn::close(Unanswered why) {
     ex_.active = false;
     --w_.metrics().requests_in_flight;
   }
+  sync_held_input();  // budget: closing_ is set, so the held input leaves the total
   net::close_pair<ClientConn, &ClientConn::pending_closes_, &ClientConn::on_closed>(
       this, reinterpret_cast<uv_handle_t*>(&tcp_), reinterpret_cast<uv_handle_t*>(&timer_));
+}
+
+// ---- buffer budgets (proxy/budget.hpp) ----------------------------------------------------
+
+size_t ClientConn::queued_to_client() const { return net::queued(reinterpret_cast<const uv_stream_t*>(&tcp_)); }
+
+size_t ClientConn::held_bytes() const {
+  if (closing_) return 0;
+  return queued_to_client() + (up_ != nullptr ? up_->queued() : 0) + pending_in_.size() + pending_body_.size();
+}
+
+// A read from the client feeds the app's write queue (a body, a tunnel) or the held input
+// (pipelined requests, a body the app cannot take yet): it may take the room left in both.
+size_t ClientConn::read_allowance() const {
+  if (lingering_) return Worker::kReadBufferSize;  // discarded as it arrives
+  size_t to_app = up_ != nullptr ? up_->queued() : 0;
+  size_t n = w_.budget().read_allowance(std::max(to_app, pending_in_.size() + pending_body_.size()));
+  return w_.memory().may_read(held_bytes()) ? n : 0;
+}
+
+void ClientConn::sync_held_input() {
+  size_t now = closing_ ? 0 : pending_in_.size() + pending_body_.size();
+  if (now > held_input_accounted_) w_.memory().add(now - held_input_accounted_);
+  else w_.memory().sub(held_input_accounted_ - now);
+  held_input_accounted_ = now;
+}
+
+void ClientConn::resume_memory() {
+  if (closing_) return;
+  if (read_refused_) {
+    read_refused_ = false;
+    update_read();
+  }
+  if (up_ != nullptr) up_->retry_read();
+}
+
+void ClientConn::shed() {
+  if (closing_) return;
+  LOG_WARN("connection shed: buffers at limits.max_memory", {"conn", id_}, {"client", client_ip_},
+           {"held_bytes", held_bytes()}, {"buffered_bytes", w_.memory().held()}, {"max_memory", w_.memory().max()});
+  // An answer fully read from the app but not yet delivered is as unanswered as one in flight
+  // (close() counts only the latter).
+  bool counted_by_close = ex_.active && ex_.head_done && !tunnel_;
+  if (!counted_by_close && queued_to_client() > 0) {
+    count_unanswered(Unanswered::kMemoryShed, "answer cut: connection shed at limits.max_memory");
+  }
+  close(Unanswered::kMemoryShed);
 }
 
 void ClientConn::on_closed(ClientConn* self) {

@@ -52,6 +52,13 @@ class ClientConn final : public SlotWaiter {
   void uncork();
   void slot_granted() override;  // the queued request may go to the app now (admission.cpp)
 
+  // Buffer budgets (proxy/budget.hpp). Bytes this connection holds: its write queues both
+  // ways and its held input; 0 once closing (what it held is being freed).
+  size_t held_bytes() const;
+  size_t queued_to_client() const;
+  void resume_memory();  // the worker's total fell under the pause mark
+  void shed();           // closed to bring the total down (limits.max_memory)
+
   ClientConn* prev_ = nullptr;
   ClientConn* next_ = nullptr;
 
@@ -137,6 +144,8 @@ class ClientConn final : public SlotWaiter {
   void send_ws_close_and_close();
   void log_access();
   void resume_input();
+  size_t read_allowance() const;  // how much one read may take (budget.hpp)
+  void sync_held_input();         // keep the worker's total current with pending_in_/_body_
   static void on_closed(ClientConn* self);  // after the last close callback
 
   Worker& w_;
@@ -168,6 +177,8 @@ class ClientConn final : public SlotWaiter {
   bool ws_close_pending_ = false;
   bool parsing_ = false;
   bool resume_pending_ = false;
+  bool read_refused_ = false;        // a read found no room (budget or limits.max_memory)
+  size_t held_input_accounted_ = 0;  // pending_in_ + pending_body_ as the worker's total has it
   bool client_eof_ = false;  // the client finished sending; close once the exchange ends
   // Closed between requests: bytes that still arrive are a request ebb will not answer.
   bool boundary_close_ = false;

@@ -253,7 +253,7 @@ int ClientConn::upstream_body(const char* at, size_t len) {
   }
   send(bufs, n);
   if (closing_) return HPE_USER;
-  if (up_ != nullptr && net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) > Worker::kHighWatermark) {
+  if (up_ != nullptr && net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) > w_.budget().high) {
     up_->set_client_blocked(true);
   }
   return 0;
@@ -289,7 +289,7 @@ void ClientConn::upstream_tunnel(const char* at, size_t len) {
   }
   uv_buf_t b = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
   send(&b, 1);
-  if (!closing_ && up_ != nullptr && net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) > Worker::kHighWatermark) {
+  if (!closing_ && up_ != nullptr && net::queued(reinterpret_cast<uv_stream_t*>(&tcp_)) > w_.budget().high) {
     up_->set_client_blocked(true);
   }
 }
@@ -300,7 +300,10 @@ void ClientConn::upstream_eof() {
   finish_exchange();
 }
 
-void ClientConn::upstream_writable() { update_read(); }
+void ClientConn::upstream_writable() {
+  read_refused_ = false;  // budget: the app's queue drained, a refused read may try again
+  update_read();
+}
 
 void ClientConn::release_upstream(bool reusable) {
   UpstreamConn* u = up_;

@@ -47,6 +47,7 @@ void UpstreamConn::begin_exchange(ClientConn* owner, bool head_request) {
   got_bytes_ = false;
   final_seen_ = false;
   client_blocked_ = false;
+  read_refused_ = false;
   tunnel_ = false;
 }
 
@@ -90,6 +91,7 @@ void UpstreamConn::attach(ClientConn* owner, bool head_request) {
 void UpstreamConn::detach() {
   owner_ = nullptr;
   client_blocked_ = false;
+  read_refused_ = false;
   arm(TimerFor::kNone, 0);
 }
 
@@ -101,20 +103,25 @@ void UpstreamConn::enter_pool() {
 }
 
 int UpstreamConn::send(const uv_buf_t* bufs, unsigned n) {
+  // budget: what the app's kernel does not take is counted in the worker's total.
   return net::write(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n, [](uv_stream_t* s, int status) {
     auto* self = static_cast<UpstreamConn*>(s->data);
+    self->w_.memory_released();
     if (self->state_ == State::kClosing) return;
     if (status < 0) {
       self->fail(UpstreamError::kClosedEarly, status);
       return;
     }
-    if (self->owner_ && self->queued() <= Worker::kLowWatermark) self->owner_->upstream_writable();
-  });
+    if (self->owner_ && self->queued() <= self->w_.budget().low) self->owner_->upstream_writable();
+  }, w_.memory().counter());
 }
 
 size_t UpstreamConn::queued() const { return net::queued(reinterpret_cast<const uv_stream_t*>(&tcp_)); }
 
 void UpstreamConn::set_client_blocked(bool blocked) {
+  // budget: the client's queue drained, so a refused read may try again. A read is refused
+  // (not blocked) when a batch flushed after the read took the queue past `high`.
+  if (!blocked) retry_read();
   if (blocked == client_blocked_) return;
   client_blocked_ = blocked;
   if (blocked) ++w_.metrics().backpressure_pauses_upstream;
@@ -124,8 +131,22 @@ void UpstreamConn::set_client_blocked(bool blocked) {
   update_read();
 }
 
+void UpstreamConn::retry_read() {
+  if (!read_refused_) return;
+  read_refused_ = false;
+  if (got_bytes_ && !tunnel_) arm_response_timer();
+  update_read();
+}
+
+size_t UpstreamConn::read_allowance() const {
+  if (state_ != State::kBusy || owner_ == nullptr) return Worker::kReadBufferSize;  // idle: a read means close
+  size_t n = w_.budget().read_allowance(owner_->queued_to_client());
+  return w_.memory().may_read(owner_->held_bytes()) ? n : 0;
+}
+
 void UpstreamConn::arm_response_timer() {
-  if (state_ != State::kBusy || tunnel_ || client_blocked_) return;
+  // Held back by the client (its queue, or ebb's memory): the client's send timeout counts.
+  if (state_ != State::kBusy || tunnel_ || client_blocked_ || read_refused_) return;
   arm(TimerFor::kResponse, w_.cfg().timeouts.upstream_response);
 }
 
@@ -141,11 +162,16 @@ void UpstreamConn::shutdown_write() {
 }
 
 void UpstreamConn::update_read() {
-  bool want = state_ == State::kIdle || (state_ == State::kBusy && owner_ != nullptr && !client_blocked_);
+  bool want = state_ == State::kIdle ||
+              (state_ == State::kBusy && owner_ != nullptr && !client_blocked_ && !read_refused_);
   if (want == reading_) return;
   auto* s = reinterpret_cast<uv_stream_t*>(&tcp_);
   if (want) {
-    uv_read_start(s, Worker::alloc_cb, [](uv_stream_t* st, ssize_t n, const uv_buf_t* b) {
+    // budget: the read is sized so that the client's write queue stays within the budget.
+    auto alloc = [](uv_handle_t* h, size_t, uv_buf_t* b) {
+      Worker::give_read_buffer(h, static_cast<UpstreamConn*>(h->data)->read_allowance(), b);
+    };
+    uv_read_start(s, alloc, [](uv_stream_t* st, ssize_t n, const uv_buf_t* b) {
       static_cast<UpstreamConn*>(st->data)->on_read(n, b);
     });
   } else {
@@ -180,6 +206,15 @@ void UpstreamConn::fail(UpstreamError kind, int err) {
 
 void UpstreamConn::on_read(ssize_t nread, const uv_buf_t* buf) {
   if (state_ == State::kClosing || nread == 0) return;
+  if (nread == UV_ENOBUFS && owner_ != nullptr) {
+    // budget: read_allowance() found no room; nothing was read. The client's queue draining
+    // (set_client_blocked(false)) or the worker's total falling (retry_read) lifts it.
+    read_refused_ = true;
+    if (timer_for_ == TimerFor::kResponse) arm(TimerFor::kNone, 0);
+    update_read();
+    if (!w_.memory().may_read(owner_->held_bytes())) w_.memory_paused(w_.memory().over_cap());
+    return;
+  }
   if (state_ == State::kIdle) {
     // An idle connection has nothing to say: the app closed it, or broke the protocol.
     close();

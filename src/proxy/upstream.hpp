@@ -35,6 +35,7 @@ class UpstreamConn {
   // response; the pool reads idle connections to notice the app closing them.
   void update_read();
   void set_client_blocked(bool blocked);
+  void retry_read();  // budget: a refused read (no room, or limits.max_memory) may try again
   void arm_response_timer();
   void begin_tunnel();  // after a 101: raw bytes from here on
   void shutdown_write();
@@ -63,6 +64,7 @@ class UpstreamConn {
   void fail(UpstreamError kind, int err);
   void begin_exchange(ClientConn* owner, bool head_request);
   void enter_pool();
+  size_t read_allowance() const;  // budget.hpp: room left in the client's write queue
   static void on_closed(UpstreamConn* self);  // after the last close callback
 
   int on_message_begin();
@@ -88,6 +90,7 @@ class UpstreamConn {
   int pending_closes_ = 0;
   bool reading_ = false;
   bool client_blocked_ = false;
+  bool read_refused_ = false;  // a read found no room (budget or limits.max_memory)
   bool tunnel_ = false;
   bool keep_alive_ = false;
   bool got_bytes_ = false;

@@ -2,6 +2,7 @@
 // phase as the data path sees it.
 #include "proxy/worker.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <random>
@@ -20,21 +21,66 @@ Worker::Worker(uv_loop_t* loop, const Config* cfg, WorkerObserver* observer)
   auto res = std::to_chars(request_prefix_, request_prefix_ + 16, r, 16);
   while (res.ptr < request_prefix_ + 16) *res.ptr++ = '0';
   request_prefix_[16] = '\0';
+  uv_timer_init(loop_, &shed_timer_);
+  shed_timer_.data = this;
   set_config(cfg);
 }
 
 void Worker::set_config(const Config* cfg) {
   cfg_ = cfg;
   limiter_.configure(cfg->upstream_limits.max_concurrency, cfg->upstream_limits.queue_size);
+  budget_ = ConnBudget::of(cfg->limits.connection_buffer);
+  memory_.configure(cfg->limits.max_memory);
 }
 
 Worker::~Worker() { delete[] read_buf_; }
 
-void Worker::alloc_cb(uv_handle_t* h, size_t, uv_buf_t* buf) {
+void Worker::give_read_buffer(uv_handle_t* h, size_t allowance, uv_buf_t* buf) {
   // One buffer per loop: data is forwarded straight from it, and only bytes a blocked write
-  // could not take are copied out, so idle connections hold no buffer at all.
+  // could not take are copied out, so idle connections hold no buffer at all. The caller sizes
+  // the read so that what it feeds stays within its budget.
   auto* w = static_cast<Worker*>(h->loop->data);
-  *buf = uv_buf_init(w->read_buf_, kReadBufferSize);
+  *buf = uv_buf_init(w->read_buf_, static_cast<unsigned>(std::min(allowance, kReadBufferSize)));
+}
+
+// ---- limits.max_memory ------------------------------------------------------------------
+
+void Worker::memory_paused(bool over_cap) {
+  ++metrics_.memory_pauses;
+  memory_pause_seen_ = true;
+  if (over_cap && !uv_is_active(reinterpret_cast<uv_handle_t*>(&shed_timer_)) &&
+      !uv_is_closing(reinterpret_cast<uv_handle_t*>(&shed_timer_))) {
+    uv_timer_start(&shed_timer_, [](uv_timer_t* t) { static_cast<Worker*>(t->data)->shed(); }, 0, 0);
+  }
+}
+
+void Worker::memory_released() {
+  if (!memory_pause_seen_ || memory_.held() >= memory_.pause_mark()) return;
+  memory_pause_seen_ = false;
+  for (ClientConn* c = head_; c != nullptr;) {
+    ClientConn* next = c->next_;
+    c->resume_memory();
+    c = next;
+  }
+}
+
+// The total reached limits.max_memory: close the connections holding the most until it is back
+// under the pause mark. Their queued bytes are freed as their writes are cancelled.
+void Worker::shed() {
+  if (!memory_.over_cap()) return;
+  std::vector<MemoryAccount::Holder> holders;
+  holders.reserve(conn_count_);
+  for (ClientConn* c = head_; c != nullptr; c = c->next_) holders.push_back({c->id(), c->held_bytes()});
+  std::vector<std::uint64_t> ids = memory_.pick_shed(std::move(holders));
+  std::sort(ids.begin(), ids.end());
+  for (ClientConn* c = head_; c != nullptr;) {
+    ClientConn* next = c->next_;  // shed() starts closing c, never frees it here
+    if (std::binary_search(ids.begin(), ids.end(), c->id())) {
+      ++metrics_.memory_shed;
+      c->shed();
+    }
+    c = next;
+  }
 }
 
 void Worker::set_upstream(const sockaddr_storage& addr, std::string host_header) {
@@ -111,6 +157,9 @@ void Worker::cut_all() {
 }
 
 void Worker::close_all() {
+  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&shed_timer_))) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&shed_timer_), nullptr);
+  }
   for (ClientConn* c = head_; c != nullptr;) {
     ClientConn* next = c->next_;
     c->close(Unanswered::kExit);

@@ -12,6 +12,7 @@
 #include "config.hpp"
 #include "lifecycle.hpp"
 #include "metrics.hpp"
+#include "proxy/budget.hpp"
 #include "proxy/limiter.hpp"
 #include "proxy/upstream.hpp"
 
@@ -42,11 +43,9 @@ class WorkerObserver {
 
 class Worker {
  public:
-  // Backpressure watermarks on bytes queued to one side: above kHigh stop reading the other
-  // side, resume at or below kLow.
-  static constexpr size_t kReadBufferSize = 64 * 1024;
-  static constexpr size_t kHighWatermark = 64 * 1024;
-  static constexpr size_t kLowWatermark = 16 * 1024;
+  // The loop's one read buffer; the watermarks on bytes queued to one side come from the
+  // per-connection budget (budget().high / budget().low, proxy/budget.hpp).
+  static constexpr size_t kReadBufferSize = ConnBudget::kReadBuffer;
 
   Worker(uv_loop_t* loop, const Config* cfg, WorkerObserver* observer);
   ~Worker();
@@ -69,6 +68,13 @@ class Worker {
   Pool& pool() { return pool_; }
   ConcurrencyLimiter& limiter() { return limiter_; }
   OutBatch& batch() { return batch_; }
+  // Buffer budgets (proxy/budget.hpp): per connection, and the worker's total.
+  const ConnBudget& budget() const { return budget_; }
+  MemoryAccount& memory() { return memory_; }
+  // A read was refused for memory: `over_cap` asks for a shed pass (run from a timer, never
+  // inside the read path). Paused connections are resumed once the total falls far enough.
+  void memory_paused(bool over_cap);
+  void memory_released();  // a write finished: resume paused connections if the total allows
   Phase phase() const { return phase_; }
   WorkerObserver* observer() const { return observer_; }
   char* read_buffer() { return read_buf_; }
@@ -84,7 +90,8 @@ class Worker {
   void link(ClientConn* c);
   void unlink(ClientConn* c);
 
-  static void alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  // A read into the loop's buffer of at most `allowance` bytes (0: libuv reports UV_ENOBUFS).
+  static void give_read_buffer(uv_handle_t* h, size_t allowance, uv_buf_t* buf);
 
  private:
   uv_loop_t* loop_;
@@ -94,6 +101,11 @@ class Worker {
   ConcurrencyLimiter limiter_{metrics_};  // upstream_limits: slots at the app and their queue
   Pool pool_;
   OutBatch batch_;
+  ConnBudget budget_;
+  MemoryAccount memory_{&metrics_.buffered_bytes};
+  uv_timer_t shed_timer_;
+  bool memory_pause_seen_ = false;  // some connection is paused for memory
+  void shed();
   Phase phase_ = Phase::kServing;
   sockaddr_storage upstream_addr_{};
   std::string upstream_host_;
