@@ -133,17 +133,25 @@ class ProxyBuffering(StalledReaders):
     BODY = 192 * KIB  # past what the kernel takes for a stalled reader (about 100 KiB)
 
     def app(self):
-        return route({"/big": send_huge(self.BODY, chunk=64 * KIB), "/small": ok(b"small")})
+        return route({"/big": send_huge(self.BODY, chunk=64 * KIB), "/16k": ok(b"x" * 16 * KIB),
+                      "/small": ok(b"small")})
 
-    def start(self, budget: int):
+    def start(self, budget: int, target: str = "/big"):
         fake = self.start_fake(self.app())
         ebb = self.start_ebb(fake, {
             "limits": {"connection_buffer": budget},
             # Two requests at the app at once; others wait at most 1s, then 503.
             "upstream_limits": {"max_concurrency": 2, "queue_size": 100, "queue_timeout": "1s"},
             "log": {"access": False}, "timeouts": {"client_send": "120s"}})
-        self.stall(ebb, self.N)
+        self.stall(ebb, self.N, target)
         return fake, ebb
+
+    def test_small_answers_never_pin_the_app_with_the_default_budget(self):
+        # 16 KiB answers to readers that never read, two slots at the app: every one gets through.
+        fake, ebb = self.start(BUDGET, "/16k")
+        fake.wait_requests(self.N, dl(10))
+        wait_metric(ebb, "ebb_upstream_active_requests", None, lambda v: v == 0, dl(5), "free slots")
+        self.assertOk(self.connect(ebb).request("GET", "/small", timeout=dl(2)), b"small")
 
     def test_answers_that_fit_the_budget_free_the_app_whatever_the_reader(self):
         fake, ebb = self.start(256 * KIB)
