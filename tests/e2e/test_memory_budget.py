@@ -35,7 +35,7 @@ class StalledReaders(EbbTestCase):
         return route({"/big": send_huge(BIG, chunk=64 * KIB), "/small": ok(b"small")})
 
     def stall(self, ebb, n: int, target: str = "/big") -> list:
-        socks = []
+        socks = self.stalled = []
         self.on_teardown(lambda: [s.close() for s in socks])
         for _ in range(n):
             socks.append(stalled_get(ebb.proxy_port, target))
@@ -75,6 +75,11 @@ class RssBound(StalledReaders):
             limit = self.N * (BUDGET + 16 * KIB) + 4 * 1024
             self.assertLess(grew, limit, f"VmRSS grew {grew} KiB for {self.N} readers (limit {limit} KiB)")
         self.assertEqual(scrape(ebb).value("ebb_memory_shed_connections_total"), 0)
+        # The account comes back to zero once the readers are gone: every byte counted in was
+        # counted out (cancelled writes included).
+        for s in self.stalled:
+            s.close()
+        wait_metric(ebb, "ebb_buffered_bytes", None, lambda v: v == 0, dl(10), "the account back at 0")
 
     def test_control_a_larger_budget_shows_as_growth(self):
         # The same readers with an eight times larger budget (and a cap far above it): the test
