@@ -521,9 +521,14 @@ size_t ClientConn::read_allowance() const {
 
 void ClientConn::sync_held_input() {
   size_t now = closing_ ? 0 : pending_in_.size() + pending_body_.size();
-  if (now > held_input_accounted_) w_.memory().add(now - held_input_accounted_);
-  else w_.memory().sub(held_input_accounted_ - now);
+  if (now == held_input_accounted_) return;
+  bool freed = now < held_input_accounted_;
+  if (freed) w_.memory().sub(held_input_accounted_ - now);
+  else w_.memory().add(now - held_input_accounted_);
   held_input_accounted_ = now;
+  // Bytes freed without a write finishing (a shed connection's held input) may be what paused
+  // readers wait for.
+  if (freed) w_.memory_released();
 }
 
 void ClientConn::resume_memory() {
