@@ -256,6 +256,7 @@ def main():
     ap.add_argument("--explain-ms", type=float, default=0,
                     help="turn ebb's access log on and print its lines for normal requests this slow")
     args = ap.parse_args()
+    args.ebb = os.path.abspath(args.ebb)  # ebb runs in a directory of its own
     for tool in ("slowhttptest", "nginx"):
         if not shutil.which(tool):
             sys.exit(f"missing {tool}: `make deps` installs it")
