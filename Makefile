@@ -27,10 +27,11 @@ DEPS := /usr/bin/g++:g++ /usr/bin/cmake:cmake /usr/bin/make:make /usr/bin/pkg-co
         /usr/bin/clang++-14:clang-14 /usr/lib/llvm-14/lib/libFuzzer.a:libfuzzer-14-dev \
         /usr/include/nghttp2/nghttp2.h:libnghttp2-dev /usr/bin/h2load:nghttp2-client \
         /usr/lib/python3/dist-packages/h2/__init__.py:python3-h2 \
-        /usr/lib/python3/dist-packages/grpc/__init__.py:python3-grpcio
+        /usr/lib/python3/dist-packages/grpc/__init__.py:python3-grpcio \
+        /usr/bin/slowhttptest:slowhttptest
 DEPS_CHECK ?= $(foreach d,$(DEPS),$(firstword $(subst :, ,$(d))))
 
-.PHONY: all deps build asan fuzz-build fuzz static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench clean
+.PHONY: all deps build asan fuzz-build fuzz static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench slow-clients clean
 
 all: build
 
@@ -115,6 +116,14 @@ k8s-proof-clean:
 BENCH_ARGS ?=
 bench: build
 	python3 tests/bench/bench.py $(BUILD)/ebb --json $(BUILD)/bench.json $(BENCH_ARGS)
+
+# Not part of `make test` either: slowhttptest's slow read, slow headers and slow body (1000
+# connections each) against ebb in front of nginx, while a normal client times its requests; prints
+# ebb's peak RSS and that client's p50/p99/failures per mode.
+# Options: make slow-clients SLOW_ARGS="--conns 500 --seconds 20 --modes slow-read --max-memory N"
+SLOW_ARGS ?=
+slow-clients: build
+	python3 -u tests/bench/slow_clients.py $(abspath $(BUILD))/ebb $(SLOW_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -128,6 +128,22 @@ class Loader {
     if (c.limits.max_header_bytes == 0) return blame("limits.max_header_bytes", "must be above 0");
     if (c.limits.max_uri_bytes == 0) return blame("limits.max_uri_bytes", "must be above 0");
     if (c.limits.max_connections == 0) return blame("limits.max_connections", "must be above 0");
+    // Below 4 KiB reads get small and costly; above 16 MiB one connection could hold what a whole
+    // sidecar should (proxy/budget.hpp keeps the same bounds).
+    constexpr std::uint64_t kMinConnectionBuffer = 4 * 1024;
+    constexpr std::uint64_t kMaxConnectionBuffer = 16 * 1024 * 1024;
+    constexpr std::uint64_t kMinMemory = 1024 * 1024;
+    if (c.limits.connection_buffer < kMinConnectionBuffer || c.limits.connection_buffer > kMaxConnectionBuffer)
+      return blame("limits.connection_buffer", "must be between " + std::to_string(kMinConnectionBuffer) + " and " +
+                                                   std::to_string(kMaxConnectionBuffer) + " bytes");
+    if (c.limits.max_memory < kMinMemory)
+      return blame("limits.max_memory", "must be at least " + std::to_string(kMinMemory) +
+                                            " bytes (1 MiB): below that ordinary traffic would be shed");
+    if (c.limits.max_memory < 4 * c.limits.connection_buffer)
+      return blame_either("limits.max_memory", "limits.connection_buffer",
+                          "limits.max_memory (" + std::to_string(c.limits.max_memory) +
+                              ") must be at least 4 x limits.connection_buffer (" +
+                              std::to_string(c.limits.connection_buffer) + ")");
     if (c.upstream_pool.max_idle > 100000) return blame("upstream_pool.max_idle", "must be at most 100000");
     if (c.upstream_limits.queue_size > kMaxQueueSize)
       return blame("upstream_limits.queue_size", "must be at most " + std::to_string(kMaxQueueSize));

@@ -66,6 +66,12 @@ struct Config {
     std::uint64_t max_uri_bytes = 8192;
     std::uint64_t max_body_bytes = 0;  // 0 = unlimited
     std::uint64_t max_connections = 10000;
+    // Bytes one connection may hold in each buffer: its write queue to the client, its write
+    // queue to the app, its held input (proxy/budget.hpp, ConnBudget).
+    std::uint64_t connection_buffer = 32 * 1024;
+    // Bytes all connections together may hold in buffers: above 3/4 of it connections that
+    // hold bytes stop reading; at it, nothing reads and the largest holders are shed.
+    std::uint64_t max_memory = 64 * 1024 * 1024;
   } limits;
   struct {
     std::uint32_t max_idle = 64;

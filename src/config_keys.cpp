@@ -38,6 +38,8 @@ const Key kKeys[] = {
     {"limits.max_uri_bytes", [](Config& c) -> Field { return SizeRef{&c.limits.max_uri_bytes}; }},
     {"limits.max_body_bytes", [](Config& c) -> Field { return SizeRef{&c.limits.max_body_bytes}; }},
     {"limits.max_connections", [](Config& c) -> Field { return SizeRef{&c.limits.max_connections}; }},
+    {"limits.connection_buffer", [](Config& c) -> Field { return SizeRef{&c.limits.connection_buffer}; }},
+    {"limits.max_memory", [](Config& c) -> Field { return SizeRef{&c.limits.max_memory}; }},
     {"upstream_pool.max_idle", [](Config& c) -> Field { return &c.upstream_pool.max_idle; }},
     {"upstream_retry.connect_retry_budget", [](Config& c) -> Field { return DurationRef{&c.upstream_retry.connect_retry_budget}; }},
     {"upstream_limits.max_concurrency", [](Config& c) -> Field { return &c.upstream_limits.max_concurrency; }},

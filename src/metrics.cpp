@@ -37,6 +37,7 @@ const char* unanswered_name(Unanswered u) {
     case Unanswered::kClientSendTimeout: return "client_send_timeout";
     case Unanswered::kAfterClose: return "after_close";
     case Unanswered::kExit: return "exit";
+    case Unanswered::kMemoryShed: return "memory_shed";
     case Unanswered::kCount: break;
   }
   return "unknown";
@@ -102,6 +103,9 @@ void Metrics::add(const Metrics& o) {
   h2_goaway_sent += o.h2_goaway_sent;
   backpressure_pauses_client += o.backpressure_pauses_client;
   backpressure_pauses_upstream += o.backpressure_pauses_upstream;
+  buffered_bytes += o.buffered_bytes;
+  memory_pauses += o.memory_pauses;
+  memory_shed += o.memory_shed;
   upstream_connections_opened += o.upstream_connections_opened;
   upstream_connections_reused += o.upstream_connections_reused;
   upstream_active += o.upstream_active;
@@ -206,6 +210,14 @@ std::string render_prometheus(const Metrics& m, const ProcessFigures& p) {
        static_cast<unsigned long long>(m.backpressure_pauses_client));
   line(out, "ebb_backpressure_pauses_total{side=\"upstream\"} %llu\n",
        static_cast<unsigned long long>(m.backpressure_pauses_upstream));
+  gauge(out, "ebb_buffered_bytes",
+        "Bytes ebb holds in buffers (write queues and held input of every connection), against limits.max_memory.",
+        m.buffered_bytes);
+  counter(out, "ebb_memory_pauses_total",
+          "Reads held back because the buffered bytes were above 3/4 of limits.max_memory.", m.memory_pauses);
+  counter(out, "ebb_memory_shed_connections_total",
+          "Connections closed because the buffered bytes reached limits.max_memory (the largest holders first).",
+          m.memory_shed);
   counter(out, "ebb_upstream_connections_opened_total", "Connections opened to the app.",
           m.upstream_connections_opened);
   counter(out, "ebb_upstream_connections_reused_total", "Requests sent on a pooled connection.",

@@ -31,6 +31,7 @@ enum class Unanswered : std::uint8_t {
   kClientSendTimeout,  // the client stopped reading the answer (timeouts.client_send)
   kAfterClose,         // request bytes that arrived after ebb closed the connection, dropped
   kExit,               // the process exited with the request in flight (a second SIGINT)
+  kMemoryShed,         // shed: ebb's buffers reached limits.max_memory and it held the most
   kCount
 };
 const char* unanswered_name(Unanswered u);
@@ -75,6 +76,10 @@ struct Metrics {
   std::uint64_t h2_goaway_sent = 0;      // HTTP/2 connections told of the drain
   std::uint64_t backpressure_pauses_client = 0;    // stopped reading the client
   std::uint64_t backpressure_pauses_upstream = 0;  // stopped reading the app
+  // limits.max_memory (proxy/budget.hpp): the gauge is the MemoryAccount's own count.
+  std::uint64_t buffered_bytes = 0;    // bytes held in write queues and held input
+  std::uint64_t memory_pauses = 0;     // reads refused because of the total
+  std::uint64_t memory_shed = 0;       // connections closed to bring the total down
   std::uint64_t upstream_connections_opened = 0;
   std::uint64_t upstream_connections_reused = 0;
   // upstream_limits (proxy/limiter.hpp): gauges kept current by the limiter.

@@ -58,7 +58,7 @@ class AdminConn final : public net::Conn, public net::Linked<AdminConn>, private
     if (status < 0) close();
   }
   void on_write_done(int) override {
-    if (!shutdown_sent()) linger();
+    if (!closing() && !shutdown_sent()) linger();
   }
   void on_request_begin() override {}
   int on_request_head() override { return 0; }

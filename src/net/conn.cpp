@@ -29,11 +29,9 @@ void Conn::set_reading(bool want) {
   });
 }
 
-int Conn::write(const uv_buf_t* bufs, unsigned n) {
-  return net::write(stream(), bufs, n, [](uv_stream_t* s, int status) {
-    Conn* c = owner(s->data);
-    if (!c->closing_) c->on_write_done(status);
-  });
+int Conn::write(const uv_buf_t* bufs, unsigned n, std::uint64_t* account) {
+  return net::write(stream(), bufs, n, [](uv_stream_t* s, int status) { owner(s->data)->on_write_done(status); },
+                    account);
 }
 
 size_t Conn::queued() const { return net::queued(stream()); }

@@ -25,8 +25,9 @@ class Conn {
   // Starts or stops reading; a call that changes nothing costs nothing.
   void set_reading(bool want);
   // Writes after whatever is queued (net::write). 0, or a negative errno when broken;
-  // on_write_done hears of bytes that had to be queued.
-  int write(const uv_buf_t* bufs, unsigned n);
+  // on_write_done hears of bytes that had to be queued, even once closing (a cancelled write
+  // frees its copy then). `account` counts the copied bytes while they are held.
+  int write(const uv_buf_t* bufs, unsigned n, std::uint64_t* account = nullptr);
   size_t queued() const;
   void start_timer(std::uint64_t ms);
   void stop_timer();
@@ -42,7 +43,7 @@ class Conn {
   virtual ~Conn() = default;
   virtual void on_read(ssize_t nread, const uv_buf_t* buf) = 0;
   virtual void on_timer() {}
-  virtual void on_write_done(int) {}
+  virtual void on_write_done(int) {}  // also while closing: check closing()
   virtual void on_shutdown(int) {}
   virtual void on_connect(int) {}
   virtual void on_closed() {}

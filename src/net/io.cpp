@@ -16,6 +16,7 @@ namespace {
 struct WriteReq {
   uv_write_t req;
   WriteDone done;
+  std::uint64_t* account;
   size_t len;
   char data[1];
 };
@@ -24,13 +25,14 @@ void on_write(uv_write_t* req, int status) {
   auto* w = reinterpret_cast<WriteReq*>(req);
   WriteDone done = w->done;
   uv_stream_t* stream = req->handle;
+  if (w->account != nullptr) *w->account -= w->len;
   std::free(w);
   if (done) done(stream, status);
 }
 
 }  // namespace
 
-int write(uv_stream_t* stream, const uv_buf_t* bufs, unsigned nbufs, WriteDone done) {
+int write(uv_stream_t* stream, const uv_buf_t* bufs, unsigned nbufs, WriteDone done, std::uint64_t* account) {
   size_t total = 0;
   for (unsigned i = 0; i < nbufs; ++i) total += bufs[i].len;
   if (total == 0) return 0;
@@ -46,6 +48,7 @@ int write(uv_stream_t* stream, const uv_buf_t* bufs, unsigned nbufs, WriteDone d
   auto* w = static_cast<WriteReq*>(std::malloc(offsetof(WriteReq, data) + left));
   if (w == nullptr) return UV_ENOMEM;
   w->done = done;
+  w->account = nullptr;
   w->len = left;
   size_t skip = written;
   char* p = w->data;
@@ -64,6 +67,10 @@ int write(uv_stream_t* stream, const uv_buf_t* bufs, unsigned nbufs, WriteDone d
   if (r < 0) {
     std::free(w);
     return r;
+  }
+  if (account != nullptr) {
+    w->account = account;
+    *account += left;
   }
   return 0;
 }

@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "config.hpp"
@@ -21,7 +22,10 @@ using WriteDone = void (*)(uv_stream_t* stream, int status);
 // nothing is queued (uv_try_write); the remainder is copied into one block that the write
 // request owns until its callback, so callers may reuse their buffers on return.
 // Returns 0, or a negative errno when the stream is broken. `done` fires only for queued bytes.
-int write(uv_stream_t* stream, const uv_buf_t* bufs, unsigned nbufs, WriteDone done);
+// `account`, if given, counts the bytes copied while they are held (limits.max_memory); it must
+// outlive the write request.
+int write(uv_stream_t* stream, const uv_buf_t* bufs, unsigned nbufs, WriteDone done,
+          std::uint64_t* account = nullptr);
 
 inline size_t queued(const uv_stream_t* s) { return uv_stream_get_write_queue_size(s); }
 

@@ -2,6 +2,9 @@
 // cap), the registry of them, and the lifecycle's phase and deadline passed on to each.
 #include <unistd.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "log.hpp"
 #include "proxy/client.hpp"
 #include "proxy/h2_conn.hpp"
@@ -60,7 +63,33 @@ void Worker::cut_all() {
   conns_.for_each([](Client* c) { c->cut(); });
 }
 
+void Worker::memory_released() {
+  if (!memory_pause_seen_ || memory_.held() >= memory_.pause_mark()) return;
+  memory_pause_seen_ = false;
+  conns_.for_each([](Client* c) { c->resume_memory(); });
+}
+
+// The total reached limits.max_memory: close the connections holding the most until it is back
+// under the pause mark. Their queued bytes are freed as their writes are cancelled.
+void Worker::shed() {
+  if (!memory_.over_cap()) return;
+  std::vector<MemoryAccount::Holder> holders;
+  holders.reserve(conns_.size());
+  conns_.for_each([&](Client* c) { holders.push_back({c->id(), c->held_bytes()}); });
+  std::vector<std::uint64_t> ids = memory_.pick_shed(std::move(holders));
+  std::sort(ids.begin(), ids.end());
+  conns_.for_each([&](Client* c) {  // shed() starts closing c, never frees it here
+    if (std::binary_search(ids.begin(), ids.end(), c->id())) {
+      ++metrics_.memory_shed;
+      c->shed();
+    }
+  });
+}
+
 void Worker::close_all() {
+  if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&shed_timer_))) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&shed_timer_), nullptr);
+  }
   conns_.for_each([](Client* c) { c->close(Unanswered::kExit); });
   pool_.close_all();
 }

@@ -20,11 +20,10 @@ constexpr std::uint64_t kWsCloseWaitMs = 1000;
 // a fresh one may have its first request on the wire, and one whose last answer went out without
 // Connection: close (its head left before the drain started) may be sending its next request.
 constexpr std::uint64_t kDrainIdleGraceMs = 1000;
-constexpr size_t kMaxHeldInput = 64 * 1024;
 }  // namespace
 
 ClientConn::ClientConn(Worker& w, std::uint64_t id)
-    : Client(w.loop(), Worker::alloc_cb), w_(w), id_(id), ex_(w, *this) {
+    : Client(w.loop(), alloc), w_(w), id_(id), ex_(w, *this) {
   w_.link(this);
   ++w_.metrics().connections_active;
 }
@@ -45,16 +44,18 @@ void ClientConn::update_read() {
   bool want;
   if (closing()) return;
   if (lingering_) want = true;
+  else if (read_refused_) want = false;  // budget: until a queue drains or memory frees
   else if (tunnel_) want = ex_.has_app() && !ex_.app_backed_up();
   else if (!ex_.active()) want = pending_in_.empty();
   else if (!ex_.head_done()) want = true;
   else if (ex_.request_is_complete()) {
     // Keep reading while the answer is pending: stopping and restarting costs two epoll_ctl
     // per request, and an early EOF is noticed. Pipelined bytes wait, bounded, in pending_in_.
-    want = !client_eof_ && pending_in_.size() + ex_.held_for_app() < kMaxHeldInput;
+    want = !client_eof_ && pending_in_.size() + ex_.held_for_app() < w_.budget().held_input;
   }
   else if (ex_.local()) want = true;
   else want = ex_.app_can_take();
+  sync_held_input();
   if (want != reading() && !want && ex_.app_backed_up()) ++w_.metrics().backpressure_pauses_client;
   set_reading(want);
   refresh_timer(false);  // the exchange's phase may have moved on even if reading did not
@@ -62,6 +63,14 @@ void ClientConn::update_read() {
 
 void ClientConn::on_read(ssize_t nread, const uv_buf_t* buf) {
   if (nread == 0) return;
+  if (nread == UV_ENOBUFS) {
+    // budget: read_allowance() found no room; nothing was read. Resumed by this connection's
+    // own queues draining, or by the worker once its total allows (resume_memory).
+    read_refused_ = true;
+    update_read();
+    if (!w_.memory().may_read(held_bytes())) w_.memory_paused(w_.memory().over_cap());
+    return;
+  }
   if (nread < 0) {
     if (ex_.slot_state() == SlotWaiter::State::kQueued) {
       // Gone, or half-closed, while it waits for the app (HAProxy's abortonclose): a client that
@@ -193,6 +202,66 @@ bool ClientConn::hand_over_h2(const char* data, size_t len) {
   close_handles();
   w_.adopt_h2(dup_fd, first);
   return true;
+}
+
+// ---- buffer budgets (proxy/budget.hpp) ----------------------------------------------------
+
+void ClientConn::alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  // budget: the read is sized so that the queue it feeds stays within the budget.
+  auto* self = static_cast<ClientConn*>(static_cast<net::Conn*>(h->data));
+  Worker::give_read_buffer(h, self->read_allowance(), buf);
+}
+
+size_t ClientConn::held_bytes() const {
+  if (closing()) return 0;
+  return queued() + ex_.app_queued() + pending_in_.size() + ex_.held_for_app();
+}
+
+// A read from the client feeds the app's write queue (a body, a tunnel) or the held input
+// (pipelined requests, a body the app cannot take yet): it may take the room left in both.
+size_t ClientConn::read_allowance() const {
+  if (lingering_) return Worker::kReadBufferSize;  // discarded as it arrives
+  size_t n = w_.budget().read_allowance(std::max(ex_.app_queued(), pending_in_.size() + ex_.held_for_app()));
+  return w_.memory().may_read(held_bytes()) ? n : 0;
+}
+
+void ClientConn::sync_held_input() {
+  size_t now = closing() ? 0 : pending_in_.size() + ex_.held_for_app();
+  if (now == held_input_accounted_) return;
+  bool freed = now < held_input_accounted_;
+  if (freed) w_.memory().sub(held_input_accounted_ - now);
+  else w_.memory().add(now - held_input_accounted_);
+  held_input_accounted_ = now;
+  // Bytes freed without a write finishing (a shed connection's held input) may be what paused
+  // readers wait for.
+  if (freed) w_.memory_released();
+}
+
+void ClientConn::request_flow() {
+  read_refused_ = false;  // budget: the app's side moved on, a refused read may try again
+  update_read();
+}
+
+void ClientConn::resume_memory() {
+  if (closing()) return;
+  if (read_refused_) {
+    read_refused_ = false;
+    update_read();
+  }
+  ex_.client_drained();  // the app's side may read again too
+}
+
+void ClientConn::shed() {
+  if (closing()) return;
+  LOG_WARN("connection shed: buffers at limits.max_memory", {"conn", id_}, {"client", client_ip_},
+           {"held_bytes", held_bytes()}, {"buffered_bytes", w_.memory().held()}, {"max_memory", w_.memory().max()});
+  // An answer fully read from the app but not yet delivered is as unanswered as one in flight
+  // (close() counts only the latter).
+  bool counted_by_close = ex_.active() && ex_.head_done() && !tunnel_;
+  if (!counted_by_close && queued() > 0) {
+    count_unanswered(Unanswered::kMemoryShed, "answer cut: connection shed at limits.max_memory");
+  }
+  close(Unanswered::kMemoryShed);
 }
 
 // Requests that were pipelined behind the one just answered.

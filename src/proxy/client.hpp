@@ -28,7 +28,11 @@ class ClientConn final : public Client, private http::RequestSink, private Downs
   void on_phase() override;
   void cut() override;
   bool in_flight() const { return ex_.active(); }
-  std::uint64_t id() const { return id_; }
+  std::uint64_t id() const override { return id_; }
+  // Buffer budgets (proxy/budget.hpp): its write queues both ways and its held input.
+  size_t held_bytes() const override;
+  void resume_memory() override;  // the worker's total fell under the pause mark
+  void shed() override;           // closed to bring the total down (limits.max_memory)
 
  private:
   enum class TimerFor { kNone, kHeader, kIdle, kBody, kSend, kExchange, kLinger, kWsClose };
@@ -61,7 +65,7 @@ class ClientConn final : public Client, private http::RequestSink, private Downs
   void uncork() override;
   void answer_complete() override { finish_exchange(); }
   void tunnel_closed() override;
-  void request_flow() override { update_read(); }
+  void request_flow() override;
   void abort(Unanswered why) override { close(why); }
   void exchange_timer(std::uint64_t ms) override;
   // Writing, closing, timers.
@@ -77,6 +81,9 @@ class ClientConn final : public Client, private http::RequestSink, private Downs
   void refresh_timer(bool progress);
   void arm(TimerFor t, std::uint64_t ms);
   void send_ws_close_and_close();
+  size_t read_allowance() const;  // how much one read may take (budget.hpp)
+  void sync_held_input();         // keep the worker's total current with the held input
+  static void alloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   bool hand_over_h2(const char* data, size_t len);  // the HTTP/2 preface: H2Conn takes the socket
 
   Worker& w_;
@@ -102,6 +109,8 @@ class ClientConn final : public Client, private http::RequestSink, private Downs
   bool client_eof_ = false;  // the client finished sending; close once the exchange ends
   // Closed between requests: bytes that still arrive are a request ebb will not answer.
   bool boundary_close_ = false;
+  bool read_refused_ = false;        // a read found no room (budget or limits.max_memory)
+  size_t held_input_accounted_ = 0;  // held input as the worker's total has it
   bool sniffed_ = false;      // the first bytes were looked at for the HTTP/2 preface
   bool handed_over_ = false;  // to an H2Conn: nothing of this connection is counted twice
   std::string preface_;       // the first bytes while they may still be the HTTP/2 preface

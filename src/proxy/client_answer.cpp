@@ -193,7 +193,8 @@ void ClientConn::send(const uv_buf_t* bufs, unsigned n, bool transient) {
 }
 
 void ClientConn::write_now(const uv_buf_t* bufs, unsigned n) {
-  int r = write(bufs, n);
+  // budget: what the kernel does not take is copied and counted in the worker's total.
+  int r = write(bufs, n, w_.memory().counter());
   if (r < 0) {
     LOG_DEBUG("client write failed", {"conn", id_}, {"error", uv_err_name(r)});
     close(Unanswered::kClientClosed);
@@ -216,12 +217,20 @@ void ClientConn::flush_batch() {
 }
 
 void ClientConn::on_write_done(int status) {
+  w_.memory_released();  // budget: also for writes a close cancelled, which free their bytes
+  if (closing()) return;
   if (status < 0) {
     close(Unanswered::kClientClosed);
     return;
   }
   size_t q = queued();
-  if (q <= Worker::kLowWatermark) ex_.client_drained();
+  if (q <= w_.budget().low) {
+    ex_.client_drained();
+    if (read_refused_) {  // budget: own progress lifts a refused read
+      read_refused_ = false;
+      update_read();
+    }
+  }
   if (lingering_ && q == 0 && !shutdown_sent()) {
     graceful_close(boundary_close_);  // the last bytes are out: now the FIN
     return;
@@ -278,6 +287,7 @@ void ClientConn::close(Unanswered why) {
   close_handles();
   if (w_.batch().corked_by(this)) w_.batch().discard();
   ex_.abandon();
+  sync_held_input();  // budget: closing, so the held input leaves the total
 }
 
 void ClientConn::on_closed() {

@@ -189,10 +189,12 @@ void Exchange::app_shutdown_write() {
   if (up_ != nullptr) up_->shutdown_write();
 }
 
-bool Exchange::app_backed_up() const { return up_ != nullptr && up_->queued() > Worker::kHighWatermark; }
+size_t Exchange::app_queued() const { return up_ != nullptr ? up_->queued() : 0; }
+
+bool Exchange::app_backed_up() const { return up_ != nullptr && up_->queued() > w_.budget().high; }
 
 bool Exchange::app_can_take() const {
-  return up_ != nullptr && up_->connected() && pending_body_.empty() && up_->queued() <= Worker::kHighWatermark;
+  return up_ != nullptr && up_->connected() && pending_body_.empty() && up_->queued() <= w_.budget().high;
 }
 
 void Exchange::client_drained() {
@@ -279,7 +281,7 @@ int Exchange::upstream_head(UpstreamConn* up) {
 
 int Exchange::upstream_body(const char* at, size_t len) {
   if (!down_.send_body(at, len)) return HPE_USER;
-  if (up_ != nullptr && down_.send_queued() > Worker::kHighWatermark) up_->set_client_blocked(true);
+  if (up_ != nullptr && down_.send_queued() > w_.budget().high) up_->set_client_blocked(true);
   return 0;
 }
 
@@ -292,7 +294,7 @@ void Exchange::upstream_done(UpstreamConn* up) {
 
 void Exchange::upstream_tunnel(const char* at, size_t len) {
   if (!down_.send_tunnel(at, len)) return;
-  if (up_ != nullptr && down_.send_queued() > Worker::kHighWatermark) up_->set_client_blocked(true);
+  if (up_ != nullptr && down_.send_queued() > w_.budget().high) up_->set_client_blocked(true);
 }
 
 void Exchange::upstream_eof() { down_.tunnel_closed(); }

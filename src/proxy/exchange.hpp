@@ -34,6 +34,7 @@ class Downstream {
   // ebb's own error answer; it ends the exchange (or the connection, once an answer began).
   virtual void send_error(int status, const char* reason) = 0;
   virtual size_t send_queued() const = 0;
+  virtual size_t held_bytes() const = 0;  // all it holds in buffers, for the budgets
   virtual void cork() = 0;  // gather what follows into one write, until uncork
   virtual void uncork() = 0;
   virtual void answer_complete() = 0;  // the answer is whole: end the exchange
@@ -87,6 +88,7 @@ class Exchange final : public SlotWaiter, private UpstreamSink {
   void set_status(int s) { status_ = s; }
   bool has_app() const { return up_ != nullptr; }
   size_t held_for_app() const { return pending_body_.size(); }
+  size_t app_queued() const;   // bytes written to the app that its kernel has not taken
   bool app_backed_up() const;   // more than the high watermark queued to the app
   bool app_can_take() const;    // connected, nothing held back, below the high watermark
 
@@ -116,6 +118,8 @@ class Exchange final : public SlotWaiter, private UpstreamSink {
   void upstream_writable() override;
   void upstream_read_begin() override;
   void upstream_read_end() override;
+  size_t client_queued() const override { return down_.send_queued(); }
+  size_t client_held() const override { return down_.held_bytes(); }
 
   enum class Waiting { kNone, kRetry, kQueue };
 

@@ -108,9 +108,9 @@ void H2Conn::flush() {
   if (in_session_ || corked_ > 0 || closing() || closing_gracefully_) return;
   in_session_ = true;
   for (;;) {
-    // Above the high watermark the socket is the bottleneck: frames wait inside nghttp2
-    // (its DATA waits in the streams), and on_write_done asks again.
-    if (queued() + out_.size() > Worker::kHighWatermark) break;
+    // Above one read buffer's worth the socket is the bottleneck: frames wait inside nghttp2
+    // (its DATA waits in the streams, each within its budget), and on_write_done asks again.
+    if (queued() + out_.size() > Worker::kReadBufferSize) break;
     const std::uint8_t* data = nullptr;
     ssize_t n = nghttp2_session_mem_send(session_, &data);
     if (n < 0) {
@@ -146,6 +146,7 @@ void H2Conn::maybe_finish() {
 }
 
 void H2Conn::on_write_done(int status) {
+  if (closing()) return;
   if (status < 0) {
     close(Unanswered::kClientClosed);
     return;
@@ -312,12 +313,7 @@ int H2Conn::on_data_chunk(nghttp2_session* session, std::uint8_t, std::int32_t s
 
 // A GOAWAY with an error code is nghttp2 ending the connection for a protocol error or a
 // flood it detected (rapid reset, too many SETTINGS or PINGs to acknowledge): said and counted.
-int H2Conn::on_frame_send(nghttp2_session* session, const nghttp2_frame* f, void* self) {
-  if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-    auto* s = static_cast<H2Stream*>(nghttp2_session_get_stream_user_data(session, f->hd.stream_id));
-    if (s != nullptr) s->answer_sent();
-    return 0;
-  }
+int H2Conn::on_frame_send(nghttp2_session*, const nghttp2_frame* f, void* self) {
   if (f->hd.type != NGHTTP2_GOAWAY || f->goaway.error_code == NGHTTP2_NO_ERROR) return 0;
   H2Conn* c = conn_of(self);
   if (!c->error_counted_) ++c->w_.metrics().h2_protocol_errors;

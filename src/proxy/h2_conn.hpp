@@ -40,7 +40,6 @@ class H2Stream final : public net::Linked<H2Stream>, private Downstream {
   void cut();                             // the drain deadline
   void abort_quietly(Unanswered why);     // the connection is closing: count and let go
   void release_flow();                    // give back request body the app has taken since
-  void answer_sent();                     // the answer's last frame left
 
  private:
   // Downstream.
@@ -54,6 +53,7 @@ class H2Stream final : public net::Linked<H2Stream>, private Downstream {
   void send_probe(int status, std::string_view body) override;
   void send_error(int status, const char* reason) override;
   size_t send_queued() const override { return out_.size() - out_off_; }
+  size_t held_bytes() const override { return send_queued() + ex_.app_queued(); }
   void cork() override;
   void uncork() override;
   void answer_complete() override;
@@ -83,7 +83,6 @@ class H2Stream final : public net::Linked<H2Stream>, private Downstream {
   const char* bad_ = nullptr;  // why a header broke the rules: the request is refused
   Timer* timer_ = nullptr;     // the exchange's deadline, made when first needed
   int corked_ = 0;
-  bool stop_request_ = false;  // reset the stream once ebb's early answer is out
 };
 
 class H2Conn final : public Client {
@@ -96,8 +95,9 @@ class H2Conn final : public Client {
 
   Worker& worker() { return w_; }
   nghttp2_session* session() { return session_; }
-  std::uint64_t id() const { return id_; }
+  std::uint64_t id() const override { return id_; }
   std::string_view peer_ip() const { return client_ip_; }
+  size_t held_bytes() const override { return closing() ? 0 : queued(); }
   // Sends what nghttp2 has queued, as far as the socket takes it; then closes if all is said.
   void flush();
   void cork() { ++corked_; }

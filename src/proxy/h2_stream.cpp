@@ -263,7 +263,7 @@ ssize_t H2Stream::read_answer(std::uint8_t* buf, size_t length, std::uint32_t* f
     out_.clear();
     out_off_ = 0;
   }
-  if (n > 0 && send_queued() <= Worker::kLowWatermark && ex_.active()) ex_.client_drained();
+  if (n > 0 && send_queued() <= conn_.worker().budget().low && ex_.active()) ex_.client_drained();
   if (send_queued() == 0 && answer_done_) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
     return static_cast<ssize_t>(n);
@@ -316,17 +316,11 @@ void H2Stream::send_error(int status, const char* reason) {
     local_answer(status, "text/plain; charset=utf-8", body, reason);
   }
   ex_.finish();
-  // The rest of the request is not wanted: once the answer is out (never before it, RFC 9113
-  // §8.1), the stream is reset with NO_ERROR (answer_sent).
-  stop_request_ = !req_.complete;
+  // The rest of the request, if any, is read and dropped (release_flow keeps its window open):
+  // a RST_STREAM(NO_ERROR) after the answer, which RFC 9113 §8.1 allows, makes some clients
+  // (curl 7.88) discard the answer they already have.
   release_flow();
   conn_.flush();
-}
-
-void H2Stream::answer_sent() {
-  if (stop_request_ && !req_.complete && !stream_closed_)
-    nghttp2_submit_rst_stream(conn_.session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_NO_ERROR);
-  stop_request_ = false;
 }
 
 void H2Stream::cork() {

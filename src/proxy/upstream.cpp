@@ -9,13 +9,14 @@
 
 namespace ebb {
 
-UpstreamConn::UpstreamConn(Worker& w) : net::Conn(w.loop(), Worker::alloc_cb), w_(w), id_(w.next_upstream_id()) {}
+UpstreamConn::UpstreamConn(Worker& w) : net::Conn(w.loop(), alloc), w_(w), id_(w.next_upstream_id()) {}
 
 void UpstreamConn::begin_exchange(UpstreamSink* owner, bool head_request) {
   owner_ = owner;
   head_request_ = head_request;
   reader_.begin(head_request, w_.cfg().limits.max_header_bytes);
   client_blocked_ = false;
+  read_refused_ = false;
   tunnel_ = false;
   trailing_bytes_ = false;
 }
@@ -56,6 +57,7 @@ void UpstreamConn::attach(UpstreamSink* owner, bool head_request) {
 void UpstreamConn::detach() {
   owner_ = nullptr;
   client_blocked_ = false;
+  read_refused_ = false;
   arm(TimerFor::kNone, 0);
 }
 
@@ -66,15 +68,22 @@ void UpstreamConn::enter_pool() {
   update_read();
 }
 
+int UpstreamConn::send(const uv_buf_t* bufs, unsigned n) { return write(bufs, n, w_.memory().counter()); }
+
 void UpstreamConn::on_write_done(int status) {
+  w_.memory_released();  // budget: a finished or cancelled write freed its copy
+  if (closing()) return;
   if (status < 0) {
     fail(UpstreamError::kClosedEarly, status);
     return;
   }
-  if (owner_ && queued() <= Worker::kLowWatermark) owner_->upstream_writable();
+  if (owner_ && queued() <= w_.budget().low) owner_->upstream_writable();
 }
 
 void UpstreamConn::set_client_blocked(bool blocked) {
+  // budget: the client's queue drained, so a refused read may try again. A read is refused
+  // (not blocked) when a batch flushed after the read took the queue past `high`.
+  if (!blocked) retry_read();
   if (blocked == client_blocked_) return;
   client_blocked_ = blocked;
   if (blocked) ++w_.metrics().backpressure_pauses_upstream;
@@ -84,8 +93,28 @@ void UpstreamConn::set_client_blocked(bool blocked) {
   update_read();
 }
 
+void UpstreamConn::retry_read() {
+  if (!read_refused_) return;
+  read_refused_ = false;
+  if (got_bytes() && !tunnel_) arm_response_timer();
+  update_read();
+}
+
+void UpstreamConn::alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  // budget: the read is sized so that the client's write queue stays within the budget.
+  auto* self = static_cast<UpstreamConn*>(static_cast<net::Conn*>(h->data));
+  Worker::give_read_buffer(h, self->read_allowance(), buf);
+}
+
+size_t UpstreamConn::read_allowance() const {
+  if (state_ != State::kBusy || owner_ == nullptr) return Worker::kReadBufferSize;  // idle: a read means close
+  size_t n = w_.budget().read_allowance(owner_->client_queued());
+  return w_.memory().may_read(owner_->client_held()) ? n : 0;
+}
+
 void UpstreamConn::arm_response_timer() {
-  if (state_ != State::kBusy || tunnel_ || client_blocked_) return;
+  // Held back by the client (its queue, or ebb's memory): the client's send timeout counts.
+  if (state_ != State::kBusy || tunnel_ || client_blocked_ || read_refused_) return;
   arm(TimerFor::kResponse, w_.cfg().timeouts.upstream_response);
 }
 
@@ -100,7 +129,8 @@ void UpstreamConn::shutdown_write() {
 }
 
 void UpstreamConn::update_read() {
-  set_reading(state_ == State::kIdle || (state_ == State::kBusy && owner_ != nullptr && !client_blocked_));
+  set_reading(state_ == State::kIdle ||
+              (state_ == State::kBusy && owner_ != nullptr && !client_blocked_ && !read_refused_));
 }
 
 void UpstreamConn::arm(TimerFor t, std::uint64_t ms) {
@@ -126,6 +156,15 @@ void UpstreamConn::fail(UpstreamError kind, int err) {
 
 void UpstreamConn::on_read(ssize_t nread, const uv_buf_t* buf) {
   if (nread == 0) return;
+  if (nread == UV_ENOBUFS && owner_ != nullptr) {
+    // budget: read_allowance() found no room; nothing was read. The client's queue draining
+    // (set_client_blocked(false)) or the worker's total falling (retry_read) lifts it.
+    read_refused_ = true;
+    if (timer_for_ == TimerFor::kResponse) arm(TimerFor::kNone, 0);
+    update_read();
+    if (!w_.memory().may_read(owner_->client_held())) w_.memory_paused(w_.memory().over_cap());
+    return;
+  }
   if (state_ == State::kIdle) {
     // An idle connection has nothing to say: the app closed it, or broke the protocol.
     close();

@@ -33,6 +33,9 @@ class UpstreamSink {
   // One read from the app is being handled: what it makes for the client may be gathered.
   virtual void upstream_read_begin() = 0;
   virtual void upstream_read_end() = 0;
+  // Buffer budgets: what the client side holds, so that a read never overfills it.
+  virtual size_t client_queued() const = 0;
+  virtual size_t client_held() const = 0;
 
  protected:
   ~UpstreamSink() = default;
@@ -48,10 +51,11 @@ class UpstreamConn final : public net::Conn, public net::Linked<UpstreamConn>, p
   void detach();                                       // the exchange is done with it
   void close();                                        // idempotent; freed after the close callbacks
 
-  int send(const uv_buf_t* bufs, unsigned n) { return write(bufs, n); }
+  int send(const uv_buf_t* bufs, unsigned n);  // what the kernel does not take counts in the total
   // The exchange decides whether the app is read (backpressure) and when the response is
   // timed; the pool reads idle connections to notice the app closing them.
   void set_client_blocked(bool blocked);
+  void retry_read();  // budget: a refused read (no room, or limits.max_memory) may try again
   void arm_response_timer();
   void begin_tunnel();  // after a 101: raw bytes from here on
   void shutdown_write();
@@ -71,6 +75,8 @@ class UpstreamConn final : public net::Conn, public net::Linked<UpstreamConn>, p
   enum class TimerFor { kNone, kConnect, kResponse, kIdle };
 
   void update_read();
+  size_t read_allowance() const;  // budget.hpp: room left in the client's write queue
+  static void alloc(uv_handle_t* h, size_t, uv_buf_t* buf);
   void arm(TimerFor t, std::uint64_t ms);
   void fail(UpstreamError kind, int err);
   void begin_exchange(UpstreamSink* owner, bool head_request);
@@ -90,6 +96,7 @@ class UpstreamConn final : public net::Conn, public net::Linked<UpstreamConn>, p
   State state_ = State::kNew;
   TimerFor timer_for_ = TimerFor::kNone;
   bool client_blocked_ = false;
+  bool read_refused_ = false;  // a read found no room (budget or limits.max_memory)
   bool tunnel_ = false;
   bool reused_ = false;
   bool trailing_bytes_ = false;

@@ -14,6 +14,7 @@
 #include "metrics.hpp"
 #include "net/conn.hpp"
 #include "net/list.hpp"
+#include "proxy/budget.hpp"
 #include "proxy/limiter.hpp"
 #include "proxy/out_batch.hpp"
 #include "proxy/pool.hpp"
@@ -28,6 +29,12 @@ class Client : public net::Conn, public net::Linked<Client> {
   virtual void on_phase() = 0;           // the worker's lifecycle phase changed
   virtual void cut() = 0;                // the drain deadline: close, counting what is open
   virtual void close(Unanswered why) = 0;  // abortive and idempotent
+  virtual std::uint64_t id() const = 0;
+  // Buffer budgets (proxy/budget.hpp): the bytes it holds (0 once closing), and what the worker
+  // asks of it when the total falls under the pause mark, or must come down (limits.max_memory).
+  virtual size_t held_bytes() const = 0;
+  virtual void resume_memory() {}
+  virtual void shed() { close(Unanswered::kMemoryShed); }
 };
 
 // What the data path asks of the lifecycle (implemented by the Server).
@@ -41,11 +48,9 @@ class WorkerObserver {
 
 class Worker {
  public:
-  // Backpressure watermarks on bytes queued to one side: above kHigh stop reading the other
-  // side, resume at or below kLow.
-  static constexpr size_t kReadBufferSize = 64 * 1024;
-  static constexpr size_t kHighWatermark = 64 * 1024;
-  static constexpr size_t kLowWatermark = 16 * 1024;
+  // The loop's one read buffer; the watermarks on bytes queued to one side come from the
+  // per-connection budget (budget().high / budget().low, proxy/budget.hpp).
+  static constexpr size_t kReadBufferSize = ConnBudget::kReadBuffer;
 
   Worker(uv_loop_t* loop, const Config* cfg, WorkerObserver* observer);
   ~Worker();
@@ -68,6 +73,13 @@ class Worker {
   Pool& pool() { return pool_; }
   ConcurrencyLimiter& limiter() { return limiter_; }
   OutBatch& batch() { return batch_; }
+  // Buffer budgets (proxy/budget.hpp): per connection, and the worker's total.
+  const ConnBudget& budget() const { return budget_; }
+  MemoryAccount& memory() { return memory_; }
+  // A read was refused for memory: `over_cap` asks for a shed pass (run from a timer, never
+  // inside the read path). Paused connections are resumed once the total falls far enough.
+  void memory_paused(bool over_cap);
+  void memory_released();  // bytes were freed: resume paused connections if the total allows
   Phase phase() const { return phase_; }
   WorkerObserver* observer() const { return observer_; }
   char* read_buffer() { return read_buf_; }
@@ -86,7 +98,9 @@ class Worker {
   void adopt_h2(int fd, std::string_view first_bytes);
   std::uint64_t next_upstream_id() { return next_upstream_id_++; }
 
-  static void alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  // A read into the loop's buffer of at most `allowance` bytes (0: libuv reports UV_ENOBUFS).
+  static void give_read_buffer(uv_handle_t* h, size_t allowance, uv_buf_t* buf);
+  static void alloc_cb(uv_handle_t* h, size_t suggested, uv_buf_t* buf);  // the whole buffer
 
  private:
   uv_loop_t* loop_;
@@ -96,6 +110,11 @@ class Worker {
   ConcurrencyLimiter limiter_{metrics_};  // upstream_limits: slots at the app and their queue
   Pool pool_;
   OutBatch batch_;
+  ConnBudget budget_;
+  MemoryAccount memory_{&metrics_.buffered_bytes};
+  uv_timer_t shed_timer_;
+  bool memory_pause_seen_ = false;  // some connection is paused for memory
+  void shed();
   Phase phase_ = Phase::kServing;
   sockaddr_storage upstream_addr_{};
   std::string upstream_host_;

@@ -397,6 +397,17 @@ TEST_CASE("config: refusals name the file, the line and the key", "[config]") {
   CHECK(error_for("limits: {max_header_bytes: 0}\n") == ":1: limits.max_header_bytes: must be above 0");
   CHECK(error_for("limits: {max_uri_bytes: 0}\n") == ":1: limits.max_uri_bytes: must be above 0");
   CHECK(error_for("limits: {max_connections: 0}\n") == ":1: limits.max_connections: must be above 0");
+  CHECK(error_for("\nlimits: {connection_buffer: 4095}\n") ==
+        ":2: limits.connection_buffer: must be between 4096 and 16777216 bytes");
+  CHECK(error_for("limits: {connection_buffer: 16777217}\n") ==
+        ":1: limits.connection_buffer: must be between 4096 and 16777216 bytes");
+  CHECK(error_for("limits:\n  max_memory: 1048575\n") ==
+        ":2: limits.max_memory: must be at least 1048576 bytes (1 MiB): below that ordinary traffic would be shed");
+  CHECK(error_for("limits:\n  connection_buffer: 1048576\n  max_memory: 2097152\n").find(
+            "limits.max_memory (2097152) must be at least 4 x limits.connection_buffer (1048576)") !=
+        std::string::npos);
+  CHECK(load_config(dir.write("mem.yaml", "limits: {connection_buffer: 4096, max_memory: 1048576}\n"), {})
+            .config.has_value());
   CHECK(error_for("upstream_pool: {max_idle: 100001}\n") ==
         ":1: upstream_pool.max_idle: must be at most 100000");
   CHECK(load_config(dir.write("idle.yaml", "upstream_pool: {max_idle: 100000}\n"), {}).config.has_value());
@@ -423,6 +434,11 @@ TEST_CASE("config: environment refusals name the variable", "[config]") {
   CHECK(load_error("", {{"EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY", "Auto"}}) ==
         "env EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY: expected a non-negative integer (0 = unlimited) or auto, got \"Auto\"");
   CHECK(load_ok("", {{"EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY", "auto"}}).upstream_limits.max_concurrency.adaptive);
+  CHECK(load_ok("", {{"EBB_LIMITS_MAX_MEMORY", "8388608"}}).limits.max_memory == 8388608);
+  CHECK(load_error("", {{"EBB_LIMITS_MAX_MEMORY", "64MiB"}}) ==
+        "env EBB_LIMITS_MAX_MEMORY: expected a non-negative integer, got \"64MiB\"");
+  CHECK(load_error("", {{"EBB_LIMITS_MAX_MEMORY", "1000"}}) ==
+        "env EBB_LIMITS_MAX_MEMORY: must be at least 1048576 bytes (1 MiB): below that ordinary traffic would be shed");
 
   // A file value that only the environment makes impossible is blamed on the environment.
   TempDir dir;
@@ -494,7 +510,8 @@ shutdown: {propagation_delay: 1s, quiet_period: 2s, propagation_max: 3s, drain_t
 readiness: {upstream_check: none, http_path: /r, interval: 5s, failure_threshold: 6}
 timeouts: {client_header: 7s, client_idle: 8s, client_send: 9s, upstream_connect: 10s,
            upstream_response: 11s, upstream_idle: 12s}
-limits: {max_header_bytes: 13, max_uri_bytes: 14, max_body_bytes: 15, max_connections: 16}
+limits: {max_header_bytes: 13, max_uri_bytes: 14, max_body_bytes: 15, max_connections: 16,
+         connection_buffer: 65536, max_memory: 33554432}
 upstream_pool: {max_idle: 17}
 upstream_retry: {connect_retry_budget: 18s}
 upstream_limits: {max_concurrency: auto, queue_size: 19, queue_timeout: 20s}
@@ -523,8 +540,9 @@ log: {format: text, level: error, access: true}
     for (char ch : path) name += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
     env[name] = value;
   }
-  CHECK(env.size() == 33);
+  CHECK(env.size() == 35);
   CHECK(env["EBB_HTTP2_MAX_CONNECTION_AGE"] == "21s");
+  CHECK(env["EBB_LIMITS_MAX_MEMORY"] == "33554432");
   CHECK(env["EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY"] == "auto");
   CHECK(env["EBB_UPSTREAM_RETRY_CONNECT_RETRY_BUDGET"] == "18s");
   CHECK(body(load_ok("", env)) == body(from_file));

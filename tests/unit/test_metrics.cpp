@@ -551,7 +551,7 @@ TEST_CASE("render_prometheus separates ebb's own answers from the app's, and ren
   CHECK(e.get("ebb_request_bytes_total") == 1234.0);
   CHECK(e.get("ebb_response_bytes_total") == 5678.0);
   for (const char* reason : {"client_closed", "upstream_broken", "request_error", "drain_timeout",
-                             "client_send_timeout", "after_close", "exit"}) {
+                             "client_send_timeout", "after_close", "exit", "memory_shed"}) {
     CHECK(e.get("ebb_requests_unanswered_total", {{"reason", reason}}) == 0.0);
   }
   Metrics sum;
