@@ -156,19 +156,24 @@ std::string quote(std::string_view s) {
   return out + "\"";
 }
 
-std::size_t edit_distance(std::string_view a, std::string_view b) {
+// Levenshtein distance, or `limit` when it is `limit` or more: a row's minimum never drops in
+// the rows below it, so the rows stop once it reaches the limit (most candidates are far off).
+std::size_t edit_distance(std::string_view a, std::string_view b, std::size_t limit) {
   std::vector<std::size_t> row(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
   for (std::size_t i = 1; i <= a.size(); ++i) {
     std::size_t diag = row[0];
     row[0] = i;
+    std::size_t least = row[0];
     for (std::size_t j = 1; j <= b.size(); ++j) {
       std::size_t up = row[j];
       row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      least = std::min(least, row[j]);
       diag = up;
     }
+    if (least >= limit) return limit;
   }
-  return row[b.size()];
+  return std::min(row[b.size()], limit);
 }
 
 // " (did you mean X?)" for the closest candidate within a typo's reach, else "".
@@ -176,7 +181,11 @@ std::string did_you_mean(std::string_view name, const std::vector<std::string>& 
   std::string best;
   std::size_t best_distance = std::max<std::size_t>(2, name.size() / 4) + 1;
   for (const std::string& c : candidates) {
-    std::size_t d = edit_distance(name, c);
+    // The distance is at least the difference in length: a name far longer than any key (a
+    // stray line of text, say) costs no quadratic comparison.
+    std::size_t gap = name.size() > c.size() ? name.size() - c.size() : c.size() - name.size();
+    if (gap >= best_distance) continue;
+    std::size_t d = edit_distance(name, c, best_distance);
     if (d < best_distance) {
       best_distance = d;
       best = c;
@@ -199,11 +208,17 @@ std::string yaml_key_hint(std::string_view path) {
   return did_you_mean(path, siblings);
 }
 
-std::string env_key_hint(std::string_view name) {
-  std::vector<std::string> names;
-  for (const Key& k : kKeys) names.push_back(env_name(k.path));
-  return did_you_mean(name, names);
+// Every key's EBB_* name, in kKeys' order: built once, as every variable is looked up in it.
+const std::vector<std::string>& env_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const Key& k : kKeys) v.push_back(env_name(k.path));
+    return v;
+  }();
+  return names;
 }
+
+std::string env_key_hint(std::string_view name) { return did_you_mean(name, env_names()); }
 
 // Digits only: no sign, no hex, no exponent, so "-1" and "1e6" are refused rather than guessed.
 bool parse_uint(std::string_view s, std::uint64_t& out) {
@@ -452,8 +467,8 @@ class Loader {
       // Harness variables share the prefix; they are not config.
       if (name == "EBB_BIN" || name.rfind("EBB_TEST_", 0) == 0 || name.rfind("EBB_ZD_", 0) == 0) continue;
       const Key* key = nullptr;
-      for (const Key& k : kKeys)
-        if (env_name(k.path) == name) key = &k;
+      for (std::size_t i = 0; i < env_names().size(); ++i)
+        if (env_names()[i] == name) key = &kKeys[i];
       if (!key) {
         // Never fatal: a Service named ebb or ebb-* puts its links into every pod's environment.
         if (is_service_link(name, value)) notes_.push_back("env " + name + ": a Kubernetes service link, not a config key");

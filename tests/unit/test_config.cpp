@@ -540,6 +540,11 @@ TEST_CASE("config: an unknown EBB_ variable is a warning naming the closest key,
   CHECK(warnings_of({{"EBB_SHUTDOWN_DRAIN_TIMOUT", "5s"}}) ==
         V{"env EBB_SHUTDOWN_DRAIN_TIMOUT: unknown key (did you mean EBB_SHUTDOWN_DRAIN_TIMEOUT?); ignored"});
   CHECK(warnings_of({{"EBB_ADMIN", ":1"}}) == V{"env EBB_ADMIN: unknown key; ignored"});
+  // Two edits from EBB_LISTEN but three from EBB_UPSTREAM: the closest wins, not the first in reach.
+  CHECK(warnings_of({{"EBB_LISTXN_", ":1"}}) == V{"env EBB_LISTXN_: unknown key (did you mean EBB_LISTEN?); ignored"});
+  // A name far longer than any key gets no hint, and costs no key-by-key comparison.
+  std::string huge = "EBB_" + std::string(200000, 'X');
+  CHECK(warnings_of({{huge, "1"}}) == V{"env " + huge + ": unknown key; ignored"});
   // A port-looking key that is not a service link's shape is still a typo to report.
   CHECK(warnings_of({{"EBB_ADMIN_PORT", "9902"}}) == V{"env EBB_ADMIN_PORT: unknown key; ignored"});
   // The misspelt key leaves the real one at its default; real keys beside it still apply.
