@@ -83,7 +83,8 @@ run: build
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit $(CTEST_ARGS)
 
-# The whole suite, then the same suite under ASan+UBSan, then each fuzz target for 10 s.
+# The whole suite, then the same suite under ASan+UBSan, then each fuzz target: its corpus, then a
+# fixed number of executions from a fixed seed (repeatable; see tests/fuzz/README.md).
 test: build asan fuzz-build
 	cd $(BUILD) && ctest --output-on-failure -j2 -LE bench $(CTEST_ARGS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
