@@ -70,6 +70,11 @@ def check_aliases(t, binary, check_k8s):
         t.expect("600 levels of nesting through aliases: exit 2, said so",
                  r.returncode == 2 and "deep.yaml:" in r.stdout and "nested more than 512 levels deep" in r.stdout, r)
 
+        flat = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deep}\ndata: " + "[" * 600 + "]" * 600 + "\n"
+        r = check_k8s(write("flat-deep.yaml", flat))
+        t.expect("600 levels of nesting as written: exit 2, said so (yaml-cpp's limit, not 'bad file')",
+                 r.returncode == 2 and "flat-deep.yaml:4:" in r.stdout and "nested more than 499 levels deep" in r.stdout, r)
+
         # Merges that share maps but make no cycle still read: the shop's Helm output as it is.
         r = check_k8s(write("helm.yaml", helm), os.path.join(FIX, "shop", "configmap.yaml"))
         t.expect("the same Helm output without the cycle: exit 0", r.returncode == 0 and "ok: 1 workload(s)" in r.stdout, r)

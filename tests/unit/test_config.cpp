@@ -398,6 +398,9 @@ TEST_CASE("config: refusals name the file, the line and the key", "[config]") {
 
   // YAML syntax errors keep file:line too.
   CHECK(error_for("log: {format: json\nworkers: 1\n") == ":2: YAML syntax error: end of map flow not found");
+  // yaml-cpp's nesting limit says "bad file"; the error says what it is.
+  CHECK(error_for("\nlog: " + std::string(600, '[') + std::string(600, ']') + "\n") ==
+        ":2: YAML syntax error: nested more than 499 levels deep");
   CHECK(error_for("listen: [::1]:8080\n") ==
         ":1: YAML syntax error: end of map not found (quote IPv6 addresses: \"[::1]:8080\")");
 }
