@@ -24,7 +24,8 @@ DEPS := /usr/bin/g++:g++ /usr/bin/cmake:cmake /usr/bin/make:make /usr/bin/pkg-co
         /usr/bin/python3:python3 /usr/bin/curl:curl /usr/bin/wrk:wrk /usr/sbin/nginx:nginx \
         /usr/sbin/haproxy:haproxy /usr/bin/go:golang-go /usr/bin/node:nodejs /usr/bin/npm:npm \
         /usr/bin/pgrep:procps /usr/bin/readelf:binutils /usr/bin/promtool:prometheus \
-        /usr/bin/clang++-14:clang-14 /usr/lib/llvm-14/lib/libFuzzer.a:libfuzzer-14-dev
+        /usr/bin/clang++-14:clang-14 /usr/lib/llvm-14/lib/libFuzzer.a:libfuzzer-14-dev \
+        /usr/bin/setarch:util-linux
 DEPS_CHECK ?= $(foreach d,$(DEPS),$(firstword $(subst :, ,$(d))))
 
 .PHONY: all deps build asan fuzz-build fuzz static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench clean

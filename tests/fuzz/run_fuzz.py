@@ -48,7 +48,12 @@ def main():
     if short in MAX_LEN:
         cmd.append(f"-max_len={MAX_LEN[short]}")
     if a.runs is not None:
-        cmd += [f"-runs={a.runs}", f"-seed={a.seed}"]
+        # Repeatable only if nothing but the seed steers the mutations: no reloading of the corpus
+        # dirs on a timer, and the same addresses (libFuzzer mutates with the values the code
+        # compared, pointers included), so no address randomisation.
+        cmd += [f"-runs={a.runs}", f"-seed={a.seed}", "-reload=0"]
+        if shutil.which("setarch"):
+            cmd = ["setarch", "-R"] + cmd
     else:
         cmd.append(f"-max_total_time={a.seconds}")
     if a.jobs > 1:
