@@ -398,6 +398,10 @@ TEST_CASE("config: refusals name the file, the line and the key", "[config]") {
 
   // YAML syntax errors keep file:line too.
   CHECK(error_for("log: {format: json\nworkers: 1\n") == ":2: YAML syntax error: end of map flow not found");
+  // Aliases: the walk enters known sections only, so an alias cycle ends at an unknown key, and
+  // a merge key is one too (the config has no use for either).
+  CHECK(error_for("admin: &a\n  listen: :9901\n  admin: *a\n") == ":3: admin.admin: unknown key");
+  CHECK(error_for("admin: &a\n  <<: *a\n") == ":2: admin.<<: unknown key");
   // yaml-cpp's nesting limit says "bad file"; the error says what it is.
   CHECK(error_for("\nlog: " + std::string(600, '[') + std::string(600, ']') + "\n") ==
         ":2: YAML syntax error: nested more than 499 levels deep");
