@@ -28,7 +28,8 @@ DEPS := /usr/bin/g++:g++ /usr/bin/cmake:cmake /usr/bin/make:make /usr/bin/pkg-co
         /usr/include/nghttp2/nghttp2.h:libnghttp2-dev /usr/bin/h2load:nghttp2-client \
         /usr/lib/python3/dist-packages/h2/__init__.py:python3-h2 \
         /usr/lib/python3/dist-packages/grpc/__init__.py:python3-grpcio \
-        /usr/bin/slowhttptest:slowhttptest
+        /usr/bin/slowhttptest:slowhttptest \
+        /usr/bin/setarch:util-linux
 DEPS_CHECK ?= $(foreach d,$(DEPS),$(firstword $(subst :, ,$(d))))
 
 .PHONY: all deps build asan fuzz-build fuzz static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench slow-clients clean
@@ -87,7 +88,8 @@ run: build
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit $(CTEST_ARGS)
 
-# The whole suite, then the same suite under ASan+UBSan, then each fuzz target for 10 s.
+# The whole suite, then the same suite under ASan+UBSan, then each fuzz target: its corpus, then a
+# fixed number of executions from a fixed seed (repeatable; see tests/fuzz/README.md).
 test: build asan fuzz-build
 	cd $(BUILD) && ctest --output-on-failure -j2 -LE bench $(CTEST_ARGS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -85,8 +85,8 @@ class Loader {
     for (const auto& [name, value] : env) {
       if (name.rfind("EBB_", 0) != 0) continue;
       const Key* key = nullptr;
-      for (const Key& k : keys())
-        if (env_name(k.path) == name) key = &k;
+      for (std::size_t i = 0; i < env_names().size(); ++i)
+        if (env_names()[i] == name) key = &keys()[i];
       if (!key) {
         // Never fatal: a Service named ebb or ebb-* puts its links into every pod's environment.
         if (is_service_link(name, value)) notes_.push_back("env " + name + ": a Kubernetes service link, not a config key");

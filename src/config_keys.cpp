@@ -131,17 +131,35 @@ std::string quote(std::string_view s) {
   return out + "\"";
 }
 
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+// Levenshtein distance, or `limit` when it is `limit` or more. Only the cells within `limit` of
+// the diagonal can be below it, so only that band is computed, and the rows stop once their
+// minimum reaches the limit (it never drops in the rows below): most candidates are far off.
+std::size_t edit_distance(std::string_view a, std::string_view b, std::size_t limit) {
+  if (a.size() >= b.size() + limit || b.size() >= a.size() + limit) return limit;
+  std::size_t small[64];
+  std::vector<std::size_t> large;
+  std::size_t* row = small;
+  if (b.size() >= std::size(small)) {
+    large.resize(b.size() + 1);
+    row = large.data();
+  }
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = std::min(j, limit);
   for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diag = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
+    std::size_t lo = i > limit ? i - limit : 1;
+    std::size_t hi = std::min(b.size(), i + limit);
+    std::size_t diag = row[lo - 1];
+    row[lo - 1] = lo == 1 ? std::min(i, limit) : limit;
+    std::size_t least = row[lo - 1];
+    for (std::size_t j = lo; j <= hi; ++j) {
       std::size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      std::size_t cell = diag + (a[i - 1] == b[j - 1] ? 0 : 1);
+      cell = std::min(cell, std::min(up, row[j - 1]) + 1);
+      row[j] = std::min(cell, limit);
+      least = std::min(least, row[j]);
       diag = up;
     }
+    if (hi < b.size()) row[hi + 1] = limit;  // outside this row's band: read as "up" by the next
+    if (least >= limit) return limit;
   }
   return row[b.size()];
 }
@@ -151,7 +169,7 @@ std::string did_you_mean(std::string_view name, const std::vector<std::string>& 
   std::string best;
   std::size_t best_distance = std::max<std::size_t>(2, name.size() / 4) + 1;
   for (const std::string& c : candidates) {
-    std::size_t d = edit_distance(name, c);
+    std::size_t d = edit_distance(name, c, best_distance);
     if (d < best_distance) {
       best_distance = d;
       best = c;
@@ -174,11 +192,17 @@ std::string yaml_key_hint(std::string_view path) {
   return did_you_mean(path, siblings);
 }
 
-std::string env_key_hint(std::string_view name) {
-  std::vector<std::string> names;
-  for (const Key& k : kKeys) names.push_back(env_name(k.path));
-  return did_you_mean(name, names);
+// Every key's EBB_* name, in keys() order: built once, as every variable is looked up in it.
+const std::vector<std::string>& env_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const Key& k : kKeys) v.push_back(env_name(k.path));
+    return v;
+  }();
+  return names;
 }
+
+std::string env_key_hint(std::string_view name) { return did_you_mean(name, env_names()); }
 
 // Digits only: no sign, no hex, no exponent, so "-1" and "1e6" are refused rather than guessed.
 bool parse_uint(std::string_view s, std::uint64_t& out) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "config.hpp"
 
@@ -37,6 +38,7 @@ std::string_view parent_of(std::string_view path);
 std::string_view leaf_of(std::string_view path);
 bool is_section(std::string_view path);
 std::string env_name(std::string_view path);  // "shutdown.drain_timeout" -> EBB_SHUTDOWN_DRAIN_TIMEOUT
+const std::vector<std::string>& env_names();  // every key's, in keys() order
 
 // YAML double-quoted form, so a dump stays loadable and error messages show hidden bytes.
 std::string quote(std::string_view s);

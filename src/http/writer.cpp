@@ -92,8 +92,11 @@ void write_response_head(std::string& out, const MessageHead& head, const Respon
   auto r = std::to_chars(num, num + sizeof num, f.status);
   out.append(num, r.ptr);
   out += ' ';
+  // RFC 9112's reason-phrase is the field-value alphabet (HTAB, SP, VCHAR, obs-text): an app's
+  // reason with any other byte (a CR, LF, NUL) is replaced by the standard one, never relayed.
   std::string_view reason = head.target();
-  out.append(reason.empty() ? std::string_view(status_text(f.status)) : reason);
+  bool own = !reason.empty() && valid_field_value(reason);
+  out.append(own ? reason : std::string_view(status_text(f.status)));
   out.append("\r\n", 2);
   for (size_t i = 0; i < head.count(); ++i) {
     std::string_view n = head.name(i), v = head.value(i);

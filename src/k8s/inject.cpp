@@ -12,6 +12,7 @@
 #include "k8s/manifest_io.hpp"
 #include "k8s/rules.hpp"
 #include "k8s/yaml_out.hpp"
+#include "yaml_load.hpp"
 
 namespace ebb {
 namespace {
@@ -260,7 +261,7 @@ InjectResult inject_manifests(const std::string& text, const std::string& label,
     for (auto& ch : chunks) {
       line += ch.separator.empty() ? 0 : 1;
       try {
-        ch.node = YAML::Load(ch.text);
+        ch.node = load_yaml(ch.text);
         k8s::expand_merge_keys(ch.node);
       } catch (const YAML::Exception& ex) {
         result.error = label + ":" + std::to_string(line + ex.mark.line + 1) + ":" +

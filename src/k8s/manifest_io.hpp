@@ -18,7 +18,10 @@ bool expand_inputs(const std::vector<std::string>& args, std::vector<std::string
 bool read_source(const std::string& path, std::string& text, std::string& error);
 
 // Resolves YAML merge keys (`<<: *defaults`) in place, as kubectl's parser does and yaml-cpp
-// does not: the merged maps' keys are added where the map does not set them itself.
+// does not: the merged maps' keys are added where the map does not set them itself. Throws
+// YAML::ParserException, at the key concerned, for an alias inside the node it names (a cycle,
+// plain or through `<<`) and aliases that repeat more than 100000 nodes, which kubectl's reader
+// refuses too, and for nesting deeper than 512 levels (aliases followed).
 void expand_merge_keys(YAML::Node node);
 
 }  // namespace ebb::k8s

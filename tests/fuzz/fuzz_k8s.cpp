@@ -51,6 +51,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   opts.generated_token = "fuzz-token-0123456789";
   ebb::InjectResult first = ebb::inject_manifests(text, "fuzz.yaml", config, opts);
   if (!first.error.empty()) return 0;
+  // Documents inject leaves alone are copied byte for byte: an unchanged text was read above,
+  // and injecting it again is the same call (a fifth of the inputs; this halves their cost).
+  if (first.output == text) return 0;
   ebb::CheckResult checked = readable ? check_text(first.output) : ebb::CheckResult{};
   if (!checked.error.empty()) fail("check-k8s cannot read inject's output", first.output + "\n--- " + checked.error);
   ebb::InjectResult second = ebb::inject_manifests(first.output, "fuzz.yaml", config, opts);

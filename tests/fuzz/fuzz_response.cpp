@@ -2,7 +2,8 @@
 // bytes: the split point and the request's shape) is an app's answer, parsed by strict llhttp as
 // UpstreamConn parses it, judged and rewritten as ClientConn::upstream_head does (analyse_response,
 // write_response_head). Invariants: the split never changes the outcome; each head written parses
-// again with the same status and no hop-by-hop field but those ebb adds; and a complete body
+// again with the same status and no hop-by-hop field but those ebb adds, its status line in
+// RFC 9112's alphabet whatever the app's reason phrase; and a complete body
 // arrives unchanged when framed as the head written says (re-chunked, or as it came).
 #include <charconv>
 #include <cstdint>
@@ -82,6 +83,10 @@ struct Exchange {
              bool head_only) {
     std::string out;
     http::write_response_head(out, head, ri, f);
+    // RFC 9112 §4: the status line is HTTP-version SP status-code SP reason-phrase, all of it in
+    // the field-value alphabet (HTAB, SP, VCHAR, obs-text): whatever reason the app sent.
+    if (!http::valid_field_value(std::string_view(out).substr(0, out.find("\r\n"))))
+      fail("the status line carries a byte outside the reason-phrase grammar", out);
     std::string_view connection = f.upgrade ? "" : f.close ? "close" : f.keep_alive_10 ? "keep-alive" : "";
     ClientView v{f.status, true, f.upgrade, f.chunked, connection, out};
     HeadCollector<ClientView> parser(v, HTTP_RESPONSE, false);

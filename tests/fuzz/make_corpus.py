@@ -2,12 +2,12 @@
 """Writes the seed corpus of each fuzz target (tests/fuzz/corpus/<target>/) from the project's own
 test cases: config files and the unit tests' YAML, the k8s manifests and fixtures, the e2e tests'
 requests and responses (built with their own helpers), and WebSocket frames from the e2e harness.
-Run from anywhere; it replaces the corpus dirs. File names are content hashes, so reruns are stable."""
+Run from anywhere; it replaces the generated seeds and keeps what fuzzing found. File names are
+content hashes, so reruns are stable."""
 import ast
 import hashlib
 import os
 import re
-import shutil
 import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -31,9 +31,13 @@ def read(path):
 
 
 def write_all(target, items):
+    """Replaces the generated seeds (named by hash); the inputs fuzzing found (regression-*,
+    found-*) stay."""
     d = os.path.join(OUT, target)
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    os.makedirs(d, exist_ok=True)
+    for name in os.listdir(d):
+        if re.fullmatch(r"[0-9a-f]{16}", name):
+            os.remove(os.path.join(d, name))
     seen = set()
     for data in items:
         h = hashlib.sha1(data).hexdigest()[:16]

@@ -414,6 +414,13 @@ TEST_CASE("config: refusals name the file, the line and the key", "[config]") {
 
   // YAML syntax errors keep file:line too.
   CHECK(error_for("log: {format: json\nworkers: 1\n") == ":2: YAML syntax error: end of map flow not found");
+  // Aliases: the walk enters known sections only, so an alias cycle ends at an unknown key, and
+  // a merge key is one too (the config has no use for either).
+  CHECK(error_for("admin: &a\n  listen: :9901\n  admin: *a\n") == ":3: admin.admin: unknown key");
+  CHECK(error_for("admin: &a\n  <<: *a\n") == ":2: admin.<<: unknown key");
+  // yaml-cpp's nesting limit says "bad file"; the error says what it is.
+  CHECK(error_for("\nlog: " + std::string(600, '[') + std::string(600, ']') + "\n") ==
+        ":2: YAML syntax error: nested more than 499 levels deep");
   CHECK(error_for("listen: [::1]:8080\n") ==
         ":1: YAML syntax error: end of map not found (quote IPv6 addresses: \"[::1]:8080\")");
 }
@@ -565,6 +572,11 @@ TEST_CASE("config: an unknown EBB_ variable is a warning naming the closest key,
   CHECK(warnings_of({{"EBB_SHUTDOWN_DRAIN_TIMOUT", "5s"}}) ==
         V{"env EBB_SHUTDOWN_DRAIN_TIMOUT: unknown key (did you mean EBB_SHUTDOWN_DRAIN_TIMEOUT?); ignored"});
   CHECK(warnings_of({{"EBB_ADMIN", ":1"}}) == V{"env EBB_ADMIN: unknown key; ignored"});
+  // Two edits from EBB_LISTEN but three from EBB_UPSTREAM: the closest wins, not the first in reach.
+  CHECK(warnings_of({{"EBB_LISTXN_", ":1"}}) == V{"env EBB_LISTXN_: unknown key (did you mean EBB_LISTEN?); ignored"});
+  // A name far longer than any key gets no hint, and costs no key-by-key comparison.
+  std::string huge = "EBB_" + std::string(200000, 'X');
+  CHECK(warnings_of({{huge, "1"}}) == V{"env " + huge + ": unknown key; ignored"});
   // A port-looking key that is not a service link's shape is still a typo to report.
   CHECK(warnings_of({{"EBB_ADMIN_PORT", "9902"}}) == V{"env EBB_ADMIN_PORT: unknown key; ignored"});
   // The misspelt key leaves the real one at its default; real keys beside it still apply.

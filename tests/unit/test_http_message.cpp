@@ -532,6 +532,23 @@ TEST_CASE("write_response_head writes the status line with the app's reason or t
   CHECK(u.start == "HTTP/1.1 299 Unknown");
 }
 
+TEST_CASE("write_response_head relays a reason phrase only when it keeps RFC 9112's grammar",
+          "[http][message]") {
+  ebb::http::ResponseFraming f;
+  f.status = 503;
+  // HTAB, SP, VCHAR and obs-text pass as the app wrote them.
+  Wire ok = respond("Busy\there \xc3\xa9t\xc3\xa9", {{"Content-Length", "0"}}, f);
+  CHECK(ok.start == "HTTP/1.1 503 Busy\there \xc3\xa9t\xc3\xa9");
+  // Any other byte (a CR, LF, NUL, DEL, escape) gets the standard phrase instead.
+  for (std::string bad : {std::string("Busy\r\nX-Injected: 1"), std::string("Busy\nX: 1"),
+                          std::string("Bu\0sy", 5), std::string("Busy\x7f"), std::string("\x1b[31mBusy")}) {
+    INFO("reason: " << bad);
+    Wire w = respond(bad, {{"Content-Length", "0"}}, f);
+    CHECK(w.start == "HTTP/1.1 503 Service Unavailable");
+    CHECK(w.fields == Fields{{"Content-Length", "0"}});
+  }
+}
+
 TEST_CASE("write_response_head re-frames: chunked, close, keep-alive for 1.0", "[http][message]") {
   ebb::http::ResponseFraming f;
   f.chunked = true;
