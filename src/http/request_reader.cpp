@@ -80,10 +80,13 @@ int RequestReader::reject(int status, const char* reason) {
 }
 
 int RequestReader::on_message_begin() {
-  MessageHead head = std::move(req_.head);  // keeps its storage
-  head.clear();
-  req_ = Request{};
-  req_.head = std::move(head);
+  // Field by field: the head keeps its storage, and `info` is written whole by analyse_request.
+  Request& r = req_;
+  r.head.clear();
+  r.method = HTTP_GET;
+  r.http10 = r.http2 = r.head_method = r.chunked = r.upgrade = r.close = r.replayable = false;
+  r.head_done = r.complete = false;
+  r.head_bytes = r.body_bytes = 0;
   reject_reason_ = nullptr;
   sink_.on_request_begin();
   return 0;
