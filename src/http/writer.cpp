@@ -156,6 +156,21 @@ size_t chunk_line(char* buf, size_t len) {
   return static_cast<size_t>(r.ptr + 2 - buf);
 }
 
+std::string percent_encode(std::string_view s, bool (*keep)(unsigned char)) {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (keep(c)) {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
 const char* status_text(int status) {
   switch (status) {
     case 100: return "Continue";

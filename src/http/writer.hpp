@@ -55,4 +55,8 @@ size_t chunk_line(char* buf, size_t len);
 
 const char* status_text(int status);
 
+// `s` with every byte that `keep` refuses written as %XX (RFC 3986 §2.1). A URL query value keeps
+// only the unreserved characters; gRPC's grpc-message keeps printable ASCII but '%'.
+std::string percent_encode(std::string_view s, bool (*keep)(unsigned char));
+
 }  // namespace ebb::http

@@ -1,8 +1,10 @@
 // The pieces of a pod that `ebb inject` writes or edits (see inject_pod.hpp).
 #include "k8s/inject_pod.hpp"
 
+#include <cctype>
 #include <cstdio>
 
+#include "http/writer.hpp"
 #include "k8s/manifest_io.hpp"
 #include "k8s/rules.hpp"
 #include "k8s/yaml_out.hpp"
@@ -10,17 +12,9 @@
 namespace ebb::k8s::pod {
 
 std::string percent_encode(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      char buf[4];
-      std::snprintf(buf, sizeof buf, "%%%02X", c);
-      out += buf;
-    }
-  }
-  return out;
+  return http::percent_encode(s, [](unsigned char c) {
+    return std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.' || c == '~';
+  });
 }
 
 std::optional<int> env_port(const YAML::Node& container, const char* name) {

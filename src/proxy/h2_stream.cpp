@@ -44,20 +44,6 @@ int grpc_status_for(int http_status) {
   }
 }
 
-std::string percent_encode(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (c >= 0x20 && c <= 0x7e && c != '%') {
-      out += static_cast<char>(c);
-    } else {
-      char b[4];
-      std::snprintf(b, sizeof b, "%%%02X", c);
-      out += b;
-    }
-  }
-  return out;
-}
-
 nghttp2_nv nv(std::string_view name, std::string_view value) {
   return {reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
           reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
@@ -303,7 +289,7 @@ void H2Stream::send_error(int status, const char* reason) {
     // Trailers-only (gRPC over HTTP/2): HTTP 200 with the status a gRPC client acts on.
     http::MessageHead head;
     std::string code = std::to_string(grpc_status_for(status));
-    std::string msg = percent_encode(reason);
+    std::string msg = http::percent_encode(reason, [](unsigned char c) { return c >= 0x20 && c <= 0x7e && c != '%'; });
     head.add_name("content-type", 12);
     head.add_value("application/grpc", 16);
     head.add_name("grpc-status", 11);
