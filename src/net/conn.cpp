@@ -37,10 +37,25 @@ int Conn::write(const uv_buf_t* bufs, unsigned n, std::uint64_t* account) {
 size_t Conn::queued() const { return net::queued(stream()); }
 
 void Conn::start_timer(std::uint64_t ms) {
-  uv_timer_start(&timer_, [](uv_timer_t* t) { owner(t->data)->on_timer(); }, ms, 0);
+  deadline_ = uv_now(loop()) + ms;
+  if (armed_ != 0 && armed_ <= deadline_) return;  // fires in time; timer_fired looks again
+  armed_ = deadline_;
+  uv_timer_start(&timer_, timer_fired, ms, 0);
 }
 
-void Conn::stop_timer() { uv_timer_stop(&timer_); }
+void Conn::timer_fired(uv_timer_t* t) {
+  Conn* c = owner(t->data);
+  c->armed_ = 0;
+  if (c->deadline_ == 0 || c->closing_) return;
+  std::uint64_t now = uv_now(c->loop());
+  if (now < c->deadline_) {
+    c->armed_ = c->deadline_;
+    uv_timer_start(&c->timer_, timer_fired, c->deadline_ - now, 0);
+    return;
+  }
+  c->deadline_ = 0;
+  c->on_timer();
+}
 
 int Conn::shutdown() {
   if (shutdown_sent_) return 0;

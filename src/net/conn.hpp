@@ -1,6 +1,7 @@
 // The skeleton every connection shares (client, app, admin, readiness probe): a TCP handle and
-// one timer whose data point at the object, reading as a state, writes that copy only what the
-// kernel did not take, and an idempotent close that frees the object once both handles closed.
+// one lazy deadline timer whose data point at the object, reading as a state, writes that copy
+// only what the kernel did not take, and an idempotent close that frees the object once both
+// handles closed.
 #pragma once
 
 #include <uv.h>
@@ -29,8 +30,14 @@ class Conn {
   // frees its copy then). `account` counts the copied bytes while they are held.
   int write(const uv_buf_t* bufs, unsigned n, std::uint64_t* account = nullptr);
   size_t queued() const;
+  // One deadline, `ms` from now (replacing any other), or none. Lazy: a connection moves its
+  // deadline several times per request (idle, head, waiting for the app, idle again), and every
+  // move of a libuv timer is a heap operation among all the loop's timers. So the libuv timer
+  // is only moved when the deadline comes sooner than it is set for; when it fires before the
+  // deadline (the deadline moved later, or was stopped) it is set again, or not at all.
+  // on_timer runs once the deadline is reached, never for a deadline that was replaced.
   void start_timer(std::uint64_t ms);
-  void stop_timer();
+  void stop_timer() { deadline_ = 0; }
   // The FIN, after the queued bytes; on_shutdown hears how it went. Once only.
   int shutdown();
   bool shutdown_sent() const { return shutdown_sent_; }
@@ -54,6 +61,9 @@ class Conn {
   uv_shutdown_t shutdown_req_;
   uv_connect_t connect_req_;
   uv_alloc_cb alloc_;
+  std::uint64_t deadline_ = 0;  // loop time (uv_now) on_timer is due at; 0: none
+  std::uint64_t armed_ = 0;     // loop time the libuv timer fires at; 0: not set
+  static void timer_fired(uv_timer_t* t);
   int pending_closes_ = 0;
   bool reading_ = false;
   bool closing_ = false;
