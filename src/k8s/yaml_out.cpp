@@ -37,8 +37,14 @@ void emit_scalar(YAML::Emitter& out, const YAML::Node& n) {
   }
 }
 
+// YAML caps an implicit key at 1024 characters as written (quotes and escapes included): a long
+// one is written as an explicit `? key` (with room for escapes: 128 bytes can be 1024 written).
+bool long_key(const YAML::Node& key) { return !key.IsScalar() || key.Scalar().size() > 128; }
+
 // A collection read in flow style stays so unless it now holds one built in block style (a
-// container inject added to `containers: [...]`), which would otherwise turn into one long line.
+// container inject added to `containers: [...]`), which would otherwise turn into one long line,
+// or a long key: yaml-cpp writes a flow map's explicit key as `?key`, which YAML reads as a
+// plain scalar, so such a map is written in block style.
 bool all_flow(const YAML::Node& n) {
   if (!n.IsMap() && !n.IsSequence()) return true;
   if (n.Style() != YAML::EmitterStyle::Flow) return false;
@@ -48,7 +54,7 @@ bool all_flow(const YAML::Node& n) {
     }
   } else {
     for (const auto& kv : n) {
-      if (!all_flow(kv.second)) return false;
+      if (long_key(kv.first) || !all_flow(kv.second)) return false;
     }
   }
   return true;
@@ -66,11 +72,8 @@ void emit_node(YAML::Emitter& out, const YAML::Node& n) {
       if (all_flow(n)) out << YAML::Flow;
       out << YAML::BeginMap;
       for (const auto& kv : n) {
-        // YAML caps an implicit key at 1024 characters as written (quotes and escapes included):
-        // a long one is written as an explicit `? key`.
         // yaml-cpp keeps a key format set for the rest of the document: set one for every key.
-        bool long_key = !kv.first.IsScalar() || kv.first.Scalar().size() > 128;
-        out << (long_key ? YAML::LongKey : YAML::Auto);
+        out << (long_key(kv.first) ? YAML::LongKey : YAML::Auto);
         out << YAML::Key;
         emit_node(out, kv.first);
         out << YAML::Value;

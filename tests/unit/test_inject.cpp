@@ -274,3 +274,25 @@ TEST_CASE("inject writes a key too long for an implicit YAML key as an explicit 
   CHECK(doc(second.output, 0)["metadata"]["annotations"][key].as<std::string>() == "v");
   CHECK(second.output.find("  replicas: 3\n") != std::string::npos);  // other keys stay implicit
 }
+
+TEST_CASE("a long key inside a flow map is written in block style, readable again", "[inject]") {
+  // Found by fuzzing: yaml-cpp writes a flow map's explicit key as `{ ?key: v }`, which YAML reads
+  // as a plain scalar key and then fails on, so inject's output could not be read back.
+  std::string key(200, 'k');
+  std::string text = read(fixture_path("shop-frontend.yaml"));
+  text.insert(text.find("  annotations:\n") + 15, "    flowy: {" + key + ": v, short: w}\n");
+  REQUIRE(check_text(text).error.empty());
+  auto first = inject(text);
+  REQUIRE(first.error.empty());
+  REQUIRE(check_text(first.output).error.empty());
+  YAML::Node flowy = doc(first.output, 0)["metadata"]["annotations"]["flowy"];
+  CHECK(flowy[key].as<std::string>() == "v");
+  CHECK(flowy["short"].as<std::string>() == "w");
+  CHECK(inject(first.output).output == first.output);
+  // And the fuzzer's own input: the key holds bytes that are not UTF-8, in a probe's httpGet.
+  std::string found = read((fs::path(__FILE__).parent_path().parent_path() / "fuzz" / "corpus" / "k8s" /
+                            "regression-inject-long-key-in-flow-map.yaml").string());
+  auto again = inject(found);
+  REQUIRE(again.error.empty());
+  CHECK(check_text(again.output).error.empty());
+}
