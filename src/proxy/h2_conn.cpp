@@ -125,7 +125,7 @@ void H2Conn::flush() {
   in_session_ = false;
   if (!out_.empty()) {
     uv_buf_t b = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
-    int r = write(&b, 1);
+    int r = write(&b, 1, w_.memory().counter());
     out_.clear();
     if (r < 0) {
       close(Unanswered::kClientClosed);
@@ -146,6 +146,7 @@ void H2Conn::maybe_finish() {
 }
 
 void H2Conn::on_write_done(int status) {
+  w_.memory_released();  // budget: a finished or cancelled write freed its copy
   if (closing()) return;
   if (status < 0) {
     close(Unanswered::kClientClosed);
@@ -234,6 +235,33 @@ void H2Conn::close(Unanswered why) {
   if (closing()) return;
   streams_.for_each([why](H2Stream* s) { s->abort_quietly(why); });
   close_handles();
+}
+
+void H2Conn::shed() {
+  if (closing()) return;
+  LOG_WARN("connection shed: buffers at limits.max_memory", {"conn", id_}, {"client", client_ip_},
+           {"protocol", "HTTP/2"}, {"held_bytes", held_bytes()}, {"buffered_bytes", w_.memory().held()},
+           {"max_memory", w_.memory().max()});
+  streams_.for_each([](H2Stream* s) { s->shed(); });
+  close(Unanswered::kMemoryShed);
+}
+
+void H2Conn::streams_hold(size_t before, size_t now) {
+  streams_held_ += now - before;  // unsigned: wraps back correctly when `now` is smaller
+  if (now > before) {
+    w_.memory().add(now - before);
+    return;
+  }
+  w_.memory().sub(before - now);
+  w_.memory_released();
+}
+
+void H2Conn::resume_memory() {
+  if (closing()) return;
+  // The app's side of each stream may read again (a read refused for memory waits for this).
+  streams_.for_each([](H2Stream* s) {
+    if (s->exchange().active()) s->exchange().client_drained();
+  });
 }
 
 void H2Conn::stream_gone(H2Stream* s) {

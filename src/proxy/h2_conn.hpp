@@ -39,6 +39,8 @@ class H2Stream final : public net::Linked<H2Stream>, private Downstream {
   void closed(std::uint32_t error_code);  // the stream is gone (answered, or reset)
   void cut();                             // the drain deadline
   void abort_quietly(Unanswered why);     // the connection is closing: count and let go
+  // Shed at limits.max_memory: an answer read whole from the app but not delivered counts too.
+  void shed();
   void release_flow();                    // give back request body the app has taken since
 
  private:
@@ -67,6 +69,7 @@ class H2Stream final : public net::Linked<H2Stream>, private Downstream {
   bool grpc() const;
   void local_answer(int status, std::string_view type, std::string_view body, const char* error);
   void count_unanswered(Unanswered why, const char* what);
+  void account_out();  // budget: out_ counts in limits.max_memory and in the connection's holding
   struct Timer;
 
   H2Conn& conn_;
@@ -76,6 +79,7 @@ class H2Stream final : public net::Linked<H2Stream>, private Downstream {
   Exchange ex_;
   std::string out_;           // answer bytes nghttp2 has not taken yet
   size_t out_off_ = 0;
+  size_t accounted_ = 0;       // of out_, what the worker's memory account holds
   std::uint64_t unacked_ = 0;  // request body bytes read but not yet given back to the client
   bool head_sent_ = false;
   bool answer_done_ = false;   // the whole answer is with nghttp2
@@ -97,7 +101,11 @@ class H2Conn final : public Client {
   nghttp2_session* session() { return session_; }
   std::uint64_t id() const override { return id_; }
   std::string_view peer_ip() const { return client_ip_; }
-  size_t held_bytes() const override { return closing() ? 0 : queued(); }
+  // Its socket queue and the answers its streams hold (out_), for limits.max_memory.
+  size_t held_bytes() const override { return closing() ? 0 : queued() + streams_held_; }
+  void resume_memory() override;
+  void shed() override;
+  void streams_hold(size_t before, size_t now);  // a stream's out_ changed size
   // Sends what nghttp2 has queued, as far as the socket takes it; then closes if all is said.
   void flush();
   void cork() { ++corked_; }
@@ -130,6 +138,7 @@ class H2Conn final : public Client {
   nghttp2_session* session_ = nullptr;
   char client_ip_[46] = {0};
   std::string out_;               // frames gathered for one write
+  size_t streams_held_ = 0;       // the streams' out_ together
   net::List<H2Stream> streams_;   // open streams
   net::List<H2Stream> dead_;      // closed, freed at the next safe point
   int corked_ = 0;

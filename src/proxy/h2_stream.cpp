@@ -67,11 +67,21 @@ H2Stream::H2Stream(H2Conn& conn, std::int32_t id) : conn_(conn), id_(id), ex_(co
 
 H2Stream::~H2Stream() {
   ex_.abandon();
+  out_.clear();
+  out_off_ = 0;
+  account_out();
   if (timer_ != nullptr) {
     timer_->stream = nullptr;
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_->handle),
              [](uv_handle_t* h) { delete reinterpret_cast<Timer*>(h); });
   }
+}
+
+void H2Stream::account_out() {
+  size_t now = send_queued();
+  if (now == accounted_) return;
+  conn_.streams_hold(accounted_, now);
+  accounted_ = now;
 }
 
 std::uint64_t H2Stream::conn_id() const { return conn_.id(); }
@@ -227,6 +237,7 @@ bool H2Stream::send_body(const char* at, size_t len) {
   if (stream_closed_) return false;
   ex_.count_response_bytes(len);
   out_.append(at, len);
+  account_out();
   nghttp2_session_resume_data(conn_.session(), id_);
   if (corked_ == 0) conn_.flush();
   return true;
@@ -249,6 +260,7 @@ ssize_t H2Stream::read_answer(std::uint8_t* buf, size_t length, std::uint32_t* f
     out_.clear();
     out_off_ = 0;
   }
+  account_out();
   if (n > 0 && send_queued() <= conn_.worker().budget().low && ex_.active()) ex_.client_drained();
   if (send_queued() == 0 && answer_done_) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -260,6 +272,7 @@ ssize_t H2Stream::read_answer(std::uint8_t* buf, size_t length, std::uint32_t* f
 void H2Stream::local_answer(int status, std::string_view type, std::string_view body, const char* error) {
   out_.assign(body);
   out_off_ = 0;
+  account_out();
   ex_.count_response_bytes(body.size());
   http::MessageHead head;
   head.add_name("content-type", 12);
@@ -341,6 +354,12 @@ void H2Stream::abort(Unanswered why) {
 void H2Stream::abort_quietly(Unanswered why) {
   if (ex_.active() && req_.head_done) count_unanswered(why, "request unanswered");
   ex_.abandon();
+}
+
+void H2Stream::shed() {
+  if (!ex_.active() && req_.head_done && !stream_closed_) {
+    count_unanswered(Unanswered::kMemoryShed, "answer cut: connection shed at limits.max_memory");
+  }
 }
 
 void H2Stream::closed(std::uint32_t error_code) {

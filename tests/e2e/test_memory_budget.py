@@ -9,12 +9,14 @@ makes the kernel give ebb's socket a send buffer of megabytes at once, which wou
 itself holds; with a phone-sized MSS the kernel takes about 100 KiB and the rest is ebb's."""
 
 import socket
+import struct
 import time
 import unittest
 
 from harness.admin import scrape, wait_metric
 from harness.case import EbbTestCase
 from harness.data import KIB, MIB
+from harness.h2raw import END_HEADERS, END_STREAM, HEADERS, PREFACE, SETTINGS, WINDOW_UPDATE, frame, header_block
 from harness.handlers import ok, route, send_huge
 from harness.http import build_request
 from harness.wait import SANITIZED, dl, wait_stable
@@ -30,6 +32,22 @@ def stalled_get(port: int, target: str) -> socket.socket:
     s.settimeout(dl(3))
     s.connect(("127.0.0.1", port))
     s.sendall(build_request("GET", target))
+    return s
+
+
+def stalled_h2(port: int, streams: int, target: str = "/big") -> socket.socket:
+    """An HTTP/2 client as small as stalled_get that grants ebb every window (so flow control
+    holds nothing back) and opens `streams` streams for `target`, then never reads."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    s.settimeout(dl(3))
+    s.connect(("127.0.0.1", port))
+    top = 2**31 - 1
+    s.sendall(PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, top))  # INITIAL_WINDOW_SIZE
+              + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", top - 65535)))
+    for i in range(streams):
+        s.sendall(frame(HEADERS, END_HEADERS | END_STREAM, 1 + 2 * i, header_block("GET", target)))
     return s
 
 
@@ -134,6 +152,49 @@ class GlobalCap(StalledReaders):
         ex = scrape(ebb)
         self.assertEqual(ex.value("ebb_memory_shed_connections_total"), 0)
         self.assertEqual(ex.value("ebb_requests_unanswered_total", {"reason": "memory_shed"}), 0)
+
+
+class Http2Streams(StalledReaders):
+    """An HTTP/2 stream's answer waits in ebb until the client's flow control and socket take it:
+    those bytes count in ebb_buffered_bytes and in limits.max_memory like an HTTP/1 queue, and a
+    connection whose streams hold the most is the one shed."""
+    STREAMS = 20
+
+    def stall_h2(self, ebb, conns: int) -> list:
+        socks = self.stalled = []
+        self.on_teardown(lambda: [s.close() for s in socks])
+        for _ in range(conns):
+            socks.append(stalled_h2(ebb.proxy_port, self.STREAMS))
+        return socks
+
+    def test_stream_answers_count_and_stay_within_their_budget(self):
+        fake = self.start_fake(self.app())
+        ebb = self.start_ebb(fake, {"log": {"access": False}, "timeouts": {"client_send": "120s"}})
+        self.stall_h2(ebb, 1)
+        held = self.settle(fake, ebb, self.STREAMS)
+        print(f"\n  {self.STREAMS} stalled HTTP/2 streams: ebb holds {held / KIB:.0f} KiB", flush=True)
+        # Each stream's answer fills its budget, no more; the connection's socket queue adds one
+        # read buffer (32 KiB) at most.
+        self.assertGreaterEqual(held, self.STREAMS * BUDGET // 2, "the streams' answers are not counted")
+        self.assertLessEqual(held, self.STREAMS * (BUDGET + 1 * KIB) + 64 * KIB, "a stream holds more than its budget")
+        for s in self.stalled:
+            s.close()
+        wait_metric(ebb, "ebb_buffered_bytes", None, lambda v: v == 0, dl(10), "the account back at 0")
+
+    def test_at_max_memory_the_largest_http2_connection_is_shed(self):
+        cap = 1 * MIB  # three connections of 20 streams hold about twice that
+        fake = self.start_fake(self.app())
+        ebb = self.start_ebb(fake, {"limits": {"max_memory": cap}, "log": {"access": False},
+                                    "timeouts": {"client_send": "120s"}})
+        normal = self.connect(ebb)
+        self.stall_h2(ebb, 3)
+        wait_metric(ebb, "ebb_memory_shed_connections_total", None, lambda v: v >= 1, dl(20), "a shed")
+        self.assertOk(normal.request("GET", "/small", timeout=dl(2)), b"small")
+        held = wait_stable(lambda: self.buffered(ebb), 0.5, dl(30), "ebb_buffered_bytes")
+        self.assertLessEqual(held, cap + BUDGET + 1 * KIB)
+        rec = ebb.wait_log("connection shed: buffers at limits.max_memory")
+        self.assertGreater(rec.get("held_bytes", 0), 0, rec)
+        self.assertGreaterEqual(scrape(ebb).value("ebb_requests_unanswered_total", {"reason": "memory_shed"}), 1)
 
 
 class ProxyBuffering(StalledReaders):
