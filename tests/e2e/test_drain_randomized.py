@@ -150,6 +150,7 @@ class Seed:
         self.lock = threading.Lock()
         self.problems: list[str] = []
         self.t_trigger = None
+        self.t_closed = None  # when ebb logged "listener closed", once its log is read
 
     def spec(self, rng, tag, method):
         """A request's query: what the app answers. Mostly short, sometimes slow or large."""
