@@ -198,7 +198,6 @@ bool ClientConn::hand_over_h2(const char* data, size_t len) {
     return true;
   }
   std::string first(got);
-  handed_over_ = true;
   close_handles();
   w_.adopt_h2(dup_fd, first);
   return true;

@@ -112,7 +112,6 @@ class ClientConn final : public Client, private http::RequestSink, private Downs
   bool read_refused_ = false;        // a read found no room (budget or limits.max_memory)
   size_t held_input_accounted_ = 0;  // held input as the worker's total has it
   bool sniffed_ = false;      // the first bytes were looked at for the HTTP/2 preface
-  bool handed_over_ = false;  // to an H2Conn: nothing of this connection is counted twice
   std::string preface_;       // the first bytes while they may still be the HTTP/2 preface
 };
 

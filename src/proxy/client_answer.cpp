@@ -291,7 +291,7 @@ void ClientConn::close(Unanswered why) {
 }
 
 void ClientConn::on_closed() {
-  w_.unlink(this);  // handed over to an H2Conn: that one is linked and counted already
+  w_.unlink(this);  // one handed over to an H2Conn closes here too; the H2Conn counts itself
   --w_.metrics().connections_active;
   if (w_.observer()) w_.observer()->on_connection_closed();
 }
