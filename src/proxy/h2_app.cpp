@@ -363,17 +363,24 @@ void H2AppConn::on_connect(int status) {
     close();
     return;
   }
-  state_ = State::kReady;
+  // Streams wait for the app's SETTINGS: until then nghttp2 would assume 100 concurrent
+  // streams, more than an app may allow (the connect timeout covers this round trip too).
+  state_ = State::kHandshake;
   net::set_nodelay(tcp());
   set_reading(true);
   flush();  // the preface and SETTINGS
+  start_timer(w_.cfg().timeouts.upstream_connect);
+}
+
+void H2AppConn::become_ready() {
+  stop_timer();
+  state_ = State::kReady;
   streams_.for_each([](H2AppStream* s) { s->conn_ready(0); });
   flush();
-  reap();
 }
 
 void H2AppConn::flush() {
-  if (in_session_ || state_ != State::kReady) return;
+  if (in_session_ || state_ == State::kConnecting || state_ == State::kClosing) return;
   in_session_ = true;
   for (;;) {
     // Above one read buffer's worth the socket is the bottleneck: DATA waits in the streams
@@ -434,12 +441,13 @@ void H2AppConn::on_read(ssize_t nread, const uv_buf_t* buf) {
     fail_all(UpstreamError::kBadResponse, UV_EPROTO);
     return;
   }
+  if (state_ == State::kHandshake && settings_seen_) become_ready();
   flush();
   reap();
 }
 
 void H2AppConn::on_timer() {
-  if (state_ == State::kConnecting) {
+  if (state_ == State::kConnecting || state_ == State::kHandshake) {
     fail_all(UpstreamError::kConnectTimeout, UV_ETIMEDOUT);
     return;
   }
@@ -521,6 +529,9 @@ int H2AppConn::on_frame_recv(nghttp2_session* session, const nghttp2_frame* f, v
       if (end) {
         if (H2AppStream* s = stream_of(session, f->hd.stream_id)) s->data_end();
       }
+      return 0;
+    case NGHTTP2_SETTINGS:
+      if ((f->hd.flags & NGHTTP2_FLAG_ACK) == 0) c->settings_seen_ = true;
       return 0;
     case NGHTTP2_GOAWAY:
       // No new streams here; nghttp2 closes the streams above last_stream_id with

@@ -111,7 +111,8 @@ class H2AppConn final : public net::Conn, public net::Linked<H2AppConn> {
   std::uint64_t id() const { return id_; }
 
  private:
-  enum class State { kConnecting, kReady, kClosing };
+  // kHandshake: connected, the preface sent, waiting for the app's SETTINGS (its stream limit).
+  enum class State { kConnecting, kHandshake, kReady, kClosing };
 
   void on_connect(int status) override;
   void on_read(ssize_t nread, const uv_buf_t* buf) override;
@@ -120,7 +121,7 @@ class H2AppConn final : public net::Conn, public net::Linked<H2AppConn> {
   void on_closed() override;
   void fail_all(UpstreamError kind, int err);
   void reap();
-  void refresh_timer();
+  void become_ready();
 
   static int on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self);
   static int on_header(nghttp2_session*, const nghttp2_frame* f, const std::uint8_t* name, size_t namelen,
@@ -141,6 +142,7 @@ class H2AppConn final : public net::Conn, public net::Linked<H2AppConn> {
   std::string out_;
   std::int32_t goaway_last_ = -1;   // the app's GOAWAY: streams above it were never seen
   bool in_session_ = false;
+  bool settings_seen_ = false;
 };
 
 }  // namespace ebb
