@@ -348,6 +348,7 @@ H2AppStream* H2AppConn::open(UpstreamSink* owner, bool head_method) {
   if (state_ == State::kReady) {
     s->mark_ready();
     ++w_.metrics().upstream_connections_reused;
+    idle_since_ = 0;
     stop_timer();  // no longer idle
   }
   return s;
@@ -411,6 +412,9 @@ void H2AppConn::flush() {
   streams_.for_each([](H2AppStream* s) {
     if (s->take_writable()) s->owner_writable();
   });
+  // Streams closed by what was sent (a reset) are freed from the timer, never here: a stream's
+  // own call may have led here.
+  if (reap_due_ && state_ == State::kReady) start_timer(0);
 }
 
 void H2AppConn::on_write_done(int status) {
@@ -452,12 +456,16 @@ void H2AppConn::on_timer() {
     return;
   }
   reap();
-  if (streams_.empty()) close();  // idle for timeouts.upstream_idle
+  if (state_ == State::kReady && streams_.empty() && idle_since_ != 0 &&
+      w_.now_ms() - idle_since_ >= w_.cfg().timeouts.upstream_idle) {
+    close();  // idle for timeouts.upstream_idle
+  }
 }
 
 // Frees streams nobody holds any more, then: a connection the app told to go away closes once
 // its last stream is done; an idle one waits timeouts.upstream_idle for the next exchange.
 void H2AppConn::reap() {
+  reap_due_ = false;
   streams_.for_each([this](H2AppStream* s) {
     if (s->detached() && (s->closed_by_session() || s->id() < 0)) {
       streams_.remove(s);
@@ -469,7 +477,9 @@ void H2AppConn::reap() {
     close();
     return;
   }
-  start_timer(w_.cfg().timeouts.upstream_idle);
+  std::uint64_t now = w_.now_ms(), idle = w_.cfg().timeouts.upstream_idle;
+  if (idle_since_ == 0) idle_since_ = now;
+  start_timer(now - idle_since_ >= idle ? 0 : idle - (now - idle_since_));
 }
 
 void H2AppConn::fail_all(UpstreamError kind, int err) {
@@ -563,11 +573,13 @@ int H2AppConn::on_frame_send(nghttp2_session* session, const nghttp2_frame* f, v
   return 0;
 }
 
-int H2AppConn::on_stream_close(nghttp2_session* session, std::int32_t stream_id, std::uint32_t error_code, void*) {
+int H2AppConn::on_stream_close(nghttp2_session* session, std::int32_t stream_id, std::uint32_t error_code,
+                               void* self) {
   H2AppStream* s = stream_of(session, stream_id);
   if (s == nullptr) return 0;
   nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
   s->closed(error_code);
+  conn_of(self)->reap_due_ = true;
   return 0;
 }
 

@@ -26,7 +26,8 @@ import threading
 import time
 import unittest
 
-from harness.admin import scrape
+from harness import h2raw
+from harness.admin import scrape, wait_metric
 from harness.case import LifecycleCase
 from harness.config import deep_merge, shutdown_config
 from harness.grpc_app import OPTIONS, GrpcApp
@@ -119,6 +120,27 @@ class GrpcCalls(GrpcCase):
         self.assertEqual(scrape(ebb).value("ebb_grpc_requests_total", {"grpc_status": "0"}), 4)
         self.assertLess(ebb.rss_peak_kib(), 96 * 1024 * (4 if os.environ.get("EBB_TEST_SANITIZED") == "1" else 1),
                         "ebb streams the messages; it does not hold them")
+
+    def test_a_client_that_does_not_read_holds_back_its_stream_not_its_siblings(self):
+        # Stream 1 asks for 64 MiB and never opens its window beyond the first 64 KiB (the
+        # connection's is opened wide): ebb stops acknowledging the app's DATA for that stream
+        # alone, so the app's window closes and stream 3 on the same connections still flows.
+        app, ebb = self.grpc_proxy()
+        c = h2raw.H2Raw(ebb.proxy_port)
+        self.on_teardown(c.close)
+        c.send(h2raw.frame(h2raw.WINDOW_UPDATE, 0, 0, (1 << 30).to_bytes(4, "big")))
+        grpc_fields = [("content-type", "application/grpc"), ("te", "trailers")]
+        c.request(1, "POST", "/test.Svc/ServerStream", grpc_fields, grpc_frame(b"64:1048576:0"))
+        wait_metric(ebb, "ebb_backpressure_pauses_total", {"side": "upstream"}, lambda v: v >= 1, dl(10),
+                    "ebb to hold the app back for the stream nobody reads")
+        c.request(3, "POST", "/test.Svc/Unary", grpc_fields, grpc_frame(b"sibling"))
+        c.wait_for(lambda f: f.stream == 3 and f.type == h2raw.HEADERS and f.flags & h2raw.END_STREAM, dl(10),
+                   "the sibling's whole answer, trailers included")
+        self.assertEqual(c.body(3), grpc_frame(b"sibling"))
+        self.assertLessEqual(len(c.body(1)), 65535, "no more than the stream's window")
+        self.assertFalse(c.ended(1))
+        self.assertLess(ebb.rss_kib(), 64 * 1024 * (4 if os.environ.get("EBB_TEST_SANITIZED") == "1" else 1) // 2,
+                        "ebb holds a window and a watermark, not the 64 MiB")
 
     def test_client_cancel_reaches_the_app(self):
         app, ebb = self.grpc_proxy()
