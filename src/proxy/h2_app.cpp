@@ -41,8 +41,7 @@ H2AppStream* stream_of(nghttp2_session* session, std::int32_t id) {
 
 // ---- a stream -----------------------------------------------------------------------------
 
-H2AppStream::H2AppStream(H2AppConn& conn, UpstreamSink* owner, bool head_method)
-    : conn_(conn), owner_(owner), head_method_(head_method) {}
+H2AppStream::H2AppStream(H2AppConn& conn, UpstreamSink* owner) : conn_(conn), owner_(owner) {}
 
 // The head as HTTP/2 fields: pseudo-headers from the request line and Host, hop-by-hop fields
 // dropped but `te: trailers` (gRPC needs it), the same X-Forwarded-* and X-Request-Id as HTTP/1.
@@ -342,8 +341,8 @@ bool H2AppConn::usable() const {
   return streams_.size() < max;
 }
 
-H2AppStream* H2AppConn::open(UpstreamSink* owner, bool head_method) {
-  auto* s = new H2AppStream(*this, owner, head_method);
+H2AppStream* H2AppConn::open(UpstreamSink* owner) {
+  auto* s = new H2AppStream(*this, owner);
   streams_.push_front(s);
   if (state_ == State::kReady) {
     s->mark_ready();

@@ -23,7 +23,7 @@ class H2AppConn;
 
 class H2AppStream final : public AppLeg, public net::Linked<H2AppStream> {
  public:
-  H2AppStream(H2AppConn& conn, UpstreamSink* owner, bool head_method);
+  H2AppStream(H2AppConn& conn, UpstreamSink* owner);
 
   // AppLeg.
   int send_head(const http::Request& r, const http::ForwardContext& ctx, std::string_view early, bool end) override;
@@ -72,7 +72,6 @@ class H2AppStream final : public AppLeg, public net::Linked<H2AppStream> {
   H2AppConn& conn_;
   UpstreamSink* owner_;
   std::int32_t id_ = -1;  // until the head is submitted
-  bool head_method_;
   http::MessageHead head_;
   http::MessageHead trailers_;
   int status_ = 0;
@@ -101,7 +100,7 @@ class H2AppConn final : public net::Conn, public net::Linked<H2AppConn> {
   // May it take one more stream: not told to go away, below the app's concurrency limit.
   bool usable() const;
   bool ready() const { return state_ == State::kReady; }
-  H2AppStream* open(UpstreamSink* owner, bool head_method);
+  H2AppStream* open(UpstreamSink* owner);  // nghttp2 knows a HEAD answer has no body
   void close();  // idempotent; every stream still attached hears of it as a failure
   void flush();  // sends what nghttp2 has queued (never from inside nghttp2)
   void stream_released(H2AppStream* s);  // detached and never submitted, or closed by nghttp2
