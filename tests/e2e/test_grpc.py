@@ -247,6 +247,23 @@ class H2cApp(GrpcCase):
         self.assertEqual(seen, [(1, 1), (1, 3), (2, 1)], "stream 3 of connection 1 went again on connection 2")
         self.assertEqual(scrape(ebb).value("ebb_upstream_errors_total", {"kind": "stale_retried"}), 1)
 
+    def test_a_refused_stream_goes_again(self):
+        # REFUSED_STREAM says the app did nothing with it (RFC 9113 §8.7): a POST with a body is
+        # sent again, body included, where a seen one would be ebb's 502.
+        refused = []
+
+        def refuse_first(req):
+            if not refused:
+                refused.append(req.body)
+                return "refuse"
+            return 200, [], b"took " + req.body, []
+        app = H2App(refuse_first)
+        ebb = self.h2_proxy(app)
+        r = self.connect(ebb).request("POST", "/once", body=b"the body", host="t", timeout=dl(10))
+        self.assertEqual((r.status, r.body), (200, b"took the body"))
+        self.assertEqual(refused, [b"the body"])
+        self.assertEqual(scrape(ebb).value("ebb_upstream_errors_total", {"kind": "stale_retried"}), 1)
+
     def test_control_a_stream_the_app_saw_is_not_sent_again(self):
         # The same app, but its GOAWAY says it saw stream 3: ebb must not send it twice.
         app = H2App(goaway_after=2, goaway_last=3, answer_upto=1)
@@ -282,6 +299,18 @@ class H2cApp(GrpcCase):
         # The connection stays usable, and so does the app's.
         r = c.request("GET", "/again", host="example.com")
         self.assertEqual(r.status, 200)
+        self.assertEqual(app.connections, 1)
+
+    def test_an_app_that_does_not_answer_gets_a_504_and_a_cancel(self):
+        app = H2App(lambda req: None if req.header(":path") == "/silent" else (200, [], b"ok", []))
+        ebb = self.h2_proxy(app, {"timeouts": {"upstream_response": "300ms"}})
+        c = self.connect(ebb)
+        r = c.request("GET", "/silent", host="t", timeout=dl(10))
+        self.assertEqual((r.status, r.header("x-ebb-error")), (504, "upstream response timeout"))
+        wait_until(lambda: app.resets, dl(5), "the app to get the stream's reset")
+        self.assertEqual(app.resets, [(1, 1, 8)], "RST_STREAM(CANCEL) for the stream timed out")
+        self.assertEqual(c.request("GET", "/next", host="t", timeout=dl(10)).status, 200,
+                         "the app's connection serves the next stream")
         self.assertEqual(app.connections, 1)
 
     @unittest.skipUnless(NGHTTP and H2LOAD, "nghttp and h2load (nghttp2-client) are needed")

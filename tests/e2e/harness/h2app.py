@@ -30,7 +30,8 @@ class Request:
 
 
 def default_answer(req: Request):
-    """(status, headers, body, trailers)."""
+    """(status, headers, body, trailers); a handler that returns None leaves the stream open, one
+    that returns "refuse" resets it with REFUSED_STREAM."""
     return 200, [("content-type", "text/plain")], b"from h2 app: " + req.body, [("x-app-trailer", "done")]
 
 
@@ -48,6 +49,7 @@ class H2App:
         self.connections = 0
         self.max_open_seen = 0  # the most streams open at once on one connection
         self.errors: list[str] = []
+        self.resets: list[tuple] = []  # (connection, stream, error code) of RST_STREAMs from ebb
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
         self.listener = socket.socket()
@@ -100,7 +102,9 @@ class H2App:
                         with self._lock:
                             self.requests.append(req)
                         ended.append(req)
-                    elif isinstance(ev, (h2.events.StreamReset,)):
+                    elif isinstance(ev, h2.events.StreamReset):
+                        with self._lock:
+                            self.resets.append((no, ev.stream_id, int(ev.error_code)))
                         open_streams.discard(ev.stream_id)
                         pending.pop(ev.stream_id, None)
                 if no == 1 and self.goaway_after is not None and not gone_away:
@@ -128,7 +132,13 @@ class H2App:
                 self.errors.append(f"connection {no}: {e!r}")
 
     def _answer(self, conn, req: Request):
-        status, headers, body, trailers = self.handler(req)
+        answer = self.handler(req)
+        if answer is None:
+            return
+        if answer == "refuse":
+            conn.reset_stream(req.stream, error_code=7)
+            return
+        status, headers, body, trailers = answer
         conn.send_headers(req.stream, [(":status", str(status))] + list(headers), end_stream=not body and not trailers)
         if body:
             conn.send_data(req.stream, body, end_stream=not trailers)
