@@ -438,14 +438,16 @@ void H2AppConn::on_read(ssize_t nread, const uv_buf_t* buf) {
   ssize_t rv = nghttp2_session_mem_recv(session_, reinterpret_cast<const std::uint8_t*>(buf->base),
                                         static_cast<size_t>(nread));
   in_session_ = false;
-  if (rv < 0) {
-    LOG_WARN("bad HTTP/2 from the app", {"upstream_conn", id_}, {"error", nghttp2_strerror(static_cast<int>(rv))});
-    flush();  // the GOAWAY nghttp2 queued
+  if (rv >= 0 && state_ == State::kHandshake && settings_seen_) become_ready();
+  if (rv >= 0) flush();
+  // A fatal error, or a protocol error for which nghttp2 sent a GOAWAY with its code (or will
+  // not read any more without having been told to go away): the app broke the protocol.
+  if (rv < 0 || protocol_error_ || (!closing() && goaway_last_ < 0 && !nghttp2_session_want_read(session_))) {
+    LOG_WARN("bad HTTP/2 from the app", {"upstream_conn", id_},
+             {"error", rv < 0 ? nghttp2_strerror(static_cast<int>(rv)) : "protocol error"});
     fail_all(UpstreamError::kBadResponse, UV_EPROTO);
     return;
   }
-  if (state_ == State::kHandshake && settings_seen_) become_ready();
-  flush();
   reap();
 }
 
@@ -565,7 +567,8 @@ int H2AppConn::on_data_chunk(nghttp2_session* session, std::uint8_t, std::int32_
   return 0;
 }
 
-int H2AppConn::on_frame_send(nghttp2_session* session, const nghttp2_frame* f, void*) {
+int H2AppConn::on_frame_send(nghttp2_session* session, const nghttp2_frame* f, void* self) {
+  if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR) conn_of(self)->protocol_error_ = true;
   if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
     if (H2AppStream* s = stream_of(session, f->hd.stream_id)) s->headers_sent();
   }

@@ -142,6 +142,7 @@ class H2AppConn final : public net::Conn, public net::Linked<H2AppConn> {
   std::int32_t goaway_last_ = -1;   // the app's GOAWAY: streams above it were never seen
   bool in_session_ = false;
   bool settings_seen_ = false;
+  bool protocol_error_ = false;   // nghttp2 ended the session for something the app sent
   bool reap_due_ = false;         // a stream closed since the last reap
   std::uint64_t idle_since_ = 0;  // when its last stream was freed (0: busy)
 };
