@@ -226,17 +226,21 @@ void H2AppStream::begin_headers() {
   else head_.clear(), status_ = 0;
 }
 
-void H2AppStream::header(std::string_view name, std::string_view value) {
+bool H2AppStream::header(std::string_view name, std::string_view value) {
   if (name == ":status") {
     int s = 0;
     for (char c : value) s = s * 10 + (c - '0');  // nghttp2 checked it: three digits
     status_ = s;
-    return;
+    return true;
   }
-  if (!name.empty() && name[0] == ':') return;
+  if (!name.empty() && name[0] == ':') return true;
   http::MessageHead& h = in_trailers_ ? trailers_ : head_;
   h.add_name(name.data(), name.size());
-  h.add_value(value.data(), value.size());
+  if (h.add_value(value.data(), value.size()) <= conn_.worker().cfg().limits.max_header_bytes) return true;
+  LOG_WARN("bad response from upstream", {"upstream_conn", conn_.id()}, {"stream", id_},
+           {"reason", "response head too large"});
+  fail(UpstreamError::kBadResponse, UV_EPROTO, false);
+  return false;  // nghttp2 resets the stream
 }
 
 void H2AppStream::headers_end(bool end_stream) {
@@ -524,8 +528,11 @@ int H2AppConn::on_begin_headers(nghttp2_session* session, const nghttp2_frame* f
 int H2AppConn::on_header(nghttp2_session* session, const nghttp2_frame* f, const std::uint8_t* name, size_t namelen,
                          const std::uint8_t* value, size_t valuelen, std::uint8_t, void*) {
   if (f->hd.type != NGHTTP2_HEADERS) return 0;
-  if (H2AppStream* s = stream_of(session, f->hd.stream_id))
-    s->header({reinterpret_cast<const char*>(name), namelen}, {reinterpret_cast<const char*>(value), valuelen});
+  H2AppStream* s = stream_of(session, f->hd.stream_id);
+  if (s != nullptr && !s->header({reinterpret_cast<const char*>(name), namelen},
+                                 {reinterpret_cast<const char*>(value), valuelen})) {
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
   return 0;
 }
 

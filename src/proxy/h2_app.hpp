@@ -49,7 +49,7 @@ class H2AppStream final : public AppLeg, public net::Linked<H2AppStream> {
   bool detached() const { return owner_ == nullptr; }
   void conn_ready(int status);  // the connection is up (0), or its connect failed
   void begin_headers();
-  void header(std::string_view name, std::string_view value);
+  bool header(std::string_view name, std::string_view value);  // false: over limits.max_header_bytes
   void headers_end(bool end_stream);
   void data(const char* at, size_t len);
   void data_end();

@@ -314,6 +314,14 @@ class H2cApp(GrpcCase):
                          "the app's connection serves the next stream")
         self.assertEqual(app.connections, 1)
 
+    def test_an_answer_head_over_the_limit_is_a_502(self):
+        app = H2App(lambda req: (200, [("x-big", "b" * (3000 if req.header(":path") == "/big" else 10))], b"x", []))
+        ebb = self.h2_proxy(app, {"limits": {"max_header_bytes": 2048}})
+        c = self.connect(ebb)
+        r = c.request("GET", "/big", host="t", timeout=dl(10))
+        self.assertEqual((r.status, r.header("x-ebb-error")), (502, "upstream sent a malformed response"))
+        self.assertEqual(self.connect(ebb).request("GET", "/small", host="t", timeout=dl(10)).status, 200)
+
     def test_an_http1_app_behind_h2c_is_a_clear_502(self):
         # A misconfiguration: the app speaks HTTP/1 only. Its answer to the preface is not HTTP/2.
         ls = socket.create_server(("127.0.0.1", 0))
