@@ -221,9 +221,13 @@ void H2AppStream::conn_ready(int status) {
 }
 
 void H2AppStream::begin_headers() {
-  in_trailers_ = final_head_;
-  if (in_trailers_) trailers_.clear();
-  else head_.clear(), status_ = 0;
+  in_trailers_ = final_head_;  // HEADERS after the final head: the trailers
+  if (in_trailers_) {
+    trailers_.clear();
+  } else {
+    head_.clear();
+    status_ = 0;
+  }
 }
 
 bool H2AppStream::header(std::string_view name, std::string_view value) {
