@@ -23,6 +23,8 @@ struct HostPort {
 };
 
 enum class UpstreamCheck { kTcp, kHttp, kNone };
+// How ebb talks to the app: HTTP/1.1, or HTTP/2 in cleartext with prior knowledge (gRPC apps).
+enum class UpstreamProtocol { kHttp1, kH2c };
 enum class LogFormat { kJson, kText };
 enum class LogLevel { kDebug, kInfo, kWarn, kError };
 
@@ -37,6 +39,7 @@ struct ConcurrencyLimit {
 struct Config {
   HostPort listen{"0.0.0.0", 8080};
   HostPort upstream{"127.0.0.1", 3000};
+  UpstreamProtocol upstream_protocol = UpstreamProtocol::kHttp1;
   struct {
     HostPort listen{"0.0.0.0", 9901};
     std::string drain_token;

@@ -18,6 +18,7 @@ namespace config_keys {
 const Key kKeys[] = {
     {"listen", [](Config& c) -> Field { return &c.listen; }},
     {"upstream", [](Config& c) -> Field { return &c.upstream; }},
+    {"upstream_protocol", [](Config& c) -> Field { return &c.upstream_protocol; }},
     {"admin.listen", [](Config& c) -> Field { return &c.admin.listen; }},
     {"admin.drain_token", [](Config& c) -> Field { return &c.admin.drain_token; }},
     {"shutdown.propagation_delay", [](Config& c) -> Field { return DurationRef{&c.shutdown.propagation_delay}; }},
@@ -61,6 +62,8 @@ struct EnumName {
 };
 constexpr EnumName<UpstreamCheck> kChecks[] = {
     {"tcp", UpstreamCheck::kTcp}, {"http", UpstreamCheck::kHttp}, {"none", UpstreamCheck::kNone}};
+constexpr EnumName<UpstreamProtocol> kProtocols[] = {{"http1", UpstreamProtocol::kHttp1},
+                                                     {"h2c", UpstreamProtocol::kH2c}};
 constexpr EnumName<LogFormat> kFormats[] = {{"json", LogFormat::kJson}, {"text", LogFormat::kText}};
 constexpr EnumName<LogLevel> kLevels[] = {{"debug", LogLevel::kDebug},
                                           {"info", LogLevel::kInfo},
@@ -331,6 +334,7 @@ std::string set_field(Field f, std::string_view s) {
                           return std::string();
                         },
                         [&](UpstreamCheck* p) { return enum_error(kChecks, s, *p); },
+                        [&](UpstreamProtocol* p) { return enum_error(kProtocols, s, *p); },
                         [&](LogFormat* p) { return enum_error(kFormats, s, *p); },
                         [&](LogLevel* p) { return enum_error(kLevels, s, *p); },
                         [&](ConcurrencyLimit* p) {
@@ -359,6 +363,7 @@ std::string field_noun(Field f) {
                         [](std::uint32_t*) { return std::string("a non-negative integer"); },
                         [](bool*) { return std::string("true or false"); },
                         [](UpstreamCheck*) { return std::string("one of tcp, http, none"); },
+                        [](UpstreamProtocol*) { return std::string("one of http1, h2c"); },
                         [](LogFormat*) { return std::string("one of json, text"); },
                         [](LogLevel*) { return std::string("one of debug, info, warn, error"); },
                         [](ConcurrencyLimit*) { return std::string("a non-negative integer (0 = unlimited) or auto"); },
@@ -376,6 +381,7 @@ std::string format_field(Field f) {
           [](std::uint32_t* p) { return std::to_string(*p); },
           [](bool* p) { return std::string(*p ? "true" : "false"); },
           [](UpstreamCheck* p) { return std::string(enum_name(kChecks, *p)); },
+          [](UpstreamProtocol* p) { return std::string(enum_name(kProtocols, *p)); },
           [](LogFormat* p) { return std::string(enum_name(kFormats, *p)); },
           [](LogLevel* p) { return std::string(enum_name(kLevels, *p)); },
           [](ConcurrencyLimit* p) { return p->adaptive ? std::string("auto") : std::to_string(p->fixed); },

@@ -24,7 +24,7 @@ struct SizeRef {
   std::uint64_t* p;
 };
 using Field = std::variant<HostPort*, std::string*, DurationRef, SizeRef, std::uint32_t*, bool*,
-                           UpstreamCheck*, LogFormat*, LogLevel*, ConcurrencyLimit*>;
+                           UpstreamCheck*, UpstreamProtocol*, LogFormat*, LogLevel*, ConcurrencyLimit*>;
 
 struct Key {
   std::string_view path;

@@ -101,6 +101,7 @@ void Metrics::add(const Metrics& o) {
   h2_connections += o.h2_connections;
   h2_protocol_errors += o.h2_protocol_errors;
   h2_goaway_sent += o.h2_goaway_sent;
+  for (size_t i = 0; i < grpc_requests.size(); ++i) grpc_requests[i] += o.grpc_requests[i];
   backpressure_pauses_client += o.backpressure_pauses_client;
   backpressure_pauses_upstream += o.backpressure_pauses_upstream;
   buffered_bytes += o.buffered_bytes;
@@ -204,6 +205,16 @@ std::string render_prometheus(const Metrics& m, const ProcessFigures& p) {
           "HTTP/2 connections ended for a protocol error or a flood (rapid reset, CONTINUATION, SETTINGS, PING).",
           m.h2_protocol_errors);
   counter(out, "ebb_http2_goaway_total", "HTTP/2 connections sent the drain's GOAWAY.", m.h2_goaway_sent);
+  header(out, "ebb_grpc_requests_total", "counter",
+         "gRPC requests answered, by grpc-status (the app's, or the one ebb gave its own answer).");
+  bool any_grpc = false;
+  for (size_t i = 0; i < m.grpc_requests.size(); ++i) {
+    if (m.grpc_requests[i] == 0) continue;
+    any_grpc = true;
+    if (i < 17) line(out, "ebb_grpc_requests_total{grpc_status=\"%zu\"} %llu\n", i, static_cast<unsigned long long>(m.grpc_requests[i]));
+    else line(out, "ebb_grpc_requests_total{grpc_status=\"unknown\"} %llu\n", static_cast<unsigned long long>(m.grpc_requests[i]));
+  }
+  if (!any_grpc) out += "ebb_grpc_requests_total{grpc_status=\"0\"} 0\n";
   header(out, "ebb_backpressure_pauses_total", "counter",
          "Times reading one side stopped because the other side could not take more.");
   line(out, "ebb_backpressure_pauses_total{side=\"client\"} %llu\n",

@@ -89,10 +89,14 @@ struct Metrics {
   Histogram upstream_queue_wait;                  // time in the queue, of requests that queued
   std::array<std::uint64_t, static_cast<size_t>(QueueRejection::kCount)> upstream_queue_rejected{};
 
+  // gRPC exchanges answered, by grpc-status (0..16; the last: none, or not a code).
+  std::array<std::uint64_t, 18> grpc_requests{};
+
   // `local`: ebb answered itself (an error or a probe), not the app.
   void count_request(int code, double seconds, bool local = false);
   void count_upstream_error(UpstreamError e) { ++upstream_errors[static_cast<size_t>(e)]; }
   void count_unanswered(Unanswered u) { ++requests_unanswered[static_cast<size_t>(u)]; }
+  void count_grpc(int status) { ++grpc_requests[status >= 0 && status < 17 ? status : 17]; }
   std::uint64_t unanswered_total() const;
   void add(const Metrics& other);
 };

@@ -54,9 +54,10 @@ class ClientConn final : public Client, private http::RequestSink, private Downs
   std::uint64_t conn_id() const override { return id_; }
   std::string_view peer_ip() const override { return client_ip_; }
   bool send_informational(const http::MessageHead& head, int status) override;
-  bool send_head(const http::MessageHead& head, int status) override;
+  bool send_head(const http::MessageHead& head, int status, bool head_only) override;
   bool send_body(const char* at, size_t len) override;
   bool send_end() override;
+  bool send_trailers(const http::MessageHead& trailers) override;
   bool send_tunnel(const char* at, size_t len) override;
   void send_probe(int status, std::string_view body) override;
   void send_error(int status, const char* reason) override;

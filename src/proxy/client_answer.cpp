@@ -27,7 +27,7 @@ bool ClientConn::send_informational(const http::MessageHead& head, int status) {
   return !closing();
 }
 
-bool ClientConn::send_head(const http::MessageHead& head, int status) {
+bool ClientConn::send_head(const http::MessageHead& head, int status, bool) {
   const http::Request& r = *ex_.request();
   http::ResponseInfo ri = http::analyse_response(head);
   http::ResponseFraming f;
@@ -73,6 +73,25 @@ bool ClientConn::send_end() {
     uv_buf_t b = uv_buf_init(const_cast<char*>("0\r\n\r\n"), 5);
     send(&b, 1, 0);
   }
+  return !closing();
+}
+
+// Trailers (an HTTP/2 app's) go in the chunked answer's trailer section (RFC 9112 §7.1.2); an
+// answer framed by Content-Length has no place for them.
+bool ClientConn::send_trailers(const http::MessageHead& trailers) {
+  if (!response_chunked_) return send_end();
+  scratch_.assign("0\r\n");
+  for (size_t i = 0; i < trailers.count(); ++i) {
+    std::string_view n = trailers.name(i), v = trailers.value(i);
+    if (http::is_hop_by_hop(n) || !http::valid_field_value(v)) continue;
+    scratch_.append(n);
+    scratch_.append(": ", 2);
+    scratch_.append(v);
+    scratch_.append("\r\n", 2);
+  }
+  scratch_.append("\r\n", 2);
+  uv_buf_t b = uv_buf_init(scratch_.data(), static_cast<unsigned>(scratch_.size()));
+  send(&b, 1, 1);
   return !closing();
 }
 

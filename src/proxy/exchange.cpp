@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "http/grpc.hpp"
 #include "http/writer.hpp"
 #include "log.hpp"
 #include "proxy/pool.hpp"
@@ -21,12 +22,13 @@ constexpr std::uint64_t kMaxRetryDelayMs = 250;
 void Exchange::begin(const http::Request* req) {
   req_ = req;
   up_ = nullptr;
-  out_.clear();
   pending_body_.clear();
   waiting_ = Waiting::kNone;
   active_ = true;
-  request_complete_ = response_started_ = local_ = shed_ = retried_ = tunnel_ = false;
+  request_complete_ = response_started_ = local_ = shed_ = retried_ = tunnel_ = grpc_ = false;
   status_ = 0;
+  grpc_status_ = -1;
+  grpc_deadline_ms_ = 0;
   ebb_reason_ = nullptr;
   started_ns_ = uv_hrtime();
   upstream_sent_ns_ = upstream_first_ns_ = retry_until_ms_ = retry_delay_ms_ = response_bytes_ = 0;
@@ -35,6 +37,12 @@ void Exchange::begin(const http::Request* req) {
 }
 
 Exchange::Refusal Exchange::start() {
+  // gRPC runs over HTTP/2 only: an HTTP/1 request costs no look at its fields here.
+  if (req_->http2 && http::is_grpc_content_type(req_->head.find("content-type"))) {
+    grpc_ = true;
+    std::uint64_t ms = 0;
+    if (http::parse_grpc_timeout(req_->head.find("grpc-timeout"), ms)) grpc_deadline_ms_ = w_.now_ms() + ms;
+  }
   if (w_.cfg().probes.on_proxy_listener && w_.observer() != nullptr) {
     // Probes are answered here and never queue.
     std::string_view target = req_->head.target();
@@ -54,42 +62,38 @@ Exchange::Refusal Exchange::start() {
 
 void Exchange::begin_forward() {
   const http::Request& r = *req_;
-  http::ForwardContext ctx;
-  ctx.method = r.method_name();
-  ctx.client_ip = down_.peer_ip();
-  ctx.request_id = w_.next_request_id();
+  std::string_view id = w_.next_request_id();
+  size_t n = 0;
   if (!r.info.has_request_id) {
-    size_t n = std::min(ctx.request_id.size(), sizeof request_id_ - 1);
-    std::memcpy(request_id_, ctx.request_id.data(), n);
+    n = std::min(id.size(), sizeof request_id_ - 1);
+    std::memcpy(request_id_, id.data(), n);
     request_id_[n] = '\0';
   }
-  ctx.default_host = w_.upstream_host();
-  ctx.body_chunked = r.chunked;
-  ctx.upgrade = r.upgrade;
-  out_.clear();
-  http::write_request_head(out_, r.head, r.info, ctx);
-  if (UpstreamConn* u = w_.pool().take()) {
-    up_ = u;
-    u->attach(this, r.head_method);
-    send_request_head();
+  ctx_.method = r.method_name();
+  ctx_.client_ip = down_.peer_ip();
+  ctx_.request_id = {request_id_, n};  // kept here: a replay sends the same one
+  ctx_.default_host = w_.upstream_host();
+  ctx_.body_chunked = r.chunked;
+  ctx_.upgrade = r.upgrade;
+  open_leg(false);
+}
+
+// A way to the app: a pooled connection (unless `fresh`), a new one, or a stream of a shared
+// HTTP/2 connection. Ready at once, or upstream_connected follows.
+void Exchange::open_leg(bool fresh) {
+  if (retry_until_ms_ == 0) retry_until_ms_ = w_.now_ms() + w_.cfg().upstream_retry.connect_retry_budget;
+  AppLeg* leg = nullptr;
+  bool ready = false;
+  int r = w_.pool().lend(this, req_->head_method, fresh, leg, ready);
+  if (r < 0) {
+    upstream_connected(nullptr, r);
     return;
   }
-  connect_upstream();
+  up_ = leg;
+  if (ready) send_request_head();
 }
 
-void Exchange::connect_upstream() {
-  if (retry_until_ms_ == 0) retry_until_ms_ = w_.now_ms() + w_.cfg().upstream_retry.connect_retry_budget;
-  auto* u = new UpstreamConn(w_);
-  up_ = u;
-  int r = u->connect(this, req_->head_method);
-  if (r < 0) {
-    up_ = nullptr;
-    u->close();
-    upstream_connected(nullptr, r);
-  }
-}
-
-void Exchange::upstream_connected(UpstreamConn* up, int status) {
+void Exchange::upstream_connected(AppLeg* up, int status) {
   if (up != nullptr && up != up_) return;
   if (status == 0) {
     send_request_head();
@@ -115,20 +119,16 @@ void Exchange::upstream_connected(UpstreamConn* up, int status) {
 void Exchange::on_timer() {
   Waiting w = waiting_;
   waiting_ = Waiting::kNone;
-  if (w == Waiting::kRetry) connect_upstream();
+  if (w == Waiting::kRetry) open_leg(true);
   else if (w == Waiting::kQueue) queue_timed_out();
 }
 
 void Exchange::send_request_head() {
-  uv_buf_t bufs[2] = {uv_buf_init(out_.data(), static_cast<unsigned>(out_.size())),
-                      uv_buf_init(pending_body_.data(), static_cast<unsigned>(pending_body_.size()))};
-  UpstreamConn* u = up_;
+  AppLeg* u = up_;
   upstream_sent_ns_ = uv_hrtime();
-  int r = u->send(bufs, pending_body_.empty() ? 1 : 2);
+  int r = u->send_head(*req_, ctx_, pending_body_, request_complete_);
   if (r < 0) {
-    up_ = nullptr;
-    u->close();
-    replay_or_fail(u, UpstreamError::kClosedEarly, r);
+    leg_broke(u, UpstreamError::kClosedEarly, r);
     return;
   }
   pending_body_.clear();
@@ -137,41 +137,30 @@ void Exchange::send_request_head() {
 }
 
 int Exchange::forward_body(const char* at, size_t len) {
-  char line[24];
-  uv_buf_t bufs[3];
-  unsigned n = 0;
-  if (req_->chunked) {
-    if (len == 0) {
-      bufs[n++] = uv_buf_init(const_cast<char*>("0\r\n\r\n"), 5);  // the last chunk
-    } else {
-      bufs[n++] = uv_buf_init(line, static_cast<unsigned>(http::chunk_line(line, len)));
-      bufs[n++] = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
-      bufs[n++] = uv_buf_init(const_cast<char*>("\r\n"), 2);
-    }
-  } else {
-    if (len == 0) return 0;
-    bufs[n++] = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
-  }
+  if (len == 0) return 0;
   if (up_ == nullptr || !up_->connected() || !pending_body_.empty()) {
     // The app cannot take it yet (connecting, or retrying): hold it; reading stops meanwhile.
-    for (unsigned i = 0; i < n; ++i) pending_body_.append(bufs[i].base, bufs[i].len);
+    pending_body_.append(at, len);
     return 0;
   }
-  UpstreamConn* u = up_;
-  int r = u->send(bufs, n);
+  AppLeg* u = up_;
+  int r = u->send_body(at, len);
   if (r < 0) {
-    up_ = nullptr;
-    u->close();
-    replay_or_fail(u, UpstreamError::kClosedEarly, r);
+    leg_broke(u, UpstreamError::kClosedEarly, r);
     return HPE_USER;
   }
   return 0;
 }
 
 int Exchange::request_complete() {
-  if (!local_ && req_->chunked) {
-    int r = forward_body(nullptr, 0);  // len 0 of a chunked body writes the last chunk
-    if (r != 0) return r;
+  if (!local_ && up_ != nullptr && up_->connected() && pending_body_.empty()) {
+    // Otherwise the end goes with the head (send_request_head).
+    AppLeg* u = up_;
+    int r = u->end_body();
+    if (r < 0) {
+      leg_broke(u, UpstreamError::kClosedEarly, r);
+      return HPE_USER;
+    }
   }
   request_complete_ = true;
   if (up_ != nullptr && up_->connected() && !response_started_) up_->arm_response_timer();
@@ -181,8 +170,7 @@ int Exchange::request_complete() {
 void Exchange::hold_for_app(const char* at, size_t len) { pending_body_.append(at, len); }
 
 bool Exchange::to_app(const char* at, size_t len) {
-  uv_buf_t b = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
-  return up_ != nullptr && up_->send(&b, 1) >= 0;
+  return up_ != nullptr && up_->send_raw(at, len) >= 0;
 }
 
 void Exchange::app_shutdown_write() {
@@ -201,15 +189,23 @@ void Exchange::client_drained() {
   if (up_ != nullptr) up_->set_client_blocked(false);
 }
 
-void Exchange::replay_or_fail(UpstreamConn* up, UpstreamError kind, int err) {
-  // A pooled connection that the app closed before answering: the request never reached it,
-  // or an idempotent, body-less request can be sent again without harm (RFC 9110 §9.2.2).
-  if (kind == UpstreamError::kClosedEarly && up != nullptr && up->reused() && !up->got_bytes() &&
-      req_->replayable && !retried_ && !response_started_) {
+// A send to the app failed: the leg is of no more use. Whether the request may go again is
+// asked before it is let go.
+void Exchange::leg_broke(AppLeg* up, UpstreamError kind, int err) {
+  up_ = nullptr;
+  bool replay = !retried_ && !response_started_ && up->may_replay(*req_, pending_body_);
+  up->abort();
+  replay_or_fail(replay, kind, err);
+}
+
+// `replay`: the app cannot have acted on the request (a stale pooled connection, a stream an
+// HTTP/2 app refused or never saw), so it goes again, once, on a fresh leg.
+void Exchange::replay_or_fail(bool replay, UpstreamError kind, int err) {
+  if (replay) {
     retried_ = true;
     w_.metrics().count_upstream_error(UpstreamError::kStaleRetried);
-    LOG_DEBUG("pooled upstream connection was closed; replaying", {"conn", down_.conn_id()});
-    connect_upstream();
+    LOG_DEBUG("the app did not take the request; sending it again", {"conn", down_.conn_id()});
+    open_leg(true);
     return;
   }
   w_.metrics().count_upstream_error(kind);
@@ -235,10 +231,12 @@ void Exchange::replay_or_fail(UpstreamConn* up, UpstreamError kind, int err) {
   down_.send_error(timeout ? 504 : 502, reason);
 }
 
-void Exchange::upstream_failed(UpstreamConn* up, UpstreamError kind, int err) {
+void Exchange::upstream_failed(AppLeg* up, UpstreamError kind, int err) {
   if (up != up_) return;
   up_ = nullptr;
-  replay_or_fail(up, kind, err);
+  bool replay = kind == UpstreamError::kClosedEarly && !retried_ && !response_started_ &&
+                up->may_replay(*req_, pending_body_);
+  replay_or_fail(replay, kind, err);
 }
 
 // The app's answer began: its time to first byte.
@@ -248,13 +246,13 @@ void Exchange::upstream_began() {
   w_.metrics().upstream_response.observe(static_cast<double>(upstream_first_ns_ - upstream_sent_ns_) / 1e9);
 }
 
-int Exchange::upstream_informational(UpstreamConn* up) {
+int Exchange::upstream_informational(AppLeg* up) {
   upstream_began();
   if (req_->http10) return 0;  // HTTP/1.0 clients do not expect 1xx
   return down_.send_informational(up->head(), up->status()) ? 0 : HPE_USER;
 }
 
-int Exchange::upstream_head(UpstreamConn* up) {
+int Exchange::upstream_head(AppLeg* up) {
   upstream_began();
   int status = up->status();
   status_ = status;
@@ -266,12 +264,12 @@ int Exchange::upstream_head(UpstreamConn* up) {
     tunnel_ = true;
   }
   response_started_ = true;
-  if (!down_.send_head(up->head(), status)) return HPE_USER;
+  if (grpc_) note_grpc_status(up->head());  // a trailers-only answer has it in its head
+  if (!down_.send_head(up->head(), status, up->head_only())) return HPE_USER;
   if (tunnel_) {
     up->begin_tunnel();
     if (!pending_body_.empty()) {
-      uv_buf_t early = uv_buf_init(pending_body_.data(), static_cast<unsigned>(pending_body_.size()));
-      up->send(&early, 1);
+      up->send_raw(pending_body_.data(), pending_body_.size());
       pending_body_.clear();
     }
     down_.request_flow();
@@ -285,10 +283,15 @@ int Exchange::upstream_body(const char* at, size_t len) {
   return 0;
 }
 
-void Exchange::upstream_done(UpstreamConn* up) {
+void Exchange::upstream_done(AppLeg* up) {
   if (up != up_) return;
-  if (!down_.send_end()) return;
-  release_upstream(up->response_keep_alive() && request_complete_);
+  if (const http::MessageHead* t = up->trailers()) {
+    if (grpc_) note_grpc_status(*t);
+    if (!down_.send_trailers(*t)) return;
+  } else if (!down_.send_end()) {
+    return;
+  }
+  release_upstream(request_complete_);
   down_.answer_complete();
 }
 
@@ -305,19 +308,31 @@ void Exchange::upstream_read_begin() { down_.cork(); }
 
 void Exchange::upstream_read_end() { down_.uncork(); }
 
-void Exchange::release_upstream(bool reusable) {
-  UpstreamConn* u = up_;
+void Exchange::release_upstream(bool complete) {
+  AppLeg* u = up_;
   if (u == nullptr) return;
   up_ = nullptr;
-  u->detach();
-  if (reusable) w_.pool().put(u);
-  else u->close();
+  u->release(complete);
 }
 
 void Exchange::drop_app() {
-  if (up_ == nullptr) return;
-  up_->close();
+  AppLeg* u = up_;
+  if (u == nullptr) return;
   up_ = nullptr;
+  u->abort();
+}
+
+std::uint64_t Exchange::response_timeout() const {
+  std::uint64_t t = w_.cfg().timeouts.upstream_response;
+  if (grpc_deadline_ms_ == 0) return t;
+  // The client's deadline: past it nobody waits for the answer (DEADLINE_EXCEEDED).
+  std::uint64_t now = w_.now_ms();
+  return std::min(t, grpc_deadline_ms_ > now ? grpc_deadline_ms_ - now : 1);
+}
+
+void Exchange::note_grpc_status(const http::MessageHead& fields) {
+  int s = http::parse_grpc_status(fields.find("grpc-status"));
+  if (s >= 0) grpc_status_ = s;
 }
 
 void Exchange::answered_locally(int status, const char* reason) {
@@ -326,6 +341,7 @@ void Exchange::answered_locally(int status, const char* reason) {
   status_ = status;
   ebb_reason_ = reason;
   response_started_ = true;
+  if (grpc_) grpc_status_ = http::grpc_status_for(status);
 }
 
 void Exchange::finish() {
@@ -333,6 +349,7 @@ void Exchange::finish() {
   Metrics& m = w_.metrics();
   double secs = static_cast<double>(uv_hrtime() - started_ns_) / 1e9;
   m.count_request(status_, secs, local_);
+  if (grpc_) m.count_grpc(grpc_status_);
   if (req_ != nullptr) m.request_bytes += req_->head_bytes + req_->body_bytes;
   m.response_bytes += response_bytes_;
   --m.requests_in_flight;

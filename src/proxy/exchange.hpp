@@ -1,8 +1,9 @@
 // One request and its answer: the proxy's policy. An Exchange picks a connection to the app
 // (the pool, or a connect with retries), forwards the head and streams the body, hears the
 // app's answer and passes it on, then records the request and releases what it held. It talks
-// to the side that asked through Downstream (an HTTP/1 connection today; an HTTP/2 stream can
-// be one without the Exchange knowing) and to the app through UpstreamSink.
+// to the side that asked through Downstream (an HTTP/1 connection or an HTTP/2 stream) and to
+// the app through AppLeg and UpstreamSink (an HTTP/1 connection or an HTTP/2 stream), without
+// knowing which.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +13,7 @@
 #include "http/request_reader.hpp"
 #include "metrics.hpp"
 #include "proxy/limiter.hpp"
-#include "proxy/upstream.hpp"
+#include "proxy/app_leg.hpp"
 
 namespace ebb {
 
@@ -26,9 +27,13 @@ class Downstream {
   virtual std::string_view peer_ip() const = 0;
   // The app's answer. Each returns false when the downstream closed meanwhile.
   virtual bool send_informational(const http::MessageHead& head, int status) = 0;
-  virtual bool send_head(const http::MessageHead& head, int status) = 0;  // final, or a 101
+  // Final, or a 101. `head_only`: nothing follows (HTTP/2: gRPC's trailers-only answer).
+  virtual bool send_head(const http::MessageHead& head, int status, bool head_only) = 0;
   virtual bool send_body(const char* at, size_t len) = 0;
   virtual bool send_end() = 0;                                  // the body is complete
+  // The body is complete and the app sent trailers (gRPC's status): an HTTP/2 client gets them,
+  // an HTTP/1 client in a chunked answer's trailer section; otherwise they are dropped.
+  virtual bool send_trailers(const http::MessageHead& trailers) = 0;
   virtual bool send_tunnel(const char* at, size_t len) = 0;     // after a 101
   virtual void send_probe(int status, std::string_view body) = 0;
   // ebb's own error answer; it ends the exchange (or the connection, once an answer began).
@@ -87,6 +92,7 @@ class Exchange final : public SlotWaiter, private UpstreamSink {
   int status() const { return status_; }
   void set_status(int s) { status_ = s; }
   bool has_app() const { return up_ != nullptr; }
+  bool grpc() const { return grpc_; }  // an HTTP/2 request with content-type application/grpc*
   size_t held_for_app() const { return pending_body_.size(); }
   size_t app_queued() const;   // bytes written to the app that its kernel has not taken
   bool app_backed_up() const;   // more than the high watermark queued to the app
@@ -95,9 +101,10 @@ class Exchange final : public SlotWaiter, private UpstreamSink {
  private:
   // Forwarding (exchange.cpp).
   void begin_forward();
-  void connect_upstream();
+  void open_leg(bool fresh);
   void send_request_head();
-  void replay_or_fail(UpstreamConn* up, UpstreamError kind, int err);
+  void leg_broke(AppLeg* up, UpstreamError kind, int err);  // a send failed: let go of it, then as below
+  void replay_or_fail(bool replay, UpstreamError kind, int err);
   void release_upstream(bool reusable);
   void upstream_began();
   void log_access();
@@ -107,12 +114,12 @@ class Exchange final : public SlotWaiter, private UpstreamSink {
   void queue_timed_out();
   void release_slot(bool latency_sample);
   // From the app connection.
-  void upstream_connected(UpstreamConn* up, int status) override;
-  int upstream_informational(UpstreamConn* up) override;
-  int upstream_head(UpstreamConn* up) override;
+  void upstream_connected(AppLeg* up, int status) override;
+  int upstream_informational(AppLeg* up) override;
+  int upstream_head(AppLeg* up) override;
   int upstream_body(const char* at, size_t len) override;
-  void upstream_done(UpstreamConn* up) override;
-  void upstream_failed(UpstreamConn* up, UpstreamError kind, int err) override;
+  void upstream_done(AppLeg* up) override;
+  void upstream_failed(AppLeg* up, UpstreamError kind, int err) override;
   void upstream_tunnel(const char* at, size_t len) override;
   void upstream_eof() override;
   void upstream_writable() override;
@@ -120,14 +127,16 @@ class Exchange final : public SlotWaiter, private UpstreamSink {
   void upstream_read_end() override;
   size_t client_queued() const override { return down_.send_queued(); }
   size_t client_held() const override { return down_.held_bytes(); }
+  std::uint64_t response_timeout() const override;
+  void note_grpc_status(const http::MessageHead& fields);  // grpc-status, for the metrics
 
   enum class Waiting { kNone, kRetry, kQueue };
 
   Worker& w_;
   Downstream& down_;
   const http::Request* req_ = nullptr;
-  UpstreamConn* up_ = nullptr;
-  std::string out_;           // the request head for the app, kept until it may be replayed
+  AppLeg* up_ = nullptr;
+  http::ForwardContext ctx_;  // what ebb adds to the head, kept until the request may be replayed
   std::string pending_body_;  // request bytes read before the app could take them
   Waiting waiting_ = Waiting::kNone;
   bool active_ = false;
@@ -137,7 +146,10 @@ class Exchange final : public SlotWaiter, private UpstreamSink {
   bool shed_ = false;              // turned away at upstream_limits: the 503 says Retry-After
   bool retried_ = false;
   bool tunnel_ = false;
+  bool grpc_ = false;
   int status_ = 0;
+  int grpc_status_ = -1;                 // the gRPC answer's status (-1: none seen)
+  std::uint64_t grpc_deadline_ms_ = 0;   // from grpc-timeout: when the app's answer is due
   const char* ebb_reason_ = nullptr;  // why ebb answered itself (X-Ebb-Error), for the access log
   std::uint64_t started_ns_ = 0;      // uv_hrtime: uv_now is whole milliseconds
   std::uint64_t upstream_sent_ns_ = 0;   // the head went to the app

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "net/list.hpp"
+#include "net/timer.hpp"
 #include "proxy/exchange.hpp"
 #include "proxy/worker.hpp"
 
@@ -46,9 +47,10 @@ class H2Stream final : public net::Linked<H2Stream>, private Downstream {
   std::uint64_t conn_id() const override;
   std::string_view peer_ip() const override;
   bool send_informational(const http::MessageHead& head, int status) override;
-  bool send_head(const http::MessageHead& head, int status) override;
+  bool send_head(const http::MessageHead& head, int status, bool head_only) override;
   bool send_body(const char* at, size_t len) override;
   bool send_end() override;
+  bool send_trailers(const http::MessageHead& trailers) override;
   bool send_tunnel(const char* at, size_t len) override;
   void send_probe(int status, std::string_view body) override;
   void send_error(int status, const char* reason) override;
@@ -65,9 +67,11 @@ class H2Stream final : public net::Linked<H2Stream>, private Downstream {
   bool submit(int status, const http::MessageHead* head, bool body, const char* extra_name = nullptr,
               std::string_view extra_value = {});
   bool grpc() const;
+  // gRPC's status as a trailer after an answer whose head is out: false when there is no room
+  // for one (not gRPC, no head yet, or the answer already ended), and a reset must do.
+  bool grpc_trailer(int code, const char* message);
   void local_answer(int status, std::string_view type, std::string_view body, const char* error);
   void count_unanswered(Unanswered why, const char* what);
-  struct Timer;
 
   H2Conn& conn_;
   std::int32_t id_;
@@ -81,7 +85,10 @@ class H2Stream final : public net::Linked<H2Stream>, private Downstream {
   bool answer_done_ = false;   // the whole answer is with nghttp2
   bool stream_closed_ = false;
   const char* bad_ = nullptr;  // why a header broke the rules: the request is refused
-  Timer* timer_ = nullptr;     // the exchange's deadline, made when first needed
+  int bad_status_ = 400;       // ...and the status that says so
+  http::MessageHead trailers_;  // the app's trailers, sent once the body is out
+  bool has_trailers_ = false;
+  net::HeapTimer timer_;       // the exchange's deadline
   int corked_ = 0;
 };
 

@@ -3,6 +3,7 @@
 // with flow control, and the answer framed as HEADERS + DATA (+ gRPC's trailers-only errors).
 #include <cstring>
 
+#include "http/grpc.hpp"
 #include "http/writer.hpp"
 #include "log.hpp"
 #include "proxy/h2_conn.hpp"
@@ -31,19 +32,6 @@ bool find_method(std::string_view name, llhttp_method_t& out) {
   return false;
 }
 
-// gRPC's status for an answer ebb makes itself (the gRPC HTTP mapping, with timeouts kept apart).
-int grpc_status_for(int http_status) {
-  switch (http_status) {
-    case 408:
-    case 504: return 4;   // DEADLINE_EXCEEDED
-    case 502:
-    case 503: return 14;  // UNAVAILABLE: the client may retry
-    case 413:
-    case 431: return 8;   // RESOURCE_EXHAUSTED
-    default: return 13;   // INTERNAL
-  }
-}
-
 nghttp2_nv nv(std::string_view name, std::string_view value) {
   return {reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
           reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
@@ -56,23 +44,11 @@ ssize_t read_answer_cb(nghttp2_session*, std::int32_t, std::uint8_t* buf, size_t
 }
 }  // namespace
 
-struct H2Stream::Timer {
-  uv_timer_t handle;
-  H2Stream* stream;
-};
-
 H2Stream::H2Stream(H2Conn& conn, std::int32_t id) : conn_(conn), id_(id), ex_(conn.worker(), *this) {
   req_.http2 = true;
 }
 
-H2Stream::~H2Stream() {
-  ex_.abandon();
-  if (timer_ != nullptr) {
-    timer_->stream = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(&timer_->handle),
-             [](uv_handle_t* h) { delete reinterpret_cast<Timer*>(h); });
-  }
-}
+H2Stream::~H2Stream() { ex_.abandon(); }
 
 std::uint64_t H2Stream::conn_id() const { return conn_.id(); }
 std::string_view H2Stream::peer_ip() const { return conn_.peer_ip(); }
@@ -99,7 +75,10 @@ bool H2Stream::add_header(std::string_view name, std::string_view value) {
     return true;
   }
   h.add_name(name.data(), name.size());
-  if (h.add_value(value.data(), value.size()) > limit) bad_ = "request head too large";
+  if (h.add_value(value.data(), value.size()) > limit) {
+    bad_ = "request head too large";
+    bad_status_ = 431;
+  }
   return true;
 }
 
@@ -118,17 +97,20 @@ void H2Stream::headers_done(bool end_stream) {
   req_.complete = false;
   ex_.begin(&req_);
   if (bad_ == nullptr && (!find_method(method_, req_.method) || h.target().empty())) bad_ = "malformed request line";
-  if (bad_ == nullptr && req_.method == HTTP_CONNECT) bad_ = "CONNECT is not supported";
-  if (bad_ == nullptr && h.target().size() > conn_.worker().cfg().limits.max_uri_bytes) bad_ = "request target too long";
+  if (bad_ == nullptr && req_.method == HTTP_CONNECT) {
+    bad_ = "CONNECT is not supported";
+    bad_status_ = 405;
+  }
+  if (bad_ == nullptr && h.target().size() > conn_.worker().cfg().limits.max_uri_bytes) {
+    bad_ = "request target too long";
+    bad_status_ = 414;
+  }
   if (bad_ == nullptr) {
     req_.info = http::analyse_request(h, true);
     if (req_.info.error != nullptr) bad_ = req_.info.error;
   }
   if (bad_ != nullptr) {
-    int status = std::strcmp(bad_, "request head too large") == 0  ? 431
-                 : std::strcmp(bad_, "request target too long") == 0 ? 414
-                 : std::strcmp(bad_, "CONNECT is not supported") == 0 ? 405
-                                                                       : 400;
+    int status = bad_status_;
     LOG_INFO("bad request", {"conn", conn_.id()}, {"stream", id_}, {"status", status}, {"reason", bad_});
     send_error(status, bad_);
     return;
@@ -181,10 +163,7 @@ void H2Stream::request_flow() {
 
 // ---- the answer ---------------------------------------------------------------------------
 
-bool H2Stream::grpc() const {
-  std::string_view type = http::trim(req_.head.find("content-type"));
-  return type.substr(0, 16) == "application/grpc";
-}
+bool H2Stream::grpc() const { return http::is_grpc_content_type(req_.head.find("content-type")); }
 
 bool H2Stream::submit(int status, const http::MessageHead* head, bool body, const char* extra_name,
                       std::string_view extra_value) {
@@ -216,8 +195,8 @@ bool H2Stream::submit(int status, const http::MessageHead* head, bool body, cons
 
 bool H2Stream::send_informational(const http::MessageHead&, int) { return true; }  // not relayed
 
-bool H2Stream::send_head(const http::MessageHead& head, int status) {
-  bool body = !(req_.head_method || status == 204 || status == 304);
+bool H2Stream::send_head(const http::MessageHead& head, int status, bool head_only) {
+  bool body = !(head_only || req_.head_method || status == 204 || status == 304);
   if (!submit(status, &head, body)) return false;
   conn_.flush();
   return true;
@@ -239,6 +218,34 @@ bool H2Stream::send_end() {
   return true;
 }
 
+bool H2Stream::send_trailers(const http::MessageHead& trailers) {
+  if (stream_closed_) return false;
+  trailers_.clear();
+  for (size_t i = 0; i < trailers.count(); ++i) {
+    std::string_view n = trailers.name(i), v = trailers.value(i);
+    if (connection_specific(n)) continue;
+    trailers_.add_name(n.data(), n.size());
+    trailers_.add_value(v.data(), v.size());
+  }
+  has_trailers_ = trailers_.count() > 0;
+  return send_end();
+}
+
+bool H2Stream::grpc_trailer(int code, const char* message) {
+  if (stream_closed_ || !head_sent_ || answer_done_ || !grpc()) return false;
+  std::string c = std::to_string(code);
+  std::string msg = http::percent_encode(message, [](unsigned char ch) { return ch >= 0x20 && ch <= 0x7e && ch != '%'; });
+  trailers_.clear();
+  trailers_.add_name("grpc-status", 11);
+  trailers_.add_value(c.data(), c.size());
+  trailers_.add_name("grpc-message", 12);
+  trailers_.add_value(msg.data(), msg.size());
+  has_trailers_ = true;
+  answer_done_ = true;
+  nghttp2_session_resume_data(conn_.session(), id_);
+  return true;
+}
+
 bool H2Stream::send_tunnel(const char*, size_t) { return false; }  // no upgrade over HTTP/2
 
 ssize_t H2Stream::read_answer(std::uint8_t* buf, size_t length, std::uint32_t* flags) {
@@ -252,6 +259,14 @@ ssize_t H2Stream::read_answer(std::uint8_t* buf, size_t length, std::uint32_t* f
   if (n > 0 && send_queued() <= conn_.worker().budget().low && ex_.active()) ex_.client_drained();
   if (send_queued() == 0 && answer_done_) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (has_trailers_) {
+      // The END_STREAM goes on the trailers' HEADERS frame instead (nghttp2 allows this here).
+      std::vector<nghttp2_nv> nva;
+      nva.reserve(trailers_.count());
+      for (size_t i = 0; i < trailers_.count(); ++i) nva.push_back(nv(trailers_.name(i), trailers_.value(i)));
+      has_trailers_ = false;
+      if (nghttp2_submit_trailer(conn_.session(), id_, nva.data(), nva.size()) == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+    }
     return static_cast<ssize_t>(n);
   }
   return n > 0 ? static_cast<ssize_t>(n) : static_cast<ssize_t>(NGHTTP2_ERR_DEFERRED);
@@ -288,7 +303,7 @@ void H2Stream::send_error(int status, const char* reason) {
   if (grpc()) {
     // Trailers-only (gRPC over HTTP/2): HTTP 200 with the status a gRPC client acts on.
     http::MessageHead head;
-    std::string code = std::to_string(grpc_status_for(status));
+    std::string code = std::to_string(http::grpc_status_for(status));
     std::string msg = http::percent_encode(reason, [](unsigned char c) { return c >= 0x20 && c <= 0x7e && c != '%'; });
     head.add_name("content-type", 12);
     head.add_value("application/grpc", 16);
@@ -331,10 +346,13 @@ void H2Stream::count_unanswered(Unanswered why, const char* what) {
           {"reason", unanswered_name(why)}, {"method", req_.method_name()}, {"target", req_.head.target()});
 }
 
+// The app failed after the head went out: a gRPC client gets UNAVAILABLE as the trailer (a
+// reset would read as INTERNAL), anyone else a reset.
 void H2Stream::abort(Unanswered why) {
   if (ex_.active()) count_unanswered(why, "request unanswered");
   ex_.abandon();
-  if (!stream_closed_) nghttp2_submit_rst_stream(conn_.session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
+  if (!grpc_trailer(14, "upstream failed") && !stream_closed_)
+    nghttp2_submit_rst_stream(conn_.session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_INTERNAL_ERROR);
   conn_.flush();
 }
 
@@ -358,27 +376,34 @@ void H2Stream::cut() {
   LOG_WARN("request cut at drain timeout", {"conn", conn_.id()}, {"stream", id_});
   count_unanswered(Unanswered::kDrainTimeout, "request unanswered");
   ex_.abandon();
-  if (!stream_closed_) nghttp2_submit_rst_stream(conn_.session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_CANCEL);
+  if (stream_closed_) return;
+  // gRPC: UNAVAILABLE (the client may retry elsewhere), as a trailer when the head is out, else
+  // as a trailers-only answer; the stream ends with it (a reset queued behind would overtake
+  // it). Anything else: RST_STREAM(CANCEL).
+  if (grpc() && grpc_trailer(14, "ebb is shutting down")) return;
+  if (grpc() && !head_sent_) {
+    http::MessageHead head;
+    head.add_name("content-type", 12);
+    head.add_value("application/grpc", 16);
+    head.add_name("grpc-status", 11);
+    head.add_value("14", 2);
+    head.add_name("grpc-message", 12);
+    head.add_value("ebb is shutting down", 20);
+    if (submit(200, &head, false)) return;
+  }
+  nghttp2_submit_rst_stream(conn_.session(), NGHTTP2_FLAG_NONE, id_, NGHTTP2_CANCEL);
 }
 
 void H2Stream::exchange_timer(std::uint64_t ms) {
   if (ms == 0) {
-    if (timer_ != nullptr) uv_timer_stop(&timer_->handle);
+    timer_.stop();
     return;
   }
-  if (timer_ == nullptr) {
-    timer_ = new Timer{};
-    timer_->stream = this;
-    uv_timer_init(conn_.worker().loop(), &timer_->handle);
-    timer_->handle.data = timer_;
-  }
-  uv_timer_start(&timer_->handle, [](uv_timer_t* t) {
-    auto* tm = static_cast<Timer*>(t->data);
-    if (tm->stream != nullptr) {
-      tm->stream->ex_.on_timer();
-      tm->stream->conn_.flush();
-    }
-  }, ms, 0);
+  timer_.start(conn_.worker().loop(), ms, [](void* arg) {
+    auto* s = static_cast<H2Stream*>(arg);
+    s->ex_.on_timer();
+    s->conn_.flush();
+  }, this);
 }
 
 }  // namespace ebb

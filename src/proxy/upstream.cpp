@@ -2,6 +2,7 @@
 // exchange that borrows a connection hears of everything through its UpstreamSink.
 #include "proxy/upstream.hpp"
 
+#include "http/writer.hpp"
 #include "log.hpp"
 #include "net/io.hpp"
 #include "proxy/pool.hpp"
@@ -70,6 +71,58 @@ void UpstreamConn::enter_pool() {
 
 int UpstreamConn::send(const uv_buf_t* bufs, unsigned n) { return write(bufs, n, w_.memory().counter()); }
 
+// The head, and what the client sent before the app could take it, in one write.
+int UpstreamConn::send_head(const http::Request& r, const http::ForwardContext& ctx, std::string_view early,
+                            bool end) {
+  out_.clear();
+  http::write_request_head(out_, r.head, r.info, ctx);
+  chunked_ = ctx.body_chunked;
+  char line[24];
+  uv_buf_t bufs[5];
+  unsigned n = 0;
+  bufs[n++] = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
+  if (!early.empty()) {
+    if (chunked_) bufs[n++] = uv_buf_init(line, static_cast<unsigned>(http::chunk_line(line, early.size())));
+    bufs[n++] = uv_buf_init(const_cast<char*>(early.data()), static_cast<unsigned>(early.size()));
+    if (chunked_) bufs[n++] = uv_buf_init(const_cast<char*>("\r\n"), 2);
+  }
+  if (end && chunked_) bufs[n++] = uv_buf_init(const_cast<char*>("0\r\n\r\n"), 5);  // the last chunk
+  return send(bufs, n);
+}
+
+int UpstreamConn::send_body(const char* at, size_t len) {
+  if (!chunked_) {
+    uv_buf_t b = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
+    return send(&b, 1);
+  }
+  char line[24];
+  uv_buf_t bufs[3] = {uv_buf_init(line, static_cast<unsigned>(http::chunk_line(line, len))),
+                      uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len)),
+                      uv_buf_init(const_cast<char*>("\r\n"), 2)};
+  return send(bufs, 3);
+}
+
+int UpstreamConn::end_body() {
+  if (!chunked_) return 0;
+  uv_buf_t b = uv_buf_init(const_cast<char*>("0\r\n\r\n"), 5);
+  return send(&b, 1);
+}
+
+int UpstreamConn::send_raw(const char* at, size_t len) {
+  uv_buf_t b = uv_buf_init(const_cast<char*>(at), static_cast<unsigned>(len));
+  return send(&b, 1);
+}
+
+// A pooled connection that the app closed before answering: the request never reached it, or an
+// idempotent, body-less request can be sent again without harm (RFC 9110 §9.2.2).
+bool UpstreamConn::may_replay(const http::Request& r, std::string&) { return reused_ && !got_bytes() && r.replayable; }
+
+void UpstreamConn::release(bool complete) {
+  detach();
+  if (complete && response_keep_alive()) w_.pool().put(this);
+  else close();
+}
+
 void UpstreamConn::on_write_done(int status) {
   w_.memory_released();  // budget: a finished or cancelled write freed its copy
   if (closing()) return;
@@ -115,7 +168,7 @@ size_t UpstreamConn::read_allowance() const {
 void UpstreamConn::arm_response_timer() {
   // Held back by the client (its queue, or ebb's memory): the client's send timeout counts.
   if (state_ != State::kBusy || tunnel_ || client_blocked_ || read_refused_) return;
-  arm(TimerFor::kResponse, w_.cfg().timeouts.upstream_response);
+  arm(TimerFor::kResponse, owner_ != nullptr ? owner_->response_timeout() : w_.cfg().timeouts.upstream_response);
 }
 
 void UpstreamConn::begin_tunnel() {

@@ -1,6 +1,6 @@
-// The app side of the data path: one connection to the app (connect, send, read the response,
-// idle in the pool). It reports to whichever exchange borrows it through UpstreamSink, and
-// knows nothing of clients.
+// The app side of the data path over HTTP/1: one connection to the app (connect, send, read the
+// response, idle in the pool). It is the AppLeg of whichever exchange borrows it, reports to it
+// through UpstreamSink, frames the request (chunked bodies) and knows nothing of clients.
 #pragma once
 
 #include <uv.h>
@@ -9,39 +9,15 @@
 
 #include "http/response_reader.hpp"
 #include "metrics.hpp"
+#include "proxy/app_leg.hpp"
 #include "net/conn.hpp"
 #include "net/list.hpp"
 
 namespace ebb {
 
 class Worker;
-class UpstreamConn;
 
-// What an app connection tells the exchange that borrows it. `up` names the connection, so an
-// exchange that moved on (retried elsewhere) can tell a late report from a current one.
-class UpstreamSink {
- public:
-  virtual void upstream_connected(UpstreamConn* up, int status) = 0;
-  virtual int upstream_informational(UpstreamConn* up) = 0;     // a 1xx other than 101
-  virtual int upstream_head(UpstreamConn* up) = 0;              // 0, or an llhttp error
-  virtual int upstream_body(const char* at, size_t len) = 0;
-  virtual void upstream_done(UpstreamConn* up) = 0;             // the final response is complete
-  virtual void upstream_failed(UpstreamConn* up, UpstreamError kind, int err) = 0;
-  virtual void upstream_tunnel(const char* at, size_t len) = 0; // after a 101: raw bytes
-  virtual void upstream_eof() = 0;                              // the tunnel closed
-  virtual void upstream_writable() = 0;  // the queue to the app fell to the low watermark
-  // One read from the app is being handled: what it makes for the client may be gathered.
-  virtual void upstream_read_begin() = 0;
-  virtual void upstream_read_end() = 0;
-  // Buffer budgets: what the client side holds, so that a read never overfills it.
-  virtual size_t client_queued() const = 0;
-  virtual size_t client_held() const = 0;
-
- protected:
-  ~UpstreamSink() = default;
-};
-
-class UpstreamConn final : public net::Conn, public net::Linked<UpstreamConn>, private http::ResponseSink {
+class UpstreamConn final : public net::Conn, public net::Linked<UpstreamConn>, public AppLeg, private http::ResponseSink {
  public:
   explicit UpstreamConn(Worker& w);
 
@@ -52,20 +28,32 @@ class UpstreamConn final : public net::Conn, public net::Linked<UpstreamConn>, p
   void close();                                        // idempotent; freed after the close callbacks
 
   int send(const uv_buf_t* bufs, unsigned n);  // what the kernel does not take counts in the total
+  void retry_read();  // budget: a refused read (no room, or limits.max_memory) may try again
+
+  // AppLeg.
+  int send_head(const http::Request& r, const http::ForwardContext& ctx, std::string_view early, bool end) override;
+  int send_body(const char* at, size_t len) override;
+  int end_body() override;
+  int send_raw(const char* at, size_t len) override;
   // The exchange decides whether the app is read (backpressure) and when the response is
   // timed; the pool reads idle connections to notice the app closing them.
-  void set_client_blocked(bool blocked);
-  void retry_read();  // budget: a refused read (no room, or limits.max_memory) may try again
-  void arm_response_timer();
-  void begin_tunnel();  // after a 101: raw bytes from here on
-  void shutdown_write();
+  void set_client_blocked(bool blocked) override;
+  void arm_response_timer() override;
+  void begin_tunnel() override;  // after a 101: raw bytes from here on
+  void shutdown_write() override;
+  size_t queued() const override { return net::Conn::queued(); }
+  const http::MessageHead& head() const override { return reader_.head(); }
+  int status() const override { return reader_.status(); }
+  bool head_only() const override { return false; }
+  const http::MessageHead* trailers() const override { return nullptr; }
+  bool may_replay(const http::Request& r, std::string& body) override;
+  void release(bool complete) override;
+  void abort() override { close(); }
 
-  const http::MessageHead& head() const { return reader_.head(); }
-  int status() const { return reader_.status(); }
   bool response_keep_alive() const { return reader_.keep_alive() && !trailing_bytes_; }
   bool got_bytes() const { return reader_.got_bytes(); }
   bool reused() const { return reused_; }
-  bool connected() const { return state_ == State::kBusy || state_ == State::kIdle; }
+  bool connected() const override { return state_ == State::kBusy || state_ == State::kIdle; }
   bool idle() const { return state_ == State::kIdle; }
   std::uint64_t id() const { return id_; }
   void enter_pool();  // from Pool::put
@@ -101,6 +89,8 @@ class UpstreamConn final : public net::Conn, public net::Linked<UpstreamConn>, p
   bool reused_ = false;
   bool trailing_bytes_ = false;
   bool head_request_ = false;
+  bool chunked_ = false;  // the request body goes chunked
+  std::string out_;       // the request head, written in place (reused: no allocation per request)
 };
 
 }  // namespace ebb

@@ -369,6 +369,7 @@ TEST_CASE("config: refusals name the file, the line and the key", "[config]") {
         ":1: upstream: expected host:port like 127.0.0.1:3000, got \"localhost\"");
   CHECK(error_for("readiness: {upstream_check: udp}\n") ==
         ":1: readiness.upstream_check: expected one of tcp, http, none, got \"udp\"");
+  CHECK(error_for("upstream_protocol: h2\n") == ":1: upstream_protocol: expected one of http1, h2c, got \"h2\"");
   CHECK(error_for("log:\n  format: xml\n") == ":2: log.format: expected one of json, text, got \"xml\"");
   CHECK(error_for("log:\n  level: loud\n") ==
         ":2: log.level: expected one of debug, info, warn, error, got \"loud\"");
@@ -435,6 +436,10 @@ TEST_CASE("config: a missing or unreadable file is named", "[config]") {
 TEST_CASE("config: environment refusals name the variable", "[config]") {
   CHECK(load_error("", {{"EBB_SHUTDOWN_DRAIN_TIMEOUT", "soon"}}) ==
         "env EBB_SHUTDOWN_DRAIN_TIMEOUT: expected a duration like 250ms, 5s or 1m, got \"soon\"");
+  CHECK(load_error("", {{"EBB_UPSTREAM_PROTOCOL", "grpc"}}) ==
+        "env EBB_UPSTREAM_PROTOCOL: expected one of http1, h2c, got \"grpc\"");
+  CHECK(load_ok("", {{"EBB_UPSTREAM_PROTOCOL", "h2c"}}).upstream_protocol == ebb::UpstreamProtocol::kH2c);
+  CHECK(load_ok("").upstream_protocol == ebb::UpstreamProtocol::kHttp1);
   CHECK(load_error("", {{"EBB_LOG_ACCESS", "1"}}) == "env EBB_LOG_ACCESS: expected true or false, got \"1\"");
   CHECK(load_error("", {{"EBB_ADMIN_LISTEN", ":8080"}}) ==
         "env EBB_ADMIN_LISTEN: port 8080 is used by both listen and admin.listen");
@@ -512,6 +517,7 @@ TEST_CASE("config: every key of the dump can be set from the environment alone",
   TempDir dir;
   Config from_file = load_ok(dir.write("ebb.yaml", R"(listen: 127.0.0.1:1
 upstream: "[::1]:2"
+upstream_protocol: h2c
 admin: {listen: 127.0.0.1:3}
 shutdown: {propagation_delay: 1s, quiet_period: 2s, propagation_max: 3s, drain_timeout: 4s}
 readiness: {upstream_check: none, http_path: /r, interval: 5s, failure_threshold: 6}
@@ -547,7 +553,8 @@ log: {format: text, level: error, access: true}
     for (char ch : path) name += static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
     env[name] = value;
   }
-  CHECK(env.size() == 35);
+  CHECK(env.size() == 36);
+  CHECK(env["EBB_UPSTREAM_PROTOCOL"] == "h2c");
   CHECK(env["EBB_HTTP2_MAX_CONNECTION_AGE"] == "21s");
   CHECK(env["EBB_LIMITS_MAX_MEMORY"] == "33554432");
   CHECK(env["EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY"] == "auto");
