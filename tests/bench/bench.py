@@ -210,6 +210,9 @@ class Bench:
                     continue
                 self.targets.append(t)
                 t.start()
+                if getattr(t, "note", ""):
+                    self.notes.append(t.note)
+                    self.say(f"note: {t.note}")
         if "direct" in a.targets:
             self.targets.append(tg.Direct(self.upstream))
         if any(c["family"] == "grpc" for c in self.cells):

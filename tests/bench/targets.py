@@ -362,6 +362,8 @@ class _Affinity:
 
 class EbbProxy(Target):
     name = "ebb"
+    h2c_optional = False  # the binary under test must serve h2c
+    note = ""             # what the run should say about this target
 
     def __init__(self, binary: str, *args, **kw):
         self.binary = binary
@@ -394,7 +396,10 @@ class EbbProxy(Target):
         if "h2c" in self.families:
             self.h2c_port = self.port  # ebb tells HTTP/2 by its preface on the same listener
             if h2c_get(self.port, PATHS["small"]) != SMALL_BODY:
-                raise StartError(f"ebb does not proxy /small over h2c:\n{self.ebb.log_text(20)}")
+                if not self.h2c_optional:
+                    raise StartError(f"ebb does not proxy /small over h2c:\n{self.ebb.log_text(20)}")
+                self.families = ("http1",)
+                self.note = f"{self.label} does not answer h2c (a binary from before HTTP/2): no h2c figures"
         return self
 
     def pids(self):
@@ -559,3 +564,4 @@ def need_tools():
 class EbbBaseline(EbbProxy):
     """Another ebb binary (--baseline), run beside the one under test: a change's before/after in one run."""
     name = "ebb-base"
+    h2c_optional = True  # a baseline from before HTTP/2 still gives the HTTP/1 cells
