@@ -41,8 +41,7 @@ H2AppStream* stream_of(nghttp2_session* session, std::int32_t id) {
 
 // ---- a stream -----------------------------------------------------------------------------
 
-H2AppStream::H2AppStream(H2AppConn& conn, UpstreamSink* owner, bool head_method)
-    : conn_(conn), owner_(owner), head_method_(head_method) {}
+H2AppStream::H2AppStream(H2AppConn& conn, UpstreamSink* owner) : conn_(conn), owner_(owner) {}
 
 // The head as HTTP/2 fields: pseudo-headers from the request line and Host, hop-by-hop fields
 // dropped but `te: trailers` (gRPC needs it), the same X-Forwarded-* and X-Request-Id as HTTP/1.
@@ -342,12 +341,13 @@ bool H2AppConn::usable() const {
   return streams_.size() < max;
 }
 
-H2AppStream* H2AppConn::open(UpstreamSink* owner, bool head_method) {
-  auto* s = new H2AppStream(*this, owner, head_method);
+H2AppStream* H2AppConn::open(UpstreamSink* owner) {
+  auto* s = new H2AppStream(*this, owner);
   streams_.push_front(s);
   if (state_ == State::kReady) {
     s->mark_ready();
     ++w_.metrics().upstream_connections_reused;
+    idle_since_ = 0;
     stop_timer();  // no longer idle
   }
   return s;
@@ -363,17 +363,24 @@ void H2AppConn::on_connect(int status) {
     close();
     return;
   }
-  state_ = State::kReady;
+  // Streams wait for the app's SETTINGS: until then nghttp2 would assume 100 concurrent
+  // streams, more than an app may allow (the connect timeout covers this round trip too).
+  state_ = State::kHandshake;
   net::set_nodelay(tcp());
   set_reading(true);
   flush();  // the preface and SETTINGS
+  start_timer(w_.cfg().timeouts.upstream_connect);
+}
+
+void H2AppConn::become_ready() {
+  stop_timer();
+  state_ = State::kReady;
   streams_.for_each([](H2AppStream* s) { s->conn_ready(0); });
   flush();
-  reap();
 }
 
 void H2AppConn::flush() {
-  if (in_session_ || state_ != State::kReady) return;
+  if (in_session_ || state_ == State::kConnecting || state_ == State::kClosing) return;
   in_session_ = true;
   for (;;) {
     // Above one read buffer's worth the socket is the bottleneck: DATA waits in the streams
@@ -404,6 +411,9 @@ void H2AppConn::flush() {
   streams_.for_each([](H2AppStream* s) {
     if (s->take_writable()) s->owner_writable();
   });
+  // Streams closed by what was sent (a reset) are freed from the timer, never here: a stream's
+  // own call may have led here.
+  if (reap_due_ && state_ == State::kReady) start_timer(0);
 }
 
 void H2AppConn::on_write_done(int status) {
@@ -434,22 +444,27 @@ void H2AppConn::on_read(ssize_t nread, const uv_buf_t* buf) {
     fail_all(UpstreamError::kBadResponse, UV_EPROTO);
     return;
   }
+  if (state_ == State::kHandshake && settings_seen_) become_ready();
   flush();
   reap();
 }
 
 void H2AppConn::on_timer() {
-  if (state_ == State::kConnecting) {
+  if (state_ == State::kConnecting || state_ == State::kHandshake) {
     fail_all(UpstreamError::kConnectTimeout, UV_ETIMEDOUT);
     return;
   }
   reap();
-  if (streams_.empty()) close();  // idle for timeouts.upstream_idle
+  if (state_ == State::kReady && streams_.empty() && idle_since_ != 0 &&
+      w_.now_ms() - idle_since_ >= w_.cfg().timeouts.upstream_idle) {
+    close();  // idle for timeouts.upstream_idle
+  }
 }
 
 // Frees streams nobody holds any more, then: a connection the app told to go away closes once
 // its last stream is done; an idle one waits timeouts.upstream_idle for the next exchange.
 void H2AppConn::reap() {
+  reap_due_ = false;
   streams_.for_each([this](H2AppStream* s) {
     if (s->detached() && (s->closed_by_session() || s->id() < 0)) {
       streams_.remove(s);
@@ -461,7 +476,9 @@ void H2AppConn::reap() {
     close();
     return;
   }
-  start_timer(w_.cfg().timeouts.upstream_idle);
+  std::uint64_t now = w_.now_ms(), idle = w_.cfg().timeouts.upstream_idle;
+  if (idle_since_ == 0) idle_since_ = now;
+  start_timer(now - idle_since_ >= idle ? 0 : idle - (now - idle_since_));
 }
 
 void H2AppConn::fail_all(UpstreamError kind, int err) {
@@ -522,6 +539,9 @@ int H2AppConn::on_frame_recv(nghttp2_session* session, const nghttp2_frame* f, v
         if (H2AppStream* s = stream_of(session, f->hd.stream_id)) s->data_end();
       }
       return 0;
+    case NGHTTP2_SETTINGS:
+      if ((f->hd.flags & NGHTTP2_FLAG_ACK) == 0) c->settings_seen_ = true;
+      return 0;
     case NGHTTP2_GOAWAY:
       // No new streams here; nghttp2 closes the streams above last_stream_id with
       // REFUSED_STREAM, and their exchanges go again on a fresh connection.
@@ -552,11 +572,13 @@ int H2AppConn::on_frame_send(nghttp2_session* session, const nghttp2_frame* f, v
   return 0;
 }
 
-int H2AppConn::on_stream_close(nghttp2_session* session, std::int32_t stream_id, std::uint32_t error_code, void*) {
+int H2AppConn::on_stream_close(nghttp2_session* session, std::int32_t stream_id, std::uint32_t error_code,
+                               void* self) {
   H2AppStream* s = stream_of(session, stream_id);
   if (s == nullptr) return 0;
   nghttp2_session_set_stream_user_data(session, stream_id, nullptr);
   s->closed(error_code);
+  conn_of(self)->reap_due_ = true;
   return 0;
 }
 

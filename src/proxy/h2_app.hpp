@@ -23,7 +23,7 @@ class H2AppConn;
 
 class H2AppStream final : public AppLeg, public net::Linked<H2AppStream> {
  public:
-  H2AppStream(H2AppConn& conn, UpstreamSink* owner, bool head_method);
+  H2AppStream(H2AppConn& conn, UpstreamSink* owner);
 
   // AppLeg.
   int send_head(const http::Request& r, const http::ForwardContext& ctx, std::string_view early, bool end) override;
@@ -72,7 +72,6 @@ class H2AppStream final : public AppLeg, public net::Linked<H2AppStream> {
   H2AppConn& conn_;
   UpstreamSink* owner_;
   std::int32_t id_ = -1;  // until the head is submitted
-  bool head_method_;
   http::MessageHead head_;
   http::MessageHead trailers_;
   int status_ = 0;
@@ -101,7 +100,7 @@ class H2AppConn final : public net::Conn, public net::Linked<H2AppConn> {
   // May it take one more stream: not told to go away, below the app's concurrency limit.
   bool usable() const;
   bool ready() const { return state_ == State::kReady; }
-  H2AppStream* open(UpstreamSink* owner, bool head_method);
+  H2AppStream* open(UpstreamSink* owner);  // nghttp2 knows a HEAD answer has no body
   void close();  // idempotent; every stream still attached hears of it as a failure
   void flush();  // sends what nghttp2 has queued (never from inside nghttp2)
   void stream_released(H2AppStream* s);  // detached and never submitted, or closed by nghttp2
@@ -111,7 +110,8 @@ class H2AppConn final : public net::Conn, public net::Linked<H2AppConn> {
   std::uint64_t id() const { return id_; }
 
  private:
-  enum class State { kConnecting, kReady, kClosing };
+  // kHandshake: connected, the preface sent, waiting for the app's SETTINGS (its stream limit).
+  enum class State { kConnecting, kHandshake, kReady, kClosing };
 
   void on_connect(int status) override;
   void on_read(ssize_t nread, const uv_buf_t* buf) override;
@@ -120,7 +120,7 @@ class H2AppConn final : public net::Conn, public net::Linked<H2AppConn> {
   void on_closed() override;
   void fail_all(UpstreamError kind, int err);
   void reap();
-  void refresh_timer();
+  void become_ready();
 
   static int on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* self);
   static int on_header(nghttp2_session*, const nghttp2_frame* f, const std::uint8_t* name, size_t namelen,
@@ -141,6 +141,9 @@ class H2AppConn final : public net::Conn, public net::Linked<H2AppConn> {
   std::string out_;
   std::int32_t goaway_last_ = -1;   // the app's GOAWAY: streams above it were never seen
   bool in_session_ = false;
+  bool settings_seen_ = false;
+  bool reap_due_ = false;         // a stream closed since the last reap
+  std::uint64_t idle_since_ = 0;  // when its last stream was freed (0: busy)
 };
 
 }  // namespace ebb

@@ -198,7 +198,9 @@ bool H2Stream::send_informational(const http::MessageHead&, int) { return true; 
 bool H2Stream::send_head(const http::MessageHead& head, int status, bool head_only) {
   bool body = !(head_only || req_.head_method || status == 204 || status == 304);
   if (!submit(status, &head, body)) return false;
-  conn_.flush();
+  // A head without a body ends the stream once sent: answer_complete sends it, after the
+  // exchange is finished, so the stream's close is never mistaken for the client's reset.
+  if (body) conn_.flush();
   return true;
 }
 
@@ -363,6 +365,10 @@ void H2Stream::abort_quietly(Unanswered why) {
 
 void H2Stream::closed(std::uint32_t error_code) {
   stream_closed_ = true;
+  if (ex_.active() && answer_done_ && error_code == NGHTTP2_NO_ERROR && out_.size() == out_off_) {
+    ex_.finish();  // the whole answer went out before the exchange heard of its end
+    return;
+  }
   if (ex_.active()) {
     // Reset by the client (it gave up), or closed by a connection error.
     count_unanswered(Unanswered::kClientClosed, "client reset the stream before its answer");

@@ -38,7 +38,7 @@ int Pool::lend(UpstreamSink* owner, bool head_method, bool fresh, AppLeg*& leg, 
       }
       h2_.push_front(c);
     }
-    leg = c->open(owner, head_method);
+    leg = c->open(owner);
     ready = c->ready();
     return 0;
   }

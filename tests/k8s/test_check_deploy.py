@@ -28,8 +28,9 @@ def main():
         sys.exit(1)
 
     r = check_k8s(*manifests)
-    # Both Deployments must have been recognised as running ebb, or "clean" means nothing.
-    t.expect("all manifests together", r.returncode == 0 and "ok: 2 workload(s)" in r.stdout, r)
+    # The three Deployments (the demo twice, the gRPC one) must have been recognised as running
+    # ebb, or "clean" means nothing.
+    t.expect("all manifests together", r.returncode == 0 and "ok: 3 workload(s)" in r.stdout, r)
 
     r = check_k8s(*manifests, "--json")
     try:
@@ -38,7 +39,7 @@ def main():
         parsed = None
     t.expect("all manifests together, --json",
            r.returncode == 0 and parsed is not None and parsed["findings"] == [] and
-           parsed["workloads"] == 2, r)
+           parsed["workloads"] == 3, r)
 
     for m in manifests:
         args = [m] if m == configmap else [m, configmap]

@@ -199,9 +199,11 @@ class HttpClient:
                     self._stream_exact(n, sink, deadline)
                     if self.read_exact(2, max(deadline - time.monotonic(), 0.001), "chunk CRLF") != b"\r\n":
                         raise HarnessError("chunk data from ebb not followed by CRLF")
-                while self.read_until(b"\r\n", max(deadline - time.monotonic(), 0.001),
-                                      "trailers") != b"\r\n":
-                    pass
+                resp.trailers = []  # the trailer section's field lines, as (name, value)
+                while (line := self.read_until(b"\r\n", max(deadline - time.monotonic(), 0.001),
+                                               "trailers")) != b"\r\n":
+                    name, _, value = line[:-2].decode("latin-1").partition(":")
+                    resp.trailers.append((name.strip(), value.strip()))
             else:  # close-delimited
                 while True:
                     if self.buf:
