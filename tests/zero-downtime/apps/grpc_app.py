@@ -7,7 +7,9 @@ seed's Go app: no signal handling, so SIGTERM ends it at once, cutting every RPC
                    interval apart (several seconds in all)
 
 Run with Debian's /usr/bin/python3 (python3-grpcio): app -addr 127.0.0.1:0; prints `listening
-127.0.0.1:PORT` once it serves."""
+127.0.0.1:PORT` once it serves, like the Go apps. Unlike the e2e tests' gRPC app
+(tests/e2e/harness/grpc_app.py, a line per call for a test to wait on), it prints nothing per
+call: it runs under load for minutes."""
 
 import argparse
 import time
