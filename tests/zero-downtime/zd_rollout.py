@@ -49,6 +49,9 @@ class Scenario:
     # that this client sees a keep-alive request lost in flight.
     control_keepalive: bool = False
     ebb_extra: dict = field(default_factory=dict)  # more top-level ebb config keys
+    # A gRPC control that must show a failed unary call and a cut stream both: proof that the
+    # clients see each kind of RPC lost.
+    control_grpc_kinds: bool = False
 
     @property
     def grpc(self):
@@ -76,7 +79,7 @@ SCENARIOS = [
     # gRPC: unary RPCs on long-lived channels and long server streams, to a gRPC app that exits at
     # SIGTERM. Its channels keep one HTTP/2 connection each and move only on GOAWAY or a broken
     # connection; the balancer checks the app with a TCP connect when there is no ebb.
-    Scenario("control-grpc-direct", "grpc", ebb=False, prestop=False, control=True),
+    Scenario("control-grpc-direct", "grpc", ebb=False, prestop=False, control=True, control_grpc_kinds=True),
     Scenario("grpc-prestop", "grpc", ebb=True, prestop=True, ebb_extra={"upstream_protocol": "h2c"}),
 ]
 # By hand only, both expected to drop: a naive app signalled while ebb still routes to it (what
@@ -111,6 +114,22 @@ class Result:
     @property
     def errors(self):
         return sum(self.kinds.values())
+
+    def control_blind_spots(self):
+        """What a negative control failed to show (each makes it fail): no failure at all, or none
+        in a client that must see its own kind of loss."""
+        sc, out = self.scenario, []
+        if self.errors == 0:
+            out.append("the negative control dropped nothing, so this harness cannot see dropped requests")
+        if sc.control_keepalive and self.keepalive["failed"] == 0:
+            out.append("the keep-alive client saw no failure, so it cannot see a keep-alive request lost in flight")
+        if sc.control_grpc_kinds:
+            g = self.grpc
+            if g["unary"] == g["unary_ok"]:
+                out.append("no unary RPC failed, so the gRPC clients cannot see a unary call lost")
+            if g["streams"] == g["streams_ok"]:
+                out.append("no server stream was cut, so the gRPC clients cannot see a stream lost")
+        return out
 
     def line(self):
         s = (f"scenario={self.scenario.name} restarts={self.restarts} requests={self.requests} "
@@ -366,8 +385,10 @@ def main():
             print(res.line(), flush=True)
             print(res.details(), flush=True)
             sc = res.scenario
-            bad = ((res.errors == 0 or (sc.control_keepalive and res.keepalive["failed"] == 0))
-                   if sc.control else (res.errors > 0 or res.problems))
+            blind = res.control_blind_spots() if sc.control else []
+            for b in blind:
+                print(f"  FAILED: {b}", flush=True)
+            bad = bool(blind) if sc.control else (res.errors > 0 or res.problems)
             if bad or res.errors:
                 print(res.analysis(), flush=True)
             failed |= bool(bad)
