@@ -221,22 +221,30 @@ void H2AppStream::conn_ready(int status) {
 }
 
 void H2AppStream::begin_headers() {
-  in_trailers_ = final_head_;
-  if (in_trailers_) trailers_.clear();
-  else head_.clear(), status_ = 0;
+  in_trailers_ = final_head_;  // HEADERS after the final head: the trailers
+  if (in_trailers_) {
+    trailers_.clear();
+  } else {
+    head_.clear();
+    status_ = 0;
+  }
 }
 
-void H2AppStream::header(std::string_view name, std::string_view value) {
+bool H2AppStream::header(std::string_view name, std::string_view value) {
   if (name == ":status") {
     int s = 0;
     for (char c : value) s = s * 10 + (c - '0');  // nghttp2 checked it: three digits
     status_ = s;
-    return;
+    return true;
   }
-  if (!name.empty() && name[0] == ':') return;
+  if (!name.empty() && name[0] == ':') return true;
   http::MessageHead& h = in_trailers_ ? trailers_ : head_;
   h.add_name(name.data(), name.size());
-  h.add_value(value.data(), value.size());
+  if (h.add_value(value.data(), value.size()) <= conn_.worker().cfg().limits.max_header_bytes) return true;
+  LOG_WARN("bad response from upstream", {"upstream_conn", conn_.id()}, {"stream", id_},
+           {"reason", "response head too large"});
+  fail(UpstreamError::kBadResponse, UV_EPROTO, false);
+  return false;  // nghttp2 resets the stream
 }
 
 void H2AppStream::headers_end(bool end_stream) {
@@ -438,14 +446,16 @@ void H2AppConn::on_read(ssize_t nread, const uv_buf_t* buf) {
   ssize_t rv = nghttp2_session_mem_recv(session_, reinterpret_cast<const std::uint8_t*>(buf->base),
                                         static_cast<size_t>(nread));
   in_session_ = false;
-  if (rv < 0) {
-    LOG_WARN("bad HTTP/2 from the app", {"upstream_conn", id_}, {"error", nghttp2_strerror(static_cast<int>(rv))});
-    flush();  // the GOAWAY nghttp2 queued
+  if (rv >= 0 && state_ == State::kHandshake && settings_seen_) become_ready();
+  if (rv >= 0) flush();
+  // A fatal error, or a protocol error for which nghttp2 sent a GOAWAY with its code (or will
+  // not read any more without having been told to go away): the app broke the protocol.
+  if (rv < 0 || protocol_error_ || (!closing() && goaway_last_ < 0 && !nghttp2_session_want_read(session_))) {
+    LOG_WARN("bad HTTP/2 from the app", {"upstream_conn", id_},
+             {"error", rv < 0 ? nghttp2_strerror(static_cast<int>(rv)) : "protocol error"});
     fail_all(UpstreamError::kBadResponse, UV_EPROTO);
     return;
   }
-  if (state_ == State::kHandshake && settings_seen_) become_ready();
-  flush();
   reap();
 }
 
@@ -522,8 +532,11 @@ int H2AppConn::on_begin_headers(nghttp2_session* session, const nghttp2_frame* f
 int H2AppConn::on_header(nghttp2_session* session, const nghttp2_frame* f, const std::uint8_t* name, size_t namelen,
                          const std::uint8_t* value, size_t valuelen, std::uint8_t, void*) {
   if (f->hd.type != NGHTTP2_HEADERS) return 0;
-  if (H2AppStream* s = stream_of(session, f->hd.stream_id))
-    s->header({reinterpret_cast<const char*>(name), namelen}, {reinterpret_cast<const char*>(value), valuelen});
+  H2AppStream* s = stream_of(session, f->hd.stream_id);
+  if (s != nullptr && !s->header({reinterpret_cast<const char*>(name), namelen},
+                                 {reinterpret_cast<const char*>(value), valuelen})) {
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
   return 0;
 }
 
@@ -565,7 +578,8 @@ int H2AppConn::on_data_chunk(nghttp2_session* session, std::uint8_t, std::int32_
   return 0;
 }
 
-int H2AppConn::on_frame_send(nghttp2_session* session, const nghttp2_frame* f, void*) {
+int H2AppConn::on_frame_send(nghttp2_session* session, const nghttp2_frame* f, void* self) {
+  if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR) conn_of(self)->protocol_error_ = true;
   if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
     if (H2AppStream* s = stream_of(session, f->hd.stream_id)) s->headers_sent();
   }

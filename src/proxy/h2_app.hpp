@@ -49,7 +49,7 @@ class H2AppStream final : public AppLeg, public net::Linked<H2AppStream> {
   bool detached() const { return owner_ == nullptr; }
   void conn_ready(int status);  // the connection is up (0), or its connect failed
   void begin_headers();
-  void header(std::string_view name, std::string_view value);
+  bool header(std::string_view name, std::string_view value);  // false: over limits.max_header_bytes
   void headers_end(bool end_stream);
   void data(const char* at, size_t len);
   void data_end();
@@ -142,6 +142,7 @@ class H2AppConn final : public net::Conn, public net::Linked<H2AppConn> {
   std::int32_t goaway_last_ = -1;   // the app's GOAWAY: streams above it were never seen
   bool in_session_ = false;
   bool settings_seen_ = false;
+  bool protocol_error_ = false;   // nghttp2 ended the session for something the app sent
   bool reap_due_ = false;         // a stream closed since the last reap
   std::uint64_t idle_since_ = 0;  // when its last stream was freed (0: busy)
 };

@@ -19,6 +19,7 @@ import hashlib
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import tempfile
@@ -312,6 +313,35 @@ class H2cApp(GrpcCase):
         self.assertEqual(c.request("GET", "/next", host="t", timeout=dl(10)).status, 200,
                          "the app's connection serves the next stream")
         self.assertEqual(app.connections, 1)
+
+    def test_an_answer_head_over_the_limit_is_a_502(self):
+        app = H2App(lambda req: (200, [("x-big", "b" * (3000 if req.header(":path") == "/big" else 10))], b"x", []))
+        ebb = self.h2_proxy(app, {"limits": {"max_header_bytes": 2048}})
+        c = self.connect(ebb)
+        r = c.request("GET", "/big", host="t", timeout=dl(10))
+        self.assertEqual((r.status, r.header("x-ebb-error")), (502, "upstream sent a malformed response"))
+        self.assertEqual(self.connect(ebb).request("GET", "/small", host="t", timeout=dl(10)).status, 200)
+
+    def test_an_http1_app_behind_h2c_is_a_clear_502(self):
+        # A misconfiguration: the app speaks HTTP/1 only. Its answer to the preface is not HTTP/2.
+        ls = socket.create_server(("127.0.0.1", 0))
+        self.on_teardown(ls.close)
+
+        def app():
+            while True:
+                try:
+                    c = ls.accept()[0]
+                except OSError:
+                    return
+                with c:
+                    c.recv(65536)
+                    c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    c.recv(65536)  # ebb closes
+        threading.Thread(target=app, daemon=True).start()
+        ebb = self.start_ebb(ls.getsockname()[1], deep_merge(H2C, {"readiness": {"upstream_check": "none"}}))
+        r = self.connect(ebb).request("GET", "/", host="t", timeout=dl(10))
+        self.assertEqual((r.status, r.header("x-ebb-error")), (502, "upstream sent a malformed response"))
+        ebb.wait_log("bad HTTP/2 from the app", dl(5))
 
     @unittest.skipUnless(NGHTTP and H2LOAD, "nghttp and h2load (nghttp2-client) are needed")
     def test_h2load_and_nghttp_through_ebb_respect_the_apps_stream_limit(self):
