@@ -200,8 +200,10 @@ class Target:
                 if self.ready(port):
                     self.port = port
                     if self.h2c_port and h2c_get(self.h2c_port, PATHS["small"]) != SMALL_BODY:
+                        log = self.daemon.log_tail()
+                        self.daemon.stop()  # the caller may hold no reference to stop it by
                         raise StartError(f"{self.label} does not answer /small over h2c on port "
-                                         f"{self.h2c_port}:\n{self.daemon.log_tail()}")
+                                         f"{self.h2c_port}:\n{log}")
                     return self
                 time.sleep(0.02)
             log = self.daemon.log_tail()
