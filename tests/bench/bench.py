@@ -5,13 +5,16 @@ own published benchmarks do. The proxy under test is pinned to its own core(s); 
 and not the scheduler. Rounds are interleaved (each round runs every target through every cell),
 and medians and min-max over the rounds are reported. The headline is CPU time per request of all
 the proxy's processes and threads (utime + stime from /proc, over the requests wrk completed).
+Two cell families run with h2load (-m10) instead of wrk: h2c-cN, h2c (prior knowledge) from the
+clients to the same HTTP/1 upstream, and grpc-cN, a gRPC unary call over h2c end to end to a
+gRPC-shaped h2c upstream (ebb `upstream_protocol: h2c`, nginx `grpc_pass`, HAProxy `proto h2`).
 
 Noise guard: during each cell, the CPU that processes other than the benchmark's own took is
 measured (/proc/stat busy time minus the benchmark's processes, the harness and wrk); above
 --noise-limit of one core the cell is refused and run again, and a cell that still fails marks
 the run INVALID in the table and the JSON, with the figure. An INVALID run is not a result.
 
-usage: bench.py [EBB_BIN] [--rounds 3] [--seconds 5] [--cells small-c50,16k-c50,small-c1]
+usage: bench.py [EBB_BIN] [--rounds 3] [--seconds 5] [--cells small-c50,16k-c50,small-c1,h2c-c50,grpc-c50]
                 [--proxy-cpus 0] [--other-cpus 1] [--workers 1] [--json build/bench.json] ...
        bench.py --selftest [EBB_BIN]    (each target 1 s at c1: the harness reads sane numbers)
 """
@@ -39,16 +42,22 @@ import targets as tg  # noqa: E402
 from harness.wait import WaitTimeout, wait_stable, wait_until  # noqa: E402  (on the path targets set)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CELLS = "small-c50,16k-c50,small-c1"
+DEFAULT_CELLS = "small-c50,16k-c50,small-c1,h2c-c50,grpc-c50"
+H2_STREAMS = 10  # h2load -m: concurrent streams per connection in the h2c and grpc cells
 FD_RESERVE = 512  # descriptors beyond the idle connections: listeners, upstream pool, logs
 
 
 def parse_cell(name: str) -> dict:
     body, _, conns = name.partition("-c")
-    if body not in ("small", "16k") or not conns.isdigit() or int(conns) < 1:
-        raise ValueError(f"cell {name!r}: expected small-cN or 16k-cN (N connections, e.g. small-c50)")
-    return {"name": name, "path": tg.PATHS[body], "conns": int(conns),
-            "body_bytes": len(tg.SMALL_BODY if body == "small" else tg.BIG_BODY)}
+    if body not in ("small", "16k", "h2c", "grpc") or not conns.isdigit() or int(conns) < 1:
+        raise ValueError(f"cell {name!r}: expected small-cN, 16k-cN, h2c-cN or grpc-cN (N connections, "
+                         f"e.g. small-c50)")
+    if body == "grpc":
+        return {"name": name, "family": "grpc", "path": tg.GRPC_PATH, "conns": int(conns),
+                "body_bytes": len(tg.GRPC_MESSAGE)}
+    return {"name": name, "family": "h2c" if body == "h2c" else "http1",
+            "path": tg.PATHS["16k" if body == "16k" else "small"], "conns": int(conns),
+            "body_bytes": len(tg.BIG_BODY if body == "16k" else tg.SMALL_BODY)}
 
 
 def parse_size(text: str) -> int:
@@ -136,6 +145,7 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="ebb-bench-")
         os.chmod(self.tmp, 0o755)
         self.upstream: tg.Upstream | None = None
+        self.grpc_upstream: tg.GrpcUpstream | None = None
         self.targets: list[tg.Target] = []
         self.results: dict = {}     # label -> cell -> [record per round]
         self.memory: dict = {}      # label -> memory figures
@@ -146,6 +156,7 @@ class Bench:
 
     def own_pids(self) -> list[int]:
         pids = self.upstream.pids() if self.upstream else []
+        pids += self.grpc_upstream.pids() if self.grpc_upstream else []
         for t in self.targets:
             pids += t.pids()
         return pids
@@ -171,7 +182,10 @@ class Bench:
         else:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by every server
         measure.pin([os.getpid()], a.other_cpus)
-        max_conns = max(max(a.idle_conns, default=0), max(c["conns"] for c in self.cells))
+        # nginx proxies each HTTP/2 stream on an upstream connection of its own (proxy_pass and
+        # grpc_pass alike), so an h2load cell may hold connections x streams of them.
+        max_conns = max(max(a.idle_conns, default=0),
+                        max(c["conns"] * (1 if c["family"] == "http1" else H2_STREAMS) for c in self.cells))
         for w in a.workers if "ebb" in a.targets else []:
             # Asked before anything starts: `workers: 2` is refused until ebb's multi-core work lands.
             refused = tg.EbbProxy(a.ebb, w, a.proxy_cpus, self.tmp, 1, max_conns).refusal()
@@ -196,21 +210,59 @@ class Bench:
                     continue
                 self.targets.append(t)
                 t.start()
+                if getattr(t, "note", ""):
+                    self.notes.append(t.note)
+                    self.say(f"note: {t.note}")
         if "direct" in a.targets:
             self.targets.append(tg.Direct(self.upstream))
+        if any(c["family"] == "grpc" for c in self.cells):
+            self.setup_grpc(max_conns)
         measure.pin([os.getpid()], a.other_cpus)  # ebb's log reader thread was born on the proxy CPUs
         self.pinning["upstream"] = measure.pinning_problems(self.upstream.pids(), a.other_cpus)
+        if self.grpc_upstream:
+            self.pinning["upstream grpc"] = measure.pinning_problems(self.grpc_upstream.pids(), a.other_cpus)
         self.pinning["harness"] = measure.pinning_problems([os.getpid()], a.other_cpus)
         for t in self.proxies():
-            self.pinning[t.label] = measure.pinning_problems(t.pids(), a.proxy_cpus)
-            self.memory[t.label] = {"processes": len(t.pids()), "rss_idle_kib": measure.rss_kib(t.pids()),
-                                    "rss_idle_kib_by_pid": {p: measure.rss_kib([p]) for p in t.pids()}}
+            self.pinning[t.key] = measure.pinning_problems(t.pids(), a.proxy_cpus)
+            if "http1" in t.families:  # memory is measured on the HTTP/1 process of each proxy
+                self.memory[t.label] = {"processes": len(t.pids()), "rss_idle_kib": measure.rss_kib(t.pids()),
+                                        "rss_idle_kib_by_pid": {p: measure.rss_kib([p]) for p in t.pids()}}
         for label, problems in self.pinning.items():
             for p in problems:
                 self.say(f"PINNING FAILED ({label}): {p}")
 
+    def setup_grpc(self, max_conns: int):
+        """The gRPC family: its upstream and, for each asked target, the proxy in front of it over
+        h2c end to end. An ebb that refuses `upstream_protocol: h2c` is left out, and said so."""
+        a = self.args
+        self.grpc_upstream = tg.GrpcUpstream(a.other_cpus, self.tmp).start()
+        up, msg = self.grpc_upstream.port, self.grpc_upstream.message_path
+        for w in a.workers:
+            for name in a.targets:
+                if name == "ebb":
+                    t = tg.EbbGrpc(msg, a.ebb, w, a.proxy_cpus, self.tmp, up, max_conns)
+                    refused = t.refusal()
+                    if refused:
+                        note = f"grpc cells: no ebb figure, this ebb refuses `upstream_protocol: h2c`: {refused}"
+                        self.notes.append(note)
+                        self.say(f"SKIPPED: {note}")
+                        continue
+                elif name == "nginx":
+                    t = tg.NginxGrpc(msg, w, a.proxy_cpus, self.tmp, up, max_conns)
+                elif name == "haproxy":
+                    t = tg.HaproxyGrpc(msg, w, a.proxy_cpus, self.tmp, up, max_conns)
+                else:
+                    continue
+                self.targets.append(t)
+                t.start()
+        if "direct" in a.targets:
+            self.targets.append(tg.DirectGrpc(self.grpc_upstream))
+
     def proxies(self):
         return [t for t in self.targets if t.proxy]
+
+    def cells_of(self, t: tg.Target) -> list[dict]:
+        return [c for c in self.cells if c["family"] in t.families]
 
     # -- load --------------------------------------------------------------------------------
     def wrk(self, port: int, cell: dict, seconds: int) -> measure.WrkResult:
@@ -220,19 +272,41 @@ class Bench:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
         return measure.parse_wrk(r.stdout + r.stderr)
 
+    def h2load(self, t: tg.Target, cell: dict, seconds: int) -> measure.WrkResult:
+        """h2load -t1 -cN -m10 for `seconds`, pinned like wrk: GET /small over h2c, or gRPC calls."""
+        grpc = cell["family"] == "grpc"
+        port = t.port if grpc else t.h2c_port
+        log = os.path.join(self.tmp, "h2load.log")
+        cmd = ["taskset", "-c", measure.cpus_text(self.args.other_cpus), "h2load", "-t1", f"-c{cell['conns']}",
+               f"-m{H2_STREAMS}", f"-D{seconds}", f"--log-file={log}"]
+        if grpc:
+            cmd += ["-d", t.message_path] + [a for h in tg.GRPC_HEADERS for a in ("-H", h)]
+        r = subprocess.run(cmd + [f"http://127.0.0.1:{port}{cell['path']}"], capture_output=True, text=True,
+                           timeout=seconds + 60)
+        try:
+            with open(log) as f:
+                return measure.parse_h2load(r.stdout + r.stderr, f)
+        finally:
+            os.unlink(log)
+
+    def load(self, t: tg.Target, cell: dict, seconds: int) -> measure.WrkResult:
+        if cell["family"] == "http1":
+            return self.wrk(t.port, cell, seconds)
+        return self.h2load(t, cell, seconds)
+
     def warm_up(self):
         if self.args.warmup <= 0:
             return
         for t in self.targets:
-            for cell in self.cells:
-                self.wrk(t.port, cell, self.args.warmup)
+            for cell in self.cells_of(t):
+                self.load(t, cell, self.args.warmup)
 
     def cell(self, t: tg.Target, cell: dict) -> dict:
         a, attempts = self.args, []
         for _ in range(1 + a.retries):
             pids = t.pids()
             s0, c0 = self.ledger.take(), measure.cpu_seconds(pids)
-            w = self.wrk(t.port, cell, a.seconds)
+            w = self.load(t, cell, a.seconds)
             c1, s1 = measure.cpu_seconds(pids), self.ledger.take()
             if t.proxy and not t.pids():
                 raise RuntimeError(f"{t.label} exited during {cell['name']}: {t.log_tail()}")
@@ -258,7 +332,7 @@ class Bench:
         for r in range(self.args.rounds):
             # Each round starts with the next target, so no target always runs first or last.
             for t in self.targets[r % n:] + self.targets[:r % n]:
-                for cell in self.cells:
+                for cell in self.cells_of(t):
                     rec = self.cell(t, cell)
                     self.results.setdefault(t.label, {}).setdefault(cell["name"], []).append(rec)
                     cpu = f"{rec['cpu_us_per_req']:.2f} µs/req" if rec["cpu_us_per_req"] is not None else "-"
@@ -266,12 +340,13 @@ class Bench:
                              f"{rec['rps']:>10,.0f} req/s  {cpu:>14}  other load {rec['noise']['other_cores']:.0%}"
                              f"{'' if rec['valid'] else '  INVALID'}")
         for t in self.proxies():
-            self.memory[t.label]["rss_after_load_kib"] = measure.rss_kib(t.pids())
+            if "http1" in t.families:
+                self.memory[t.label]["rss_after_load_kib"] = measure.rss_kib(t.pids())
             # Again at the end: a worker nginx or HAProxy re-forked must still be on the proxy CPUs.
             late = measure.pinning_problems(t.pids(), self.args.proxy_cpus)
-            self.pinning[t.label] += [p for p in late if p not in self.pinning[t.label]]
+            self.pinning[t.key] += [p for p in late if p not in self.pinning[t.key]]
             for p in late:
-                self.say(f"PINNING FAILED ({t.label}, after the rounds): {p}")
+                self.say(f"PINNING FAILED ({t.key}, after the rounds): {p}")
 
     # -- memory ------------------------------------------------------------------------------
     def idle_connections(self, t: tg.Target, n: int) -> dict:
@@ -333,6 +408,8 @@ class Bench:
         # The stream goes first: clear_refs resets the peak to the current RSS, and memory that
         # 10000 connections left in the allocator would otherwise count as the stream's.
         for t in self.proxies():
+            if "http1" not in t.families:
+                continue
             m = self.memory[t.label]
             if self.args.stream_bytes:
                 m["stream"] = self.stream(t)
@@ -351,8 +428,9 @@ class Bench:
     def teardown(self):
         for t in reversed(self.targets):
             t.stop()
-        if self.upstream:
-            self.upstream.stop()
+        for u in (self.upstream, self.grpc_upstream):
+            if u:
+                u.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- report ------------------------------------------------------------------------------
@@ -418,7 +496,10 @@ class Bench:
                        "workers": a.workers, "noise_limit_cores": a.noise_limit, "retries": a.retries,
                        "idle_conns": a.idle_conns, "stream_bytes": a.stream_bytes,
                        "cpu": "utime+stime of every process of the proxy (all threads) / requests wrk completed",
-                       "load": "wrk -t1 --latency, pinned with the upstream (nginx, 1 worker) to other_cpus"},
+                       "load": "wrk -t1 --latency, pinned with the upstream (nginx, 1 worker) to other_cpus",
+                       "load_h2": f"h2c and grpc cells: h2load -t1 -m{H2_STREAMS} (p50/p99 from its --log-file), "
+                                  f"pinned like wrk; grpc cells against a gRPC-shaped h2c upstream (nginx, "
+                                  f"1 worker: the framed message and a grpc-status trailer)"},
             "machine": self.machine(), "versions": tg.versions(a.ebb), "pinning": self.pinning,
             "summary": summary, "ratios": ratios, "memory": self.memory, "rounds": self.results,
             "notes": self.notes,
@@ -443,7 +524,7 @@ class Bench:
                                                                        if v != "unknown" and "curl" not in v))
         for cell in self.cells:
             name = cell["name"]
-            say(f"\n{name}: GET {cell['path']} ({cell['body_bytes']} B body), {cell['conns']} connection(s)")
+            say(f"\n{name}: " + _cell_text(cell))
             say(f"{'target':12} {'CPU µs/req':>22} {'req/s':>28} {'p50 ms':>7} {'p99 ms':>7}  other load")
             for label, cells in d["summary"].items():
                 s = cells.get(name)
@@ -487,6 +568,16 @@ class Bench:
                 f"These figures are not results.")
 
 
+def _cell_text(cell: dict) -> str:
+    if cell["family"] == "h2c":
+        return (f"GET {cell['path']} ({cell['body_bytes']} B body) over h2c to the HTTP/1 upstream, "
+                f"h2load {cell['conns']} connection(s) x {H2_STREAMS} streams")
+    if cell["family"] == "grpc":
+        return (f"gRPC unary POST {cell['path']} ({cell['body_bytes']} B message each way, grpc-status "
+                f"trailer), h2c end to end, h2load {cell['conns']} connection(s) x {H2_STREAMS} streams")
+    return f"GET {cell['path']} ({cell['body_bytes']} B body), {cell['conns']} connection(s)"
+
+
 def _memory_figures(mem: dict) -> dict:
     """Column -> value: RSS in MiB, and KiB per idle connection (the rise over the RSS before)."""
     mib = lambda kib: kib / 1024 if kib else None
@@ -512,11 +603,11 @@ def _spread(v, fmt):
 # -- self-test -------------------------------------------------------------------------------
 
 def selftest(args) -> int:
-    """Each target 1 s at c1, a few idle connections and a short stream: checks that the harness
-    reads sane numbers, that pinning took effect, and that the noise guard sees foreign load.
-    Asserts nothing about performance."""
+    """Each target 1 s at c1 in each cell family, a few idle connections and a short stream:
+    checks that the harness reads sane numbers, that pinning took effect, and that the noise
+    guard sees foreign load. Asserts nothing about performance."""
     args.rounds, args.seconds, args.warmup, args.retries = 1, 1, 0, 0
-    args.cells, args.idle_conns, args.stream_bytes = "small-c1", [50], 8 << 20
+    args.cells, args.idle_conns, args.stream_bytes = "small-c1,h2c-c1,grpc-c1", [50], 8 << 20
     # The guard measures and reports as in a real run, but a refused cell is not repeated: the
     # machine may be busy, and the self-test asserts only that the harness works.
     results = []
@@ -547,12 +638,15 @@ def selftest(args) -> int:
         with open(args.json) as f:
             check(json.load(f)["summary"] == json.loads(json.dumps(d["summary"])), "JSON written and readable")
         for t in b.targets:
-            rec = b.results[t.label]["small-c1"][0]
-            check(rec["requests"] > 0 and rec["rps"] > 0 and rec["errors"] == 0,
-                  f"{t.label}: {rec['requests']} requests, {rec['errors']} errors")
-            check(rec["p50_ms"] > 0 and rec["p99_ms"] >= rec["p50_ms"], f"{t.label}: p50/p99 read")
-            check(rec["noise"]["wall_s"] > 0 and rec["noise"]["machine_busy_s"] > 0,
-                  f"{t.label}: noise read ({rec['noise']['other_cores']:.0%} of a core)")
+            for cell in b.cells_of(t):
+                rec = b.results[t.label][cell["name"]][0]
+                what = f"{t.label} {cell['name']}"
+                check(rec["requests"] > 0 and rec["rps"] > 0 and rec["errors"] == 0,
+                      f"{what}: {rec['requests']} requests, {rec['errors']} errors")
+                check(rec["p50_ms"] > 0 and rec["p99_ms"] >= rec["p50_ms"], f"{what}: p50/p99 read")
+                check(rec["noise"]["wall_s"] > 0 and rec["noise"]["machine_busy_s"] > 0,
+                      f"{what}: noise read ({rec['noise']['other_cores']:.0%} of a core)")
+            rec = b.results[t.label][b.cells_of(t)[0]["name"]][0]
             if t.proxy:
                 # CPU times come in clock ticks (10 ms): on a starved machine a 1 s cell can end
                 # before the proxy used one, so more cells run until it has used a few.
@@ -560,10 +654,12 @@ def selftest(args) -> int:
                 for _ in range(10):
                     if cpu >= 3 / measure.CLK_TCK:
                         break
-                    more = b.cell(t, b.cells[0])
+                    more = b.cell(t, b.cells_of(t)[0])
                     reqs, cpu = reqs + more["requests"], cpu + more["proxy_cpu_s"]
-                check(reqs and cpu / reqs > 0, f"{t.label}: {cpu / reqs * 1e6 if reqs else 0:.2f} CPU µs/request "
+                check(reqs and cpu / reqs > 0, f"{t.key}: {cpu / reqs * 1e6 if reqs else 0:.2f} CPU µs/request "
                                                f"({cpu:.2f} s over {reqs} requests)")
+                if "http1" not in t.families:
+                    continue
                 mem = b.memory[t.label]
                 check(mem["rss_idle_kib"] > 0 and mem["rss_after_load_kib"] > 0, f"{t.label}: RSS read")
                 held = mem["idle_conns"]["50"]
@@ -588,7 +684,7 @@ def selftest(args) -> int:
         b.teardown()
         shutil.rmtree(jdir, ignore_errors=True)
     check(not os.path.exists(b.tmp), "temp dir removed")
-    left = [p for t in b.targets + [b.upstream] if t and t.daemon for p in t.daemon._seen
+    left = [p for t in b.targets + [b.upstream, b.grpc_upstream] if t and t.daemon for p in t.daemon._seen
             if os.path.exists(f"/proc/{p}") and not _is_zombie(p)]
     check(not left, f"every process stopped {left or ''}")
     failed = results.count(False)

@@ -252,3 +252,28 @@ def parse_wrk(out: str) -> WrkResult:
                      rps=float(rps.group(1)), p50_ms=pct(50), p99_ms=pct(99),
                      socket_errors=sum(int(x) for x in errs.groups()) if errs else 0,
                      non_2xx=int(non2xx.group(1)) if non2xx else 0)
+
+
+# -- h2load ----------------------------------------------------------------------------------
+
+def parse_h2load(out: str, log_lines) -> WrkResult:
+    """h2load's report, with p50/p99 from its --log-file (one line per request: start time,
+    status, duration in µs; h2load prints no percentiles). Raises ValueError when it is not one.
+    Errors: requests that failed, errored or timed out, and answers outside 2xx."""
+    fin = re.search(r"finished in ([\d.]+)(us|ms|s|m), ([\d.]+) req/s", out)
+    req = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                    r"(\d+) errored, (\d+) timeout", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if not fin or not req or not codes:
+        raise ValueError(f"not an h2load report:\n{out}")
+    durations = sorted(int(f[2]) for f in (line.split("\t") for line in log_lines) if len(f) >= 3)
+
+    def pct(p):
+        return durations[min(len(durations) - 1, int(len(durations) * p / 100))] / 1000.0 if durations \
+            else float("nan")
+
+    succeeded = int(req.group(4))
+    return WrkResult(requests=succeeded, seconds=float(fin.group(1)) * _UNITS_MS[fin.group(2)] / 1000.0,
+                     rps=float(fin.group(3)), p50_ms=pct(50), p99_ms=pct(99),
+                     socket_errors=int(req.group(5)) + int(req.group(6)) + int(req.group(7)),
+                     non_2xx=int(codes.group(2)) + int(codes.group(3)) + int(codes.group(4)))

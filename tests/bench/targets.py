@@ -1,13 +1,17 @@
 """The processes a benchmark run keeps up: the upstream (nginx, `return 200` and static bodies)
 and the targets wrk is pointed at: ebb, nginx as a reverse proxy, HAProxy in mode http, and the
-upstream itself (the floor). Each is started on a free port under `taskset` with its CPU set, so
-every thread and forked worker inherits the pinning from its first instruction, and is stopped
-by pid."""
+upstream itself (the floor); each of the three proxies also serves h2c (prior knowledge) to the
+same HTTP/1 upstream on its `h2c_port`. For the gRPC cells, a gRPC-shaped h2c upstream (nginx
+answering a framed message and a `grpc-status` trailer) and the proxies in front of it over h2c
+end to end: ebb with `upstream_protocol: h2c`, nginx `grpc_pass`, HAProxy `proto h2`. Each is
+started on a free port under `taskset` with its CPU set, so every thread and forked worker
+inherits the pinning from its first instruction, and is stopped by pid."""
 
 from __future__ import annotations
 
 import http.client
 import os
+import re
 import resource
 import shutil
 import signal
@@ -26,10 +30,39 @@ import measure  # noqa: E402
 SMALL_BODY = b"ebb-bench small\n"                  # 16 bytes
 BIG_BODY = b"0123456789abcdef" * 1024               # 16 KiB
 PATHS = {"small": "/small", "16k": "/16k", "stream": "/stream"}
+# The gRPC cells: one unary call, as a gRPC client sends it. The message is gRPC's framing (a
+# compressed flag, a 4-byte length) around the small body; the upstream answers the same bytes.
+GRPC_PATH = "/bench.Echo/Call"
+GRPC_MESSAGE = b"\x00" + len(SMALL_BODY).to_bytes(4, "big") + SMALL_BODY
+GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
 
 
 class StartError(RuntimeError):
     pass
+
+
+def grpc_call(port: int, message_path: str, timeout: float = 2.0) -> bool:
+    """True if one gRPC-shaped call over h2c (nghttp, prior knowledge) gets the message back and
+    the trailer `grpc-status: 0`."""
+    cmd = ["nghttp", "-v", "-t", f"{int(timeout * 1000)}ms", "-d", message_path,
+           *(a for h in GRPC_HEADERS for a in ("-H", h)), f"http://127.0.0.1:{port}{GRPC_PATH}"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, timeout=timeout + 5)
+    except subprocess.TimeoutExpired:
+        return False
+    out = r.stdout + r.stderr
+    return (r.returncode == 0 and b":status: 200" in out and GRPC_MESSAGE in out
+            and re.search(rb"recv \(stream_id=\d+\) grpc-status: 0", out) is not None)
+
+
+def h2c_get(port: int, path: str, timeout: float = 2.0) -> bytes | None:
+    """The body of one GET over h2c (nghttp, prior knowledge), or None."""
+    try:
+        r = subprocess.run(["nghttp", "-t", f"{int(timeout * 1000)}ms", f"http://127.0.0.1:{port}{path}"],
+                           capture_output=True, timeout=timeout + 5)
+    except subprocess.TimeoutExpired:
+        return None
+    return r.stdout if r.returncode == 0 else None
 
 
 def http_get(port: int, path: str, timeout: float = 2.0):
@@ -100,22 +133,36 @@ class Daemon:
 
 
 class Target:
-    """A server wrk is pointed at. `proxy` targets have processes whose CPU and memory count."""
+    """A server wrk is pointed at. `proxy` targets have processes whose CPU and memory count.
+    `families` are the cell families it serves: http1 (wrk), h2c (h2load to the same HTTP/1
+    upstream, on h2c_port) and grpc (h2load, h2c end to end to the gRPC upstream)."""
     name = "?"
     proxy = True
+    families = ("http1", "h2c")
+    kind = ""  # "-grpc" for the gRPC family's targets: their own work dir beside the HTTP/1 one
 
     def __init__(self, workers: int, cpus, workdir: str, upstream_port: int, max_conns: int):
         self.workers, self.cpus, self.upstream_port = workers, list(cpus), upstream_port
         self.max_conns = max_conns
-        self.workdir = os.path.join(workdir, f"{self.name}-w{workers}")
+        self.workdir = os.path.join(workdir, f"{self.name}{self.kind}-w{workers}")
         os.makedirs(self.workdir, exist_ok=True)
         os.chmod(self.workdir, 0o755)  # nginx workers run as nobody when the harness is root
         self.port: int | None = None
+        self.h2c_port: int | None = None
         self.daemon: Daemon | None = None
 
     @property
     def label(self) -> str:
         return f"{self.name} w{self.workers}" if self.proxy else self.name
+
+    @property
+    def key(self) -> str:
+        """The label, told apart from the same proxy's gRPC-family process."""
+        return self.label + (" grpc" if self.kind else "")
+
+    def ready(self, port: int) -> bool:
+        """Our own answer through this port (HTTP/1 /small; the gRPC targets override it)."""
+        return http_get(port, PATHS["small"], timeout=0.5) == (200, SMALL_BODY)
 
     def pids(self) -> list[int]:
         return self.daemon.pids() if self.daemon else []
@@ -139,6 +186,8 @@ class Target:
         ready means our process is alive and answers our own body through that port."""
         for _ in range(5):
             port = unused_port()
+            if "h2c" in self.families:
+                self.h2c_port = unused_port()
             name, text = self.config(port)
             conf = os.path.join(self.workdir, name)
             with open(conf, "w") as f:
@@ -148,8 +197,13 @@ class Target:
             self.daemon.start()
             deadline = time.monotonic() + timeout
             while self.daemon.alive() and time.monotonic() < deadline:
-                if http_get(port, PATHS["small"], timeout=0.5) == (200, SMALL_BODY):
+                if self.ready(port):
                     self.port = port
+                    if self.h2c_port and h2c_get(self.h2c_port, PATHS["small"]) != SMALL_BODY:
+                        log = self.daemon.log_tail()
+                        self.daemon.stop()  # the caller may hold no reference to stop it by
+                        raise StartError(f"{self.label} does not answer /small over h2c on port "
+                                         f"{self.h2c_port}:\n{log}")
                     return self
                 time.sleep(0.02)
             log = self.daemon.log_tail()
@@ -178,6 +232,7 @@ def _hard_nofile() -> int:
 class Upstream(Target):
     """The app: nginx, 1 worker by default, keep-alive, answering from memory or the page cache."""
     name = "upstream"
+    families = ("http1",)
 
     def __init__(self, cpus, workdir: str, stream_bytes: int, workers: int = 1):
         self.stream_bytes = stream_bytes
@@ -213,6 +268,7 @@ class Direct(Target):
     """wrk straight at the upstream: the floor, with no proxy process to charge."""
     name = "direct"
     proxy = False
+    families = ("http1",)
 
     def __init__(self, upstream: Upstream):
         self.workers, self.cpus, self.upstream = 0, [], upstream
@@ -241,6 +297,7 @@ http {{
   upstream app {{ server 127.0.0.1:{self.upstream_port}; keepalive 64; keepalive_requests 100000000; }}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
+    listen 127.0.0.1:{self.h2c_port} http2 backlog=4096;
     location / {{
       proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -280,6 +337,7 @@ defaults
   option forwardfor
 frontend fe
   bind 127.0.0.1:{port}
+  bind 127.0.0.1:{self.h2c_port} proto h2
   default_backend be
 backend be
   http-reuse always
@@ -306,6 +364,8 @@ class _Affinity:
 
 class EbbProxy(Target):
     name = "ebb"
+    h2c_optional = False  # the binary under test must serve h2c
+    note = ""             # what the run should say about this target
 
     def __init__(self, binary: str, *args, **kw):
         self.binary = binary
@@ -333,8 +393,15 @@ class EbbProxy(Target):
         with _Affinity(self.cpus):
             self.ebb.start()
         self.port = self.ebb.proxy_port
-        if http_get(self.port, PATHS["small"]) != (200, SMALL_BODY):
-            raise StartError(f"ebb does not proxy /small:\n{self.ebb.log_text(20)}")
+        if not self.ready(self.port):
+            raise StartError(f"{self.label} does not answer through port {self.port}:\n{self.ebb.log_text(20)}")
+        if "h2c" in self.families:
+            self.h2c_port = self.port  # ebb tells HTTP/2 by its preface on the same listener
+            if h2c_get(self.port, PATHS["small"]) != SMALL_BODY:
+                if not self.h2c_optional:
+                    raise StartError(f"ebb does not proxy /small over h2c:\n{self.ebb.log_text(20)}")
+                self.families = ("http1",)
+                self.note = f"{self.label} does not answer h2c (a binary from before HTTP/2): no h2c figures"
         return self
 
     def pids(self):
@@ -353,6 +420,129 @@ class EbbProxy(Target):
             self.ebb.stop()
 
 
+# -- the gRPC family: h2c end to end ------------------------------------------------------------
+
+class GrpcUpstream(Target):
+    """The gRPC-shaped app: nginx, 1 worker, h2c (prior knowledge) only, answering every call
+    with status 200, `content-type: application/grpc`, the framed message from memory or the page
+    cache, and the trailer `grpc-status: 0`. A POST to a static file is 405 in nginx, so the 405
+    is turned into that answer (error_page's internal redirect is a GET)."""
+    name = "upstream"
+    kind = "-grpc"
+    families = ("grpc",)
+
+    def __init__(self, cpus, workdir: str, workers: int = 1):
+        super().__init__(workers, cpus, workdir, 0, 4096)
+        self.message_path = os.path.join(self.workdir, "message.bin")
+
+    def ready(self, port):
+        return grpc_call(port, self.message_path, timeout=0.5)
+
+    def config(self, port):
+        with open(self.message_path, "wb") as f:
+            f.write(GRPC_MESSAGE)
+        os.chmod(self.message_path, 0o644)
+        return "nginx.conf", _nginx_head(self.workers, self.workdir, self.max_conns) + f"""
+http {{
+  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
+  server {{
+    listen 127.0.0.1:{port} http2 backlog=4096;
+    location = {GRPC_PATH} {{
+      mirror /read-body; mirror_request_body on;
+      default_type application/grpc;
+      alias {self.message_path};
+      add_trailer grpc-status 0;
+      error_page 405 =200 $uri;
+    }}
+    location = /read-body {{ internal; return 204; }}
+  }}
+}}
+"""
+
+    def command(self, conf):
+        return ["nginx", "-p", self.workdir + "/", "-c", conf]
+
+
+class _GrpcFamily:
+    """Mixin of the proxies in front of the gRPC upstream: ready when a call through them works."""
+    kind = "-grpc"
+    families = ("grpc",)
+    message_path = ""
+
+    def ready(self, port):
+        return grpc_call(port, self.message_path, timeout=0.5)
+
+
+class DirectGrpc(_GrpcFamily, Direct):
+    """h2load straight at the gRPC upstream: the floor of the gRPC cells."""
+
+    def __init__(self, upstream: GrpcUpstream):
+        super().__init__(upstream)
+        self.message_path = upstream.message_path
+
+
+class NginxGrpc(_GrpcFamily, Target):
+    """nginx's gRPC proxy: `listen ... http2` and `grpc_pass` with upstream keepalive."""
+    name = "nginx"
+
+    def __init__(self, message_path: str, *args, **kw):
+        self.message_path = message_path
+        super().__init__(*args, **kw)
+
+    def config(self, port):
+        return "nginx.conf", _nginx_head(self.workers, self.workdir, self.max_conns) + f"""
+http {{
+  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
+  upstream app {{ server 127.0.0.1:{self.upstream_port}; keepalive 64; keepalive_requests 100000000; }}
+  server {{
+    listen 127.0.0.1:{port} http2 backlog=4096;
+    location / {{ grpc_pass grpc://app; }}
+  }}
+}}
+"""
+
+    def command(self, conf):
+        return ["nginx", "-p", self.workdir + "/", "-c", conf]
+
+
+class HaproxyGrpc(_GrpcFamily, HaproxyProxy):
+    """HAProxy with HTTP/2 on both sides: `bind ... proto h2`, `server ... proto h2`."""
+
+    def __init__(self, message_path: str, *args, **kw):
+        self.message_path = message_path
+        super().__init__(*args, **kw)
+
+    def config(self, port):
+        return "haproxy.cfg", f"""global
+  nbthread {self.workers}
+  maxconn {self.maxconn()}
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:{port} proto h2
+  default_backend be
+backend be
+  http-reuse always
+  server app 127.0.0.1:{self.upstream_port} proto h2
+"""
+
+
+class EbbGrpc(_GrpcFamily, EbbProxy):
+    """ebb with `upstream_protocol: h2c` in front of the gRPC upstream."""
+
+    def __init__(self, message_path: str, *args, **kw):
+        self.message_path = message_path
+        super().__init__(*args, **kw)
+
+    def ebb_config(self) -> dict:
+        return {**super().ebb_config(), "upstream_protocol": "h2c"}
+
+
 def versions(ebb_binary: str) -> dict:
     def first(cmd):
         try:
@@ -362,11 +552,13 @@ def versions(ebb_binary: str) -> dict:
             return "unknown"
     return {"ebb": first([ebb_binary, "--version"]), "nginx": first(["nginx", "-v"]),
             "haproxy": first(["haproxy", "-v"]), "wrk": first(["wrk", "-v"]),
+            "h2load": first(["h2load", "--version"]),
             "curl": first(["curl", "--version"])}
 
 
 def need_tools():
-    missing = [t for t in ("nginx", "haproxy", "wrk", "curl", "taskset") if not shutil.which(t)]
+    missing = [t for t in ("nginx", "haproxy", "wrk", "curl", "taskset", "h2load", "nghttp")
+               if not shutil.which(t)]
     if missing:
         raise StartError(f"missing {', '.join(missing)}: `make deps` installs them")
 
@@ -374,3 +566,4 @@ def need_tools():
 class EbbBaseline(EbbProxy):
     """Another ebb binary (--baseline), run beside the one under test: a change's before/after in one run."""
     name = "ebb-base"
+    h2c_optional = True  # a baseline from before HTTP/2 still gives the HTTP/1 cells

@@ -23,8 +23,12 @@ _LOG_RE = re.compile(r"sess (\d+)\.(\d+) (\d+) (\S+) (-?\d+) (-?\d+) (\d+) (\d+)
 
 
 class Balancer:
-    def __init__(self, workdir, check_interval_ms=200, check_fall=1):
+    def __init__(self, workdir, check_interval_ms=200, check_fall=1, check="http"):
         self.dir = Path(workdir)
+        # "http": GET /readyz, answered 200 (ebb's admin port, or an HTTP app's own); "tcp": a
+        # connect, for a gRPC app with no ebb, which answers no HTTP/1 request (as a Kubernetes
+        # tcpSocket probe would check it).
+        self.check = check
         self.sock_path = self.dir / "haproxy.sock"
         self.check_interval_ms = check_interval_ms
         self.check_fall = check_fall
@@ -66,10 +70,10 @@ frontend service
 
 backend {BACKEND}
     balance roundrobin
-    option httpchk
+""" + ("""    option httpchk
     http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host service
     http-check expect status 200
-""")
+""" if self.check == "http" else ""))
         try:
             self.proc = Proc("haproxy", ["haproxy", "-db", "-f", str(cfg)], self.dir, capture=False,
                              pass_fds=(lsock.fileno(),))
@@ -142,7 +146,8 @@ backend {BACKEND}
         deadline = time.monotonic() + timeout
         while True:
             row = self.servers().get(name)
-            if row and row["status"] == "UP" and row.get("check_status") == "L7OK":
+            if row and row["status"] == "UP" and row.get("check_status") == ("L7OK" if self.check == "http"
+                                                                             else "L4OK"):
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server {name} not UP after {timeout}s: "

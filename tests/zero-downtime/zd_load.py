@@ -5,6 +5,7 @@ that never retries and checks every answer. Every failure is counted by kind: co
 (the connection broke or closed before a whole answer), timeout, non2xx, wrong_body."""
 
 import http.client
+import json
 import random
 import re
 import select
@@ -13,7 +14,7 @@ import socket
 import threading
 import time
 
-from zd_procs import Proc
+from zd_procs import GRPC_PYTHON, HERE, Proc
 
 KINDS = ("connect", "reset", "timeout", "non2xx", "wrong_body")
 
@@ -63,6 +64,52 @@ class Wrk:
         """wrk's counts in the harness's kinds (read and write errors are broken connections)."""
         return {"connect": s["connect"], "reset": s["read"] + s["write"], "timeout": s["timeout"],
                 "non2xx": s["non2xx"], "wrong_body": 0}
+
+
+class GrpcLoad:
+    """The gRPC clients (zd_grpc_load.py, its own process under Debian's python3 with grpcio):
+    unary RPCs on long-lived channels and long server streams, against the service port. It
+    prints `busy` once the load runs, and on SIGTERM ends its RPCs in flight and prints
+    `result {json}`."""
+
+    STOP_GRACE = 45.0  # RPCs in flight end first: streams of up to 6 s, unary deadlines of 10 s
+
+    def __init__(self, port, workdir, unary_channels=12, stream_workers=8, max_seconds=900):
+        self.argv = [GRPC_PYTHON, "-u", str(HERE / "zd_grpc_load.py"), "--target", f"127.0.0.1:{port}",
+                     "--unary-channels", str(unary_channels), "--stream-workers", str(stream_workers),
+                     "--max-seconds", str(max_seconds)]
+        self.workdir = workdir
+        self.proc = None
+        self.result = None
+
+    def start(self):
+        self.proc = Proc("grpc-load", self.argv, self.workdir)
+
+    def wait_busy(self, timeout):
+        line = self.proc.wait_line(lambda t: t == "busy" or t.startswith("error:"), timeout,
+                                   "`busy` line from the gRPC clients")
+        if line != "busy":
+            raise RuntimeError(f"gRPC load: {line}")
+
+    def stop(self):
+        """Stops the clients and returns their result. Raises if they ended before they were
+        told to (the load did not cover the whole deploy) or did not report."""
+        if self.result is not None:
+            return self.result
+        ran_to_the_end = self.proc.alive()
+        self.proc.send(signal.SIGTERM)
+        if self.proc.wait(self.STOP_GRACE) is None:
+            self.proc.send(signal.SIGUSR1)  # its threads' stacks go to its log, then SIGKILL
+            self.proc.wait(2)
+        self.proc.stop(grace=0)
+        lines = [t for _, tag, t in self.proc.lines if tag == "out" and t.startswith("result ")]
+        if not ran_to_the_end or self.proc.killed or not lines:
+            raise RuntimeError(f"gRPC load ended badly (ran to the end: {ran_to_the_end}, exit "
+                               f"{self.proc.popen.returncode}, killed: {self.proc.killed}):\n{self.proc.tail()}")
+        self.result = json.loads(lines[-1][len("result "):])
+        if self.result["threads_left"]:
+            raise RuntimeError(f"gRPC load: {self.result['threads_left']} client threads did not stop")
+        return self.result
 
 
 class MixClient:

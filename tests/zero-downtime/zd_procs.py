@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# The gRPC app and clients need python3-grpcio, which only Debian's own interpreter has (a
+# python3 earlier on PATH, e.g. a pyenv one, may run the harness itself).
+GRPC_PYTHON = "/usr/bin/python3"
 
 # If the harness itself is killed (a CTest timeout sends SIGKILL), nothing it started may outlive
 # it: setpriv sets the parent-death signal and then execs, so the pid stays the one we stop.
@@ -142,7 +145,7 @@ class Proc:
 
 def build_apps(outdir):
     """Builds the Go apps (naive, graceful) into outdir with Go's caches in temp dirs, offline.
-    Returns {"naive": path, "graceful": path, "splitwrite": argv of the Python app}."""
+    Returns {"naive": path, "graceful": path, "splitwrite" and "grpc": argv of the Python apps}."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     gohome = Path(tempfile.mkdtemp(prefix="ebb-zd-go-"))
@@ -166,7 +169,8 @@ def build_apps(outdir):
     finally:
         shutil.rmtree(gohome, ignore_errors=True)
     return {"naive": outdir / "naive", "graceful": outdir / "graceful",
-            "splitwrite": [sys.executable, "-u", str(HERE / "apps" / "splitwrite.py")]}
+            "splitwrite": [sys.executable, "-u", str(HERE / "apps" / "splitwrite.py")],
+            "grpc": [GRPC_PYTHON, "-u", str(HERE / "apps" / "grpc_app.py")]}
 
 
 class Pod:
@@ -174,7 +178,8 @@ class Pod:
     own proxy and admin ports. The balancer sends traffic to serve_port and health-checks
     /readyz on check_port (ebb's admin port; the app's own port when there is no ebb)."""
 
-    def __init__(self, name, workdir, app_bin, app_args=(), ebb_bin=None, ebb_shutdown=None):
+    def __init__(self, name, workdir, app_bin, app_args=(), ebb_bin=None, ebb_shutdown=None,
+                 ebb_extra=None):
         self.name = name
         self.dir = Path(workdir) / name
         self.dir.mkdir(parents=True)
@@ -182,6 +187,7 @@ class Pod:
         self.app_args = list(app_args)
         self.ebb_bin = ebb_bin
         self.ebb_shutdown = ebb_shutdown or {}
+        self.ebb_extra = ebb_extra or {}  # more top-level config keys, e.g. upstream_protocol: h2c
         self.app = self.ebb = None
         self.app_port = self.serve_port = self.check_port = self.admin_port = None
         self.events = []  # (wall time, text)
@@ -205,6 +211,7 @@ class Pod:
             cfg.write_text(
                 "listen: 127.0.0.1:0\n"
                 f"upstream: 127.0.0.1:{self.app_port}\n"
+                + "".join(f"{k}: {v}\n" for k, v in self.ebb_extra.items()) +
                 "admin: {listen: 127.0.0.1:0}\n"
                 "readiness: {upstream_check: tcp, interval: 200ms, failure_threshold: 1}\n"
                 "shutdown: {" + ", ".join(f"{k}: {v}" for k, v in sd.items()) + "}\n"

@@ -9,6 +9,7 @@ Run by hand: python3 zd_rollout.py [--restarts N] [--keep] [SCENARIO ...]"""
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -17,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zd_balancer import Balancer
-from zd_load import KINDS, KeepAliveClient, MixClient, Wrk
-from zd_procs import HERE, Pod, build_apps
+from zd_load import KINDS, GrpcLoad, KeepAliveClient, MixClient, Wrk
+from zd_procs import HERE, Pod, build_apps, child_env
 
 REPLICAS = 2
 MIN_READY_SECONDS = 1.0  # the Deployment's minReadySeconds: a new pod serves a while before an old one goes
@@ -36,7 +37,7 @@ GRACEFUL_ARGS = ["-keep-serving", f"{PROPAGATION_MAX + 1}s", "-shutdown-timeout"
 @dataclass
 class Scenario:
     name: str
-    app: str                 # "naive", "graceful" (Go) or "splitwrite" (Python http.server)
+    app: str                 # "naive", "graceful" (Go), "splitwrite" (Python http.server) or "grpc"
     ebb: bool                # ebb in front of the app
     prestop: bool            # the app container's preStop httpGet /drain?wait=true
     control: bool = False    # a negative control: must show errors
@@ -47,6 +48,14 @@ class Scenario:
     # A control that must show failures in the keep-alive client itself, not only in wrk: proof
     # that this client sees a keep-alive request lost in flight.
     control_keepalive: bool = False
+    ebb_extra: dict = field(default_factory=dict)  # more top-level ebb config keys
+    # A gRPC control that must show a failed unary call and a cut stream both: proof that the
+    # clients see each kind of RPC lost.
+    control_grpc_kinds: bool = False
+
+    @property
+    def grpc(self):
+        return self.app == "grpc"
 
 
 SCENARIOS = [
@@ -67,6 +76,11 @@ SCENARIOS = [
     Scenario("splitwrite-prestop", "splitwrite", ebb=True, prestop=True),
     Scenario("splitwrite-prestop-classic-sidecar", "splitwrite", ebb=True, prestop=True,
              classic_sidecar=True),
+    # gRPC: unary RPCs on long-lived channels and long server streams, to a gRPC app that exits at
+    # SIGTERM. Its channels keep one HTTP/2 connection each and move only on GOAWAY or a broken
+    # connection; the balancer checks the app with a TCP connect when there is no ebb.
+    Scenario("control-grpc-direct", "grpc", ebb=False, prestop=False, control=True, control_grpc_kinds=True),
+    Scenario("grpc-prestop", "grpc", ebb=True, prestop=True, ebb_extra={"upstream_protocol": "h2c"}),
 ]
 # By hand only, both expected to drop: a naive app signalled while ebb still routes to it (what
 # the seed warns of), and a balancer slower to notice /readyz than ebb's propagation_delay (every
@@ -86,6 +100,7 @@ class Result:
     wrk: dict = field(default_factory=dict)
     client_requests: int = 0
     keepalive: dict = field(default_factory=dict)
+    grpc: dict = field(default_factory=dict)  # the gRPC clients' result
     unanswered_checked: int = 0  # deleted pods whose ebb's `drained` line said unanswered 0
     failures: list = field(default_factory=list)
     pods: list = field(default_factory=list)
@@ -100,6 +115,22 @@ class Result:
     def errors(self):
         return sum(self.kinds.values())
 
+    def control_blind_spots(self):
+        """What a negative control failed to show (each makes it fail): no failure at all, or none
+        in a client that must see its own kind of loss."""
+        sc, out = self.scenario, []
+        if self.errors == 0:
+            out.append("the negative control dropped nothing, so this harness cannot see dropped requests")
+        if sc.control_keepalive and self.keepalive["failed"] == 0:
+            out.append("the keep-alive client saw no failure, so it cannot see a keep-alive request lost in flight")
+        if sc.control_grpc_kinds:
+            g = self.grpc
+            if g["unary"] == g["unary_ok"]:
+                out.append("no unary RPC failed, so the gRPC clients cannot see a unary call lost")
+            if g["streams"] == g["streams_ok"]:
+                out.append("no server stream was cut, so the gRPC clients cannot see a stream lost")
+        return out
+
     def line(self):
         s = (f"scenario={self.scenario.name} restarts={self.restarts} requests={self.requests} "
              f"errors={self.errors}")
@@ -108,11 +139,17 @@ class Result:
         return s
 
     def details(self):
-        w = self.wrk
-        lines = [f"  deploy {self.deploy_seconds:.1f}s of {self.seconds:.1f}s; wrk: {w.get('requests')} requests, connect {w.get('connect')} "
-                 f"read {w.get('read')} write {w.get('write')} timeout {w.get('timeout')} "
-                 f"non2xx {w.get('non2xx')}; client: {self.client_requests} requests, "
-                 f"{len(self.failures) - self.keepalive.get('failed', 0)} failed"]
+        w, g = self.wrk, self.grpc
+        if g:
+            lines = [f"  deploy {self.deploy_seconds:.1f}s of {self.seconds:.1f}s; gRPC: {g['unary']} unary RPCs on "
+                     f"{g['unary_channels']} channels, {g['unary'] - g['unary_ok']} failed; {g['streams']} server "
+                     f"streams of 2-6 s on {g['stream_workers']} channels, {g['streams'] - g['streams_ok']} "
+                     f"failed, {g['messages']} messages; the channels made {g['connections']} connections"]
+        else:
+            lines = [f"  deploy {self.deploy_seconds:.1f}s of {self.seconds:.1f}s; wrk: {w.get('requests')} requests, connect {w.get('connect')} "
+                     f"read {w.get('read')} write {w.get('write')} timeout {w.get('timeout')} "
+                     f"non2xx {w.get('non2xx')}; client: {self.client_requests} requests, "
+                     f"{len(self.failures) - self.keepalive.get('failed', 0)} failed"]
         k = self.keepalive
         if k:
             lines.append(f"  keep-alive client: {k['requests']} requests ({k['reused']} on a reused connection), "
@@ -151,7 +188,8 @@ class Result:
         out = ["  failed client requests (sent, failed, kind, request, client port -> HAProxy session):"]
         for f in self.failures[:max_failures]:
             sess = [s for s in by_port.get(f["cport"], []) if abs(s["t"] - f["t"]) < 15]
-            where = ", ".join(f"{s['server']} ts={s['ts']} Tc={s['tc']} Tt={s['tt']} up={s['up']} down={s['down']}"
+            # A gRPC channel's connection carries many RPCs, and grpcio does not tell its port.
+            where = "a gRPC channel's connection" if f["cport"] is None else ", ".join(f"{s['server']} ts={s['ts']} Tc={s['tc']} Tt={s['tt']} up={s['up']} down={s['down']}"
                               for s in sess) or "no session logged"
             out.append(f"    {rel(f['t'])} {rel(f['end'])} {f['kind']} {f['method']} {f['path']} port={f['cport']} -> {where}; "
                        f"{f['detail']}")
@@ -182,15 +220,16 @@ def run_scenario(sc, restarts, bins, ebb_bin, workdir):
     """Runs one scenario; returns its Result. Everything it starts is stopped by pid, always."""
     wd = Path(tempfile.mkdtemp(prefix=f"{sc.name}-", dir=workdir))
     res = Result(sc, restarts, workdir=str(wd))
-    lb = Balancer(wd, check_interval_ms=sc.check_interval_ms, check_fall=sc.check_fall)
+    lb = Balancer(wd, check_interval_ms=sc.check_interval_ms, check_fall=sc.check_fall,
+                  check="tcp" if sc.grpc and not sc.ebb else "http")
     deleting, counter = [], [0]
-    load_wrk = load_client = load_ka = None
+    load_wrk = load_client = load_ka = load_grpc = None
 
     def new_pod():
         counter[0] += 1
         pod = Pod(f"p{counter[0]}", wd, bins[sc.app],
                   GRACEFUL_ARGS if sc.app == "graceful" else [],
-                  ebb_bin if sc.ebb else None, sc.ebb_shutdown)
+                  ebb_bin if sc.ebb else None, sc.ebb_shutdown, sc.ebb_extra)
         res.pods.append(pod)
         pod.start()
         lb.add(pod.name, pod.serve_port, pod.check_port)
@@ -212,14 +251,19 @@ def run_scenario(sc, restarts, bins, ebb_bin, workdir):
         res.t0 = time.time()
         lb.start()
         live = [new_pod() for _ in range(REPLICAS)]
-        load_wrk = Wrk(f"http://127.0.0.1:{lb.port}/", wd)
-        load_client = MixClient(lb.port)
-        load_ka = KeepAliveClient(lb.port, stream=sc.app == "splitwrite")
-        load_wrk.start()
-        load_client.start()
-        load_ka.start()
-        load_client.wait_busy(completed=10, in_flight=load_client.slow_workers, timeout=15)
-        load_ka.wait_busy(completed=10, in_flight=0, timeout=15)
+        if sc.grpc:
+            load_grpc = GrpcLoad(lb.port, wd)
+            load_grpc.start()
+            load_grpc.wait_busy(timeout=30)
+        else:
+            load_wrk = Wrk(f"http://127.0.0.1:{lb.port}/", wd)
+            load_client = MixClient(lb.port)
+            load_ka = KeepAliveClient(lb.port, stream=sc.app == "splitwrite")
+            load_wrk.start()
+            load_client.start()
+            load_ka.start()
+            load_client.wait_busy(completed=10, in_flight=load_client.slow_workers, timeout=15)
+            load_ka.wait_busy(completed=10, in_flight=0, timeout=15)
         t_deploy = time.time()
         for _ in range(restarts):
             pod = new_pod()
@@ -240,13 +284,18 @@ def run_scenario(sc, restarts, bins, ebb_bin, workdir):
             if t.is_alive():
                 raise RuntimeError("a pod deletion did not finish")
         res.deploy_seconds = time.time() - t_deploy
-        res.wrk = load_wrk.stop()
-        load_client.stop()
-        load_ka.stop()
+        if sc.grpc:
+            res.grpc = load_grpc.stop()
+        else:
+            res.wrk = load_wrk.stop()
+            load_client.stop()
+            load_ka.stop()
     finally:
         # Stop everything by pid, whatever happened: load first, then pods, then the balancer.
         if load_wrk and load_wrk.proc:
             load_wrk.proc.stop(grace=5.0)
+        if load_grpc and load_grpc.proc:
+            load_grpc.proc.stop(grace=GrpcLoad.STOP_GRACE)
         for c in (load_client, load_ka):
             if c:
                 try:
@@ -260,16 +309,22 @@ def run_scenario(sc, restarts, bins, ebb_bin, workdir):
         lb.stop()
     res.seconds = time.time() - res.t0
     res.sessions = lb.sessions()
-    res.client_requests = load_client.requests
-    res.keepalive = {"requests": load_ka.requests, "reused": load_ka.reused, "failed": len(load_ka.failures),
-                     "announced": load_ka.announced, "closed_by_server": load_ka.closed_by_server}
-    res.failures = sorted(load_client.failures + load_ka.failures, key=lambda f: f["t"])
-    k = Wrk.kinds(res.wrk)
-    for c in (load_client, load_ka):
-        for name, v in c.kinds().items():
-            k[name] += v
-    res.kinds = k
-    res.requests = res.wrk["requests"] + load_client.requests + load_ka.requests
+    if sc.grpc:
+        # Failures by kind: the status code of an RPC that did not end OK, wrong_body, incomplete_stream.
+        res.failures = res.grpc["failures"]
+        res.kinds = dict(sorted(res.grpc["kinds"].items()))
+        res.requests = res.grpc["unary"] + res.grpc["streams"]
+    else:
+        res.client_requests = load_client.requests
+        res.keepalive = {"requests": load_ka.requests, "reused": load_ka.reused, "failed": len(load_ka.failures),
+                         "announced": load_ka.announced, "closed_by_server": load_ka.closed_by_server}
+        res.failures = sorted(load_client.failures + load_ka.failures, key=lambda f: f["t"])
+        k = Wrk.kinds(res.wrk)
+        for c in (load_client, load_ka):
+            for name, v in c.kinds().items():
+                k[name] += v
+        res.kinds = k
+        res.requests = res.wrk["requests"] + load_client.requests + load_ka.requests
     if sc.ebb:
         for pod in res.pods[:-REPLICAS]:  # the deleted ones; the last REPLICAS were stopped at the end
             for p in pod.procs():
@@ -287,6 +342,20 @@ def run_scenario(sc, restarts, bins, ebb_bin, workdir):
             if sc.prestop and (not pod.prestop or pod.prestop.get("status") != 200):
                 res.problems.append(f"{pod.name} preStop /drain?wait=true: {pod.prestop}")
     return res
+
+
+def ebb_refusal(sc, ebb_bin):
+    """ebb's own words if it refuses this scenario's extra config (`upstream_protocol: h2c`
+    before ebb speaks HTTP/2 to apps), else None: such a scenario is reported as skipped."""
+    if not sc.ebb or not sc.ebb_extra:
+        return None
+    with tempfile.TemporaryDirectory(prefix="ebb-zd-check-") as d:
+        cfg = Path(d) / "ebb.yaml"
+        cfg.write_text("listen: 127.0.0.1:0\nupstream: 127.0.0.1:1\n"
+                       + "".join(f"{k}: {v}\n" for k, v in sc.ebb_extra.items()))
+        r = subprocess.run([str(ebb_bin), "--check-config", "--config", str(cfg)], capture_output=True,
+                           text=True, env=child_env(), timeout=30)
+    return None if r.returncode == 0 else (r.stderr.strip() or f"exit {r.returncode}")
 
 
 def restarts_from_env():
@@ -308,12 +377,18 @@ def main():
     try:
         bins = build_apps(Path(workdir) / "bin")
         for name in args.scenarios:
+            refused = ebb_refusal(BY_NAME[name], ebb_bin_from_env())
+            if refused:
+                print(f"scenario={name} SKIPPED: this ebb refuses its config: {refused}", flush=True)
+                continue
             res = run_scenario(BY_NAME[name], args.restarts, bins, ebb_bin_from_env(), workdir)
             print(res.line(), flush=True)
             print(res.details(), flush=True)
             sc = res.scenario
-            bad = ((res.errors == 0 or (sc.control_keepalive and res.keepalive["failed"] == 0))
-                   if sc.control else (res.errors > 0 or res.problems))
+            blind = res.control_blind_spots() if sc.control else []
+            for b in blind:
+                print(f"  FAILED: {b}", flush=True)
+            bad = bool(blind) if sc.control else (res.errors > 0 or res.problems)
             if bad or res.errors:
                 print(res.analysis(), flush=True)
             failed |= bool(bad)
