@@ -92,17 +92,6 @@ bool ConnectionOptions::names(std::string_view header) const {
   return false;
 }
 
-bool is_hop_by_hop(std::string_view n) {
-  switch (n.size()) {
-    case 2: return iequals(n, "te");
-    case 7: return iequals(n, "upgrade");
-    case 10: return iequals(n, "connection") || iequals(n, "keep-alive");
-    case 16: return iequals(n, "proxy-connection");
-    case 17: return iequals(n, "transfer-encoding");
-    default: return false;
-  }
-}
-
 bool valid_field_value(std::string_view v) {
   for (unsigned char c : v) {
     if ((c < 0x20 && c != '\t') || c == 0x7f) return false;

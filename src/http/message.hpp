@@ -56,8 +56,19 @@ struct ConnectionOptions {
   bool names(std::string_view header) const;
 };
 
-// Hop-by-hop by RFC 9110 §7.6.1, whatever Connection lists.
-bool is_hop_by_hop(std::string_view name);
+// Hop-by-hop by RFC 9110 §7.6.1, whatever Connection lists. Inline: it is on every forwarded
+// field's path.
+inline bool is_hop_by_hop(std::string_view n) {
+  switch (n.size()) {
+    case 2: return iequals(n, "te");
+    case 7: return iequals(n, "upgrade");
+    case 10: return iequals(n, "connection") || iequals(n, "keep-alive");
+    case 16: return iequals(n, "proxy-connection");
+    case 17: return iequals(n, "transfer-encoding");
+    default: return false;
+  }
+}
+
 // RFC 9110 §5.5: no CTL but HTAB, no CR/LF (obs-fold arrives as CR/LF inside a value).
 bool valid_field_value(std::string_view v);
 // RFC 3986 authority as Host allows: reg-name / IPv4 / [IPv6] with an optional port.

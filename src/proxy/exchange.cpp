@@ -81,16 +81,17 @@ void Exchange::begin_forward() {
 // A way to the app: a pooled connection (unless `fresh`), a new one, or a stream of a shared
 // HTTP/2 connection. Ready at once, or upstream_connected follows.
 void Exchange::open_leg(bool fresh) {
-  if (retry_until_ms_ == 0) retry_until_ms_ = w_.now_ms() + w_.cfg().upstream_retry.connect_retry_budget;
   AppLeg* leg = nullptr;
   bool ready = false;
   int r = w_.pool().lend(this, req_->head_method, fresh, leg, ready);
-  if (r < 0) {
-    upstream_connected(nullptr, r);
+  up_ = r < 0 ? nullptr : leg;
+  if (ready) {
+    send_request_head();
     return;
   }
-  up_ = leg;
-  if (ready) send_request_head();
+  // Connecting: the retry budget runs from the first connect.
+  if (retry_until_ms_ == 0) retry_until_ms_ = w_.now_ms() + w_.cfg().upstream_retry.connect_retry_budget;
+  if (r < 0) upstream_connected(nullptr, r);
 }
 
 void Exchange::upstream_connected(AppLeg* up, int status) {

@@ -74,6 +74,7 @@ int UpstreamConn::send(const uv_buf_t* bufs, unsigned n) { return write(bufs, n,
 // The head, and what the client sent before the app could take it, in one write.
 int UpstreamConn::send_head(const http::Request& r, const http::ForwardContext& ctx, std::string_view early,
                             bool end) {
+  response_ms_ = owner_->response_timeout();  // asked once: a re-arm on every read costs nothing
   out_.clear();
   http::write_request_head(out_, r.head, r.info, ctx);
   chunked_ = ctx.body_chunked;
@@ -168,7 +169,7 @@ size_t UpstreamConn::read_allowance() const {
 void UpstreamConn::arm_response_timer() {
   // Held back by the client (its queue, or ebb's memory): the client's send timeout counts.
   if (state_ != State::kBusy || tunnel_ || client_blocked_ || read_refused_) return;
-  arm(TimerFor::kResponse, owner_ != nullptr ? owner_->response_timeout() : w_.cfg().timeouts.upstream_response);
+  arm(TimerFor::kResponse, response_ms_);
 }
 
 void UpstreamConn::begin_tunnel() {

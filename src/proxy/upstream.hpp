@@ -17,7 +17,8 @@ namespace ebb {
 
 class Worker;
 
-class UpstreamConn final : public net::Conn, public net::Linked<UpstreamConn>, public AppLeg, private http::ResponseSink {
+// AppLeg first: the exchange's calls through it need no this-adjusting thunk.
+class UpstreamConn final : public AppLeg, public net::Conn, public net::Linked<UpstreamConn>, private http::ResponseSink {
  public:
   explicit UpstreamConn(Worker& w);
 
@@ -90,6 +91,7 @@ class UpstreamConn final : public net::Conn, public net::Linked<UpstreamConn>, p
   bool trailing_bytes_ = false;
   bool head_request_ = false;
   bool chunked_ = false;  // the request body goes chunked
+  std::uint64_t response_ms_ = 0;  // the exchange's response timeout, taken with the head
   std::string out_;       // the request head, written in place (reused: no allocation per request)
 };
 
