@@ -4,11 +4,14 @@
 #include <cstring>
 
 #include "http/grpc.hpp"
+#include "http/h2.hpp"
 #include "http/writer.hpp"
 #include "log.hpp"
 #include "proxy/h2_conn.hpp"
 
 namespace ebb {
+
+using http::nv;
 
 namespace {
 bool iequal_any(std::string_view n, std::initializer_list<std::string_view> names) {
@@ -30,12 +33,6 @@ bool find_method(std::string_view name, llhttp_method_t& out) {
     }
   }
   return false;
-}
-
-nghttp2_nv nv(std::string_view name, std::string_view value) {
-  return {reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
-          reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
-          NGHTTP2_NV_FLAG_NONE};
 }
 
 ssize_t read_answer_cb(nghttp2_session*, std::int32_t, std::uint8_t* buf, size_t length, std::uint32_t* flags,
