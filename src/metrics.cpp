@@ -171,6 +171,13 @@ std::string render_prometheus(const Metrics& m, const ProcessFigures& p) {
   counter(out, "ebb_connections_rejected_total",
           "Client connections closed at once because limits.max_connections was reached.",
           m.connections_rejected);
+  if (!p.worker_connections.empty()) {
+    header(out, "ebb_worker_connections_accepted_total", "counter",
+           "Client connections accepted, by worker (event-loop thread): how they spread.");
+    for (size_t i = 0; i < p.worker_connections.size(); ++i)
+      line(out, "ebb_worker_connections_accepted_total{worker=\"%zu\"} %llu\n", i,
+           static_cast<unsigned long long>(p.worker_connections[i]));
+  }
   header(out, "ebb_upstream_errors_total", "counter", "Failures talking to the app, by kind.");
   for (size_t i = 0; i < m.upstream_errors.size(); ++i) {
     line(out, "ebb_upstream_errors_total{kind=\"%s\"} %llu\n",

@@ -12,9 +12,16 @@
 
 namespace ebb {
 
-void Worker::link(Client* c) { conns_.push_front(c); }
+// linked_ is read by the accepting thread when workers > 1 (a relaxed store: no lock, no fence).
+void Worker::link(Client* c) {
+  conns_.push_front(c);
+  linked_.store(conns_.size(), std::memory_order_relaxed);
+}
 
-void Worker::unlink(Client* c) { conns_.remove(c); }
+void Worker::unlink(Client* c) {
+  conns_.remove(c);
+  linked_.store(conns_.size(), std::memory_order_relaxed);
+}
 
 void Worker::on_accept(uv_stream_t* listener) {
   if (conns_.size() >= connection_cap_) {
@@ -27,7 +34,7 @@ void Worker::on_accept(uv_stream_t* listener) {
     LOG_DEBUG("connection limit reached", {"limit", connection_cap_});
     return;
   }
-  auto* c = new ClientConn(*this, next_conn_id_++);
+  auto* c = new ClientConn(*this, take_conn_id());
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(c->tcp())) != 0) {
     c->close(Unanswered::kClientClosed);
     return;
@@ -36,7 +43,7 @@ void Worker::on_accept(uv_stream_t* listener) {
 }
 
 void Worker::adopt(int fd) {
-  auto* c = new ClientConn(*this, next_conn_id_++);
+  auto* c = new ClientConn(*this, take_conn_id());
   if (uv_tcp_open(c->tcp(), fd) != 0) {
     c->close(Unanswered::kClientClosed);
     return;
@@ -45,7 +52,7 @@ void Worker::adopt(int fd) {
 }
 
 void Worker::adopt_h2(int fd, std::string_view first_bytes) {
-  auto* c = new H2Conn(*this, next_conn_id_++);
+  auto* c = new H2Conn(*this, take_conn_id());
   if (uv_tcp_open(c->tcp(), fd) != 0) {
     ::close(fd);
     c->close(Unanswered::kClientClosed);

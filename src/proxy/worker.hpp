@@ -1,13 +1,15 @@
 // The per-event-loop context of the data path: the loop, the shared read buffer, the current
 // config, the upstream pool and the client connections. Nothing here is global, so a second
-// loop on a second thread is a second Worker.
+// loop on a second thread is a second Worker (proxy/worker_group.hpp runs them).
 #pragma once
 
 #include <uv.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "config.hpp"
 #include "lifecycle.hpp"
@@ -52,7 +54,9 @@ class Worker {
   // per-connection budget (budget().high / budget().low, proxy/budget.hpp).
   static constexpr size_t kReadBufferSize = ConnBudget::kReadBuffer;
 
-  Worker(uv_loop_t* loop, const Config* cfg, WorkerObserver* observer);
+  // Worker `index` of `count`: it takes that share of the pod's upstream_limits and
+  // limits.max_memory, and numbers its connections index+1, index+1+count, ... so ids stay unique.
+  Worker(uv_loop_t* loop, const Config* cfg, WorkerObserver* observer, unsigned index = 0, unsigned count = 1);
   ~Worker();
 
   // A reload: new upstream_limits apply to requests that ask for a slot from now on.
@@ -86,6 +90,9 @@ class Worker {
   const sockaddr_storage& upstream_addr() const { return upstream_addr_; }
   const std::string& upstream_host() const { return upstream_host_; }
   size_t connections() const { return conns_.size(); }
+  // The same, readable from another thread (the accepting loop balances on it).
+  size_t connections_shared() const { return linked_.load(std::memory_order_relaxed); }
+  unsigned index() const { return index_; }
   size_t in_flight() const { return metrics_.requests_in_flight; }
   // "<16 hex of random>-<counter>": unique without a syscall per request.
   std::string_view next_request_id();
@@ -115,6 +122,12 @@ class Worker {
   uv_timer_t shed_timer_;
   bool memory_pause_seen_ = false;  // some connection is paused for memory
   void shed();
+  // This worker's part of a per-pod figure: n split over the workers, the first n % count one more.
+  std::uint64_t share(std::uint64_t n) const { return n / count_ + (index_ < n % count_ ? 1 : 0); }
+  std::uint64_t take_conn_id() { return std::exchange(next_conn_id_, next_conn_id_ + count_); }
+  unsigned index_;
+  unsigned count_;
+  std::atomic<size_t> linked_{0};
   Phase phase_ = Phase::kServing;
   sockaddr_storage upstream_addr_{};
   std::string upstream_host_;
