@@ -106,7 +106,7 @@ void Listener::close() {
   closed_ = true;
   uv_timer_stop(&grace_);
   uv_close(reinterpret_cast<uv_handle_t*>(&grace_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
+  close_handle(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
 }
 
 }  // namespace ebb::net

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "log.hpp"
+#include "net/io.hpp"
 #include "proxy/client.hpp"
 #include "proxy/h2_conn.hpp"
 #include "proxy/worker.hpp"
@@ -30,7 +31,7 @@ void Worker::on_accept(uv_stream_t* listener) {
     auto* t = new uv_tcp_t;
     uv_tcp_init(loop_, t);
     if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(t)) == 0) ++metrics_.connections_rejected;
-    uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    net::close_handle(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
     LOG_DEBUG("connection limit reached", {"limit", connection_cap_});
     return;
   }
