@@ -13,15 +13,16 @@
 
 namespace ebb {
 
-// linked_ is read by the accepting thread when workers > 1 (a relaxed store: no lock, no fence).
+// load_ is read by the accepting thread when workers > 1.
 void Worker::link(Client* c) {
   conns_.push_front(c);
-  linked_.store(conns_.size(), std::memory_order_relaxed);
+  if (adopting_handed_) adopting_handed_ = false;
+  else load_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Worker::unlink(Client* c) {
   conns_.remove(c);
-  linked_.store(conns_.size(), std::memory_order_relaxed);
+  load_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void Worker::on_accept(uv_stream_t* listener) {

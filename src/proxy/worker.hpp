@@ -90,8 +90,16 @@ class Worker {
   const sockaddr_storage& upstream_addr() const { return upstream_addr_; }
   const std::string& upstream_host() const { return upstream_host_; }
   size_t connections() const { return conns_.size(); }
-  // The same, readable from another thread (the accepting loop balances on it).
-  size_t connections_shared() const { return linked_.load(std::memory_order_relaxed); }
+  // Readable from any thread: the connections linked here plus those handed over by the
+  // accepting thread and not yet adopted (workers > 1). Exact at every moment, never a
+  // connection counted twice or not at all, so the accepting thread can cap and balance on it
+  // and the drain can end on it.
+  size_t load() const { return load_.load(std::memory_order_relaxed); }
+  void count_handed() { load_.fetch_add(1, std::memory_order_relaxed); }  // accepting thread
+  void adopt_handed(int fd) {  // this worker's thread: a connection counted by count_handed
+    adopting_handed_ = true;
+    adopt(fd);
+  }
   unsigned index() const { return index_; }
   size_t in_flight() const { return metrics_.requests_in_flight; }
   // "<16 hex of random>-<counter>": unique without a syscall per request.
@@ -127,7 +135,8 @@ class Worker {
   std::uint64_t take_conn_id() { return std::exchange(next_conn_id_, next_conn_id_ + count_); }
   unsigned index_;
   unsigned count_;
-  std::atomic<size_t> linked_{0};
+  std::atomic<size_t> load_{0};
+  bool adopting_handed_ = false;  // the next link() is a handed-over connection, counted already
   Phase phase_ = Phase::kServing;
   sockaddr_storage upstream_addr_{};
   std::string upstream_host_;

@@ -37,17 +37,11 @@ struct WorkerGroup::Thread final : WorkerObserver {
       fds.swap(inbox);
       todo.swap(tasks);
     }
-    for (int fd : fds) {
-      worker->adopt(fd);
-      // After adopt linked it: whoever sees pending fall sees the connection counted.
-      pending.fetch_sub(1, std::memory_order_release);
-    }
+    for (int fd : fds) worker->adopt_handed(fd);
     for (auto& t : todo) t();
   }
 
-  size_t load() const {
-    return pending.load(std::memory_order_acquire) + worker->connections_shared();
-  }
+  size_t load() const { return worker->load(); }
 
   WorkerGroup& group;
   uv_loop_t loop;
@@ -56,7 +50,6 @@ struct WorkerGroup::Thread final : WorkerObserver {
   std::mutex mu;
   std::vector<int> inbox;                    // guarded by mu
   std::vector<std::function<void()>> tasks;  // guarded by mu
-  std::atomic<size_t> pending{0};            // handed over, not yet adopted
   std::thread thread;
 };
 
@@ -129,7 +122,7 @@ void WorkerGroup::dispatch(int fd) {
   }
   next_ = best + 1;
   Thread& t = *threads_[best];
-  t.pending.fetch_add(1, std::memory_order_relaxed);
+  t.worker->count_handed();
   {
     std::lock_guard<std::mutex> g(t.mu);
     t.inbox.push_back(fd);
