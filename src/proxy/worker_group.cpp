@@ -147,6 +147,7 @@ void WorkerGroup::for_each(const std::function<void(Worker&)>& fn) {
     fn(*workers_[0]);
     return;
   }
+  if (stopped_) return;  // their loops have ended: nothing would run it
   std::mutex m;
   std::condition_variable cv;
   size_t left = threads_.size();
