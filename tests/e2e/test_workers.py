@@ -2,14 +2,15 @@
 concurrent clients, kept open or one request each: no worker takes more than 60%, by
 ebb_worker_connections_accepted_total), /metrics sums the workers (requests counted equal the
 requests sent, wherever they landed), a reload reaches every worker, limits.max_connections holds
-over all of them, probes on the proxy port follow the one lifecycle, and `workers: auto` starts
-and says why. The drains and the listener close at workers: 4 are the drain tests themselves, run
-again with EBB_TEST_WORKERS=4 (CMakeLists.txt)."""
+over all of them, upstream_limits.max_concurrency is the pod's (split, never multiplied), probes
+on the proxy port follow the one lifecycle, and `workers: auto` starts and says why. The drains
+and the listener close at workers: 4 are the drain tests themselves, run again with
+EBB_TEST_WORKERS=4 (CMakeLists.txt)."""
 
 import threading
 import unittest
 
-from harness.admin import admin_request, scrape
+from harness.admin import admin_request, scrape, wait_metric
 from harness.case import LifecycleCase
 from harness.client import HttpClient
 from harness.config import rewrite_config
@@ -105,6 +106,20 @@ class Workers(LifecycleCase):
         r = admin_request(ebb, "POST", "/reload")
         self.assertEqual(r.status, 200, r.body)
         all_fresh_connections(431)
+
+    def test_max_concurrency_is_the_pods_split_among_the_workers(self):
+        gate = self.gate()
+        fake, ebb = self.proxy(gate, {"upstream_limits": {"max_concurrency": 4}})
+        clients = [self.connect(ebb) for _ in range(8)]  # two on each worker
+        for i, c in enumerate(clients):
+            c.send(build_request("GET", f"/h{i}", host="t"))
+        ex = wait_metric(ebb, "ebb_upstream_queue_depth", None, lambda v: v == 4, dl(5), "four requests queued")
+        self.assertEqual(ex.value("ebb_upstream_concurrency_limit"), 4, "the workers' shares sum to the limit")
+        self.assertEqual(ex.value("ebb_upstream_active_requests"), 4)
+        self.assertEqual(gate.count, 4, "the app never holds more than max_concurrency requests")
+        gate.release()
+        for i, c in enumerate(clients):
+            self.assertOk(c.read_response(), b"released", f"/h{i}")
 
     def test_changing_workers_takes_a_restart(self):
         fake, ebb = self.proxy(ok())
