@@ -13,16 +13,22 @@
 
 namespace ebb {
 
-// load_ is read by the accepting thread when workers > 1.
+// load_ is written by the accepting thread too when workers > 1 (count_handed): an atomic add
+// then; alone (workers: 1) this thread is its only writer, and a plain store does, no lock prefix.
+void Worker::add_load(long n) {
+  if (count_ == 1) load_.store(load_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  else load_.fetch_add(n, std::memory_order_relaxed);
+}
+
 void Worker::link(Client* c) {
   conns_.push_front(c);
   if (adopting_handed_) adopting_handed_ = false;
-  else load_.fetch_add(1, std::memory_order_relaxed);
+  else add_load(1);
 }
 
 void Worker::unlink(Client* c) {
   conns_.remove(c);
-  load_.fetch_sub(1, std::memory_order_relaxed);
+  add_load(-1);
 }
 
 void Worker::on_accept(uv_stream_t* listener) {

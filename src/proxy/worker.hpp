@@ -135,6 +135,7 @@ class Worker {
   std::uint64_t take_conn_id() { return std::exchange(next_conn_id_, next_conn_id_ + count_); }
   unsigned index_;
   unsigned count_;
+  void add_load(long n);
   std::atomic<size_t> load_{0};
   bool adopting_handed_ = false;  // the next link() is a handed-over connection, counted already
   Phase phase_ = Phase::kServing;

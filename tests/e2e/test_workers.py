@@ -16,7 +16,7 @@ from harness.client import HttpClient
 from harness.config import rewrite_config
 from harness.handlers import answer_target, ok
 from harness.http import build_request
-from harness.wait import dl
+from harness.wait import dl, wait_until
 
 CLIENTS = 50
 SHARE_MAX = 0.6  # issue 11: under c50 no worker takes more than 60% of the connections
@@ -116,6 +116,9 @@ class Workers(LifecycleCase):
         ex = wait_metric(ebb, "ebb_upstream_queue_depth", None, lambda v: v == 4, dl(5), "four requests queued")
         self.assertEqual(ex.value("ebb_upstream_concurrency_limit"), 4, "the workers' shares sum to the limit")
         self.assertEqual(ex.value("ebb_upstream_active_requests"), 4)
+        wait_until(lambda: gate.count == 4, dl(5), "the four requests with a slot at the app")
+        ex = scrape(ebb)
+        self.assertEqual(ex.value("ebb_upstream_queue_depth"), 4, "the other four still wait")
         self.assertEqual(gate.count, 4, "the app never holds more than max_concurrency requests")
         gate.release()
         for i, c in enumerate(clients):
