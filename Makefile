@@ -3,6 +3,7 @@ SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 # make fuzz: seconds per target; new inputs and crash files go to FUZZ_SCRATCH, never into the
 # committed corpus (tests/fuzz/corpus).
@@ -32,7 +33,7 @@ DEPS := /usr/bin/g++:g++ /usr/bin/cmake:cmake /usr/bin/make:make /usr/bin/pkg-co
         /usr/bin/setarch:util-linux
 DEPS_CHECK ?= $(foreach d,$(DEPS),$(firstword $(subst :, ,$(d))))
 
-.PHONY: all deps build asan fuzz-build fuzz static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench slow-clients clean
+.PHONY: all deps build asan tsan fuzz-build fuzz static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench slow-clients clean
 
 all: build
 
@@ -66,6 +67,13 @@ asan: deps
 	  -DEBB_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j$(JOBS)
 
+# ThreadSanitizer: make test runs the e2e tests labelled tsan (data path, drains, metrics,
+# reload) with workers: 4 against this binary (CMakeLists.txt, "ThreadSanitizer suite").
+tsan: deps
+	@cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DCMAKE_C_FLAGS="-O1 -g1" \
+	  -DEBB_TSAN=ON >/dev/null
+	@cmake --build $(TSAN_BUILD) -j$(JOBS) --target ebb
+
 # The libFuzzer targets of tests/fuzz, built with clang against the real ebbcore (ASan+UBSan).
 fuzz-build: deps
 	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DCMAKE_C_FLAGS="-O1 -g1" \
@@ -88,12 +96,14 @@ run: build
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit $(CTEST_ARGS)
 
-# The whole suite, then the same suite under ASan+UBSan, then each fuzz target: its corpus, then a
-# fixed number of executions from a fixed seed (repeatable; see tests/fuzz/README.md).
-test: build asan fuzz-build
+# The whole suite, then the same suite under ASan+UBSan, then the threads under ThreadSanitizer
+# (a subset at workers: 4, label tsan), then each fuzz target: its corpus, then a fixed number of
+# executions from a fixed seed (repeatable; see tests/fuzz/README.md).
+test: build asan tsan fuzz-build
 	cd $(BUILD) && ctest --output-on-failure -j2 -LE bench $(CTEST_ARGS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j2 -L 'unit|e2e' $(CTEST_ARGS)
+	cd $(TSAN_BUILD) && ctest --output-on-failure -j2 -L tsan $(CTEST_ARGS)
 	cd $(FUZZ_BUILD) && ctest --output-on-failure -j2 -L fuzz $(CTEST_ARGS)
 
 # Run directly, not through CTest, so that every scenario's lines are printed as it ends.
@@ -128,4 +138,4 @@ slow-clients: build
 	python3 -u tests/bench/slow_clients.py $(abspath $(BUILD))/ebb $(SLOW_ARGS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

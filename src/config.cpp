@@ -149,9 +149,13 @@ class Loader {
       return blame("upstream_limits.queue_size", "must be at most " + std::to_string(kMaxQueueSize));
     if (c.upstream_limits.queue_timeout == 0)
       return blame("upstream_limits.queue_timeout", "must be above 0 (queue_size: 0 turns the queue off)");
-    if (c.workers == 0) return blame("workers", "0 workers would serve nothing; only 1 is supported");
-    if (c.workers > 1)
-      return blame("workers", "workers above 1 come with the multi-core work; only 1 is supported");
+    // Each worker holds a share of upstream_limits.max_concurrency (worker_group.hpp): one
+    // without a slot could never send a request to the app.
+    const auto& mc = c.upstream_limits.max_concurrency;
+    if (!c.workers.automatic && !mc.adaptive && mc.fixed != 0 && mc.fixed < c.workers.n)
+      return blame_either("workers", "upstream_limits.max_concurrency",
+                          "workers (" + std::to_string(c.workers.n) + ") must not exceed upstream_limits.max_concurrency (" +
+                              std::to_string(mc.fixed) + "): each worker needs at least one slot at the app");
     return true;
   }
 

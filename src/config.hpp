@@ -36,6 +36,14 @@ struct ConcurrencyLimit {
   bool operator==(const ConcurrencyLimit&) const = default;
 };
 
+// workers: a number of event-loop threads, or `auto` (one per CPU the container may use, see
+// cpu_count.hpp), resolved once at start.
+struct WorkerCount {
+  bool automatic = false;
+  std::uint32_t n = 1;
+  bool operator==(const WorkerCount&) const = default;
+};
+
 struct Config {
   HostPort listen{"0.0.0.0", 8080};
   HostPort upstream{"127.0.0.1", 3000};
@@ -98,7 +106,7 @@ struct Config {
     LogLevel level = LogLevel::kInfo;
     bool access = false;
   } log;
-  std::uint32_t workers = 1;
+  WorkerCount workers;
 
   std::string source;  // the file it came from, or "(defaults)"
 };

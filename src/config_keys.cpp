@@ -350,6 +350,19 @@ std::string set_field(Field f, std::string_view s) {
                           *p = ConcurrencyLimit{false, static_cast<std::uint32_t>(n)};
                           return std::string();
                         },
+                        [&](WorkerCount* p) {
+                          if (s == "auto") {
+                            *p = WorkerCount{true, 0};
+                            return std::string();
+                          }
+                          std::uint64_t n = 0;
+                          if (!parse_uint(s, n)) return "expected a positive integer or auto, got " + quote(s);
+                          if (n == 0) return std::string("0 workers would serve nothing; use 1 or more, or auto");
+                          if (n > kMaxWorkers)
+                            return "must be at most " + std::to_string(kMaxWorkers) + ", got " + quote(s);
+                          *p = WorkerCount{false, static_cast<std::uint32_t>(n)};
+                          return std::string();
+                        },
                     },
                     f);
 }
@@ -367,6 +380,7 @@ std::string field_noun(Field f) {
                         [](LogFormat*) { return std::string("one of json, text"); },
                         [](LogLevel*) { return std::string("one of debug, info, warn, error"); },
                         [](ConcurrencyLimit*) { return std::string("a non-negative integer (0 = unlimited) or auto"); },
+                        [](WorkerCount*) { return std::string("a positive integer or auto"); },
                     },
                     f);
 }
@@ -385,6 +399,7 @@ std::string format_field(Field f) {
           [](LogFormat* p) { return std::string(enum_name(kFormats, *p)); },
           [](LogLevel* p) { return std::string(enum_name(kLevels, *p)); },
           [](ConcurrencyLimit* p) { return p->adaptive ? std::string("auto") : std::to_string(p->fixed); },
+          [](WorkerCount* p) { return p->automatic ? std::string("auto") : std::to_string(p->n); },
       },
       f);
 }

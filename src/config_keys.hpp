@@ -24,7 +24,8 @@ struct SizeRef {
   std::uint64_t* p;
 };
 using Field = std::variant<HostPort*, std::string*, DurationRef, SizeRef, std::uint32_t*, bool*,
-                           UpstreamCheck*, UpstreamProtocol*, LogFormat*, LogLevel*, ConcurrencyLimit*>;
+                           UpstreamCheck*, UpstreamProtocol*, LogFormat*, LogLevel*, ConcurrencyLimit*,
+                           WorkerCount*>;
 
 struct Key {
   std::string_view path;
@@ -53,5 +54,7 @@ std::string format_field(Field f);  // the field's value as the dump writes it
 std::string node_kind(const YAML::Node& n);
 
 constexpr std::uint32_t kMaxQueueSize = 1'000'000;
+// More event loops than this only add threads fighting over the proxy's one listener.
+constexpr std::uint32_t kMaxWorkers = 64;
 
 }  // namespace ebb::config_keys

@@ -127,6 +127,8 @@ struct ProcessFigures {
   std::uint64_t open_fds = 0;
   std::uint64_t max_fds = 0;
   double start_time_seconds = 0;
+  // Client connections each worker took ([i] is worker i's), to show how they spread.
+  std::vector<std::uint64_t> worker_connections;
 };
 
 std::string render_prometheus(const Metrics& m, const ProcessFigures& p);

@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <utility>
 
 #include "build_commit.hpp"
+#include "cpu_count.hpp"
 #include "log.hpp"
 #include "net/io.hpp"
 
@@ -45,7 +47,7 @@ Server::Server(Config cfg, std::string config_path)
     : cfg_(std::make_unique<Config>(std::move(cfg))),
       config_path_(std::move(config_path)),
       loop_(),
-      worker_((uv_loop_init(&loop_), &loop_), cfg_.get(), this),
+      workers_((uv_loop_init(&loop_), &loop_), cfg_.get(), this, resolve_workers(*cfg_, workers_how_)),
       listener_(&loop_, [this] { on_accept(); }),
       admin_(&loop_, *this),
       check_(&loop_, [this](bool ok, const char* why) { on_check(ok, why); }),
@@ -83,7 +85,7 @@ int Server::run() {
   if (!resolve_upstream(*cfg_, upstream_addr_, upstream_host_)) {
     carry_out(lc_.fail());
   } else {
-    worker_.set_upstream(upstream_addr_, upstream_host_);
+    workers_.for_each([this](Worker& w) { w.set_upstream(upstream_addr_, upstream_host_); });
     sockaddr_storage proxy_addr{}, admin_addr{};
     std::string error;
     int r = net::resolve(cfg_->listen, proxy_addr, error);
@@ -110,7 +112,8 @@ int Server::run() {
   if (!lc_.exited()) {
     LOG_INFO("listening", {"proxy", listener_.address()}, {"admin", admin_.bound_address()},
              {"upstream", upstream_host_}, {"pid", static_cast<long>(getpid())},
-             {"max_connections", worker_.connection_cap()}, {"fd_limit", fd_limit_},
+             {"max_connections", workers_.connection_cap()}, {"fd_limit", fd_limit_},
+             {"workers", workers_.size()}, {"workers_from", workers_how_},
              {"version", EBB_VERSION}, {"commit", EBB_COMMIT});
     if (cfg_->readiness.upstream_check == UpstreamCheck::kNone) on_check(true, "check disabled");
     else check_.start(*cfg_, upstream_addr_, upstream_host_);
@@ -132,16 +135,16 @@ void Server::apply_connection_cap() {
   std::uint64_t cap = std::max<std::uint64_t>(1, std::min<std::uint64_t>(cfg_->limits.max_connections, budget));
   // Said once in the `listening` line at start (nothing may be logged before it), and here when
   // a reload changes it.
-  if (cap != worker_.connection_cap() && worker_.connection_cap() != 0) {
+  if (cap != workers_.connection_cap() && workers_.connection_cap() != 0) {
     LOG_INFO("max_connections in force", {"configured", cfg_->limits.max_connections}, {"max_connections", cap},
              {"fd_limit", fd_limit_});
   }
-  worker_.set_connection_cap(cap);
+  workers_.set_connection_cap(cap);
 }
 
 void Server::on_accept() {
   lc_.on_accept(uv_now(&loop_));
-  worker_.on_accept(listener_.stream());
+  workers_.on_accept(listener_);
 }
 
 void Server::on_signal(int signum) {
@@ -162,11 +165,22 @@ void Server::start_drain(const char* trigger) { carry_out(lc_.on_drain_request(u
 void Server::on_connection_closed() { check_drained(); }
 
 void Server::check_drained() {
-  if (worker_.connections() == 0 && listener_.closed()) carry_out(lc_.on_idle(uv_now(&loop_)));
+  if (workers_.connections() == 0 && listener_.closed()) carry_out(lc_.on_idle(uv_now(&loop_)));
 }
 
 // `detail`: the signal or trigger that caused the step, or the reason a check failed.
 void Server::carry_out(Step step, const char* detail) {
+  carry_out_step(step, detail);
+  publish_readiness();
+}
+
+void Server::publish_readiness() {
+  const char* why = "";
+  lc_.readiness(why);
+  readiness_reason_.store(why, std::memory_order_release);
+}
+
+void Server::carry_out_step(Step step, const char* detail) {
   const auto& s = cfg_->shutdown;
   switch (step.kind) {
     case Step::kNothing:
@@ -180,16 +194,18 @@ void Server::carry_out(Step step, const char* detail) {
     case Step::kUpstreamDown:
       LOG_WARN("upstream unavailable", {"upstream", upstream_host_}, {"failures", lc_.failures()}, {"error", detail});
       return;
-    case Step::kDrainStarted:
+    case Step::kDrainStarted: {
       check_.stop();
-      requests_at_drain_ = requests_total();
-      unanswered_at_drain_ = worker_.metrics().unanswered_total();
-      worker_.set_phase(lc_.phase());
-      LOG_INFO("drain started", {"trigger", detail}, {"in_flight", worker_.in_flight()},
-               {"connections", worker_.connections()}, {"propagation_delay_s", seconds(s.propagation_delay)},
+      Metrics m = workers_.sum();
+      requests_at_drain_ = requests_total(m);
+      unanswered_at_drain_ = m.unanswered_total();
+      set_phase(lc_.phase());
+      LOG_INFO("drain started", {"trigger", detail}, {"in_flight", m.requests_in_flight},
+               {"connections", workers_.connections()}, {"propagation_delay_s", seconds(s.propagation_delay)},
                {"drain_timeout_s", seconds(s.drain_timeout)});
       arm_phase_timer(step.timer_ms);
       return;
+    }
     case Step::kSignalIgnored:
       LOG_INFO("signal during drain ignored", {"signal", detail});
       return;
@@ -198,35 +214,42 @@ void Server::carry_out(Step step, const char* detail) {
       return;
     case Step::kPropagationEnd:
       close_listener();
-      worker_.set_phase(lc_.phase());
+      set_phase(lc_.phase());
       arm_phase_timer(step.timer_ms);
       check_drained();
       return;
     case Step::kDrainDeadline:
     case Step::kCutAndExit: {
+      std::uint64_t in_flight = workers_.sum().requests_in_flight;
       if (step.kind == Step::kDrainDeadline) {
-        LOG_WARN("drain timeout: cutting what remains", {"in_flight", worker_.in_flight()},
-                 {"connections", worker_.connections()});
+        LOG_WARN("drain timeout: cutting what remains", {"in_flight", in_flight},
+                 {"connections", workers_.connections()});
       } else {
-        LOG_WARN("second SIGINT: exiting now", {"in_flight", worker_.in_flight()});
+        LOG_WARN("second SIGINT: exiting now", {"in_flight", in_flight});
       }
-      std::uint64_t before = worker_.metrics().drain_cut_requests;
-      worker_.cut_all();
-      lc_.on_cut(worker_.metrics().drain_cut_requests - before);
+      std::atomic<std::uint64_t> cut{0};
+      workers_.for_each([&cut](Worker& w) {
+        std::uint64_t before = w.metrics().drain_cut_requests;
+        w.cut_all();
+        cut.fetch_add(w.metrics().drain_cut_requests - before, std::memory_order_relaxed);
+      });
+      lc_.on_cut(cut.load(std::memory_order_relaxed));
       if (step.kind == Step::kCutAndExit) exit_now();
       else check_drained();
       return;
     }
-    case Step::kDrained:
+    case Step::kDrained: {
       uv_timer_stop(&phase_timer_);
-      drained_requests_ = requests_total() - requests_at_drain_;
-      unanswered_requests_ = worker_.metrics().unanswered_total() - unanswered_at_drain_;
+      Metrics m = workers_.sum();
+      drained_requests_ = requests_total(m) - requests_at_drain_;
+      unanswered_requests_ = m.unanswered_total() - unanswered_at_drain_;
       LOG_INFO("drained", {"requests", drained_requests_}, {"cut", lc_.cut()}, {"unanswered", unanswered_requests_},
                {"seconds", seconds(lc_.drained_ms() - lc_.drain_started_ms())},
                {"drain_s", seconds(lc_.drained_ms() - lc_.listener_closed_ms())});
       admin_.answer_drain_waiters();
       if (step.then_exit) exit_now();
       return;
+    }
     case Step::kExit:
       exit_now();
       return;
@@ -243,11 +266,11 @@ void Server::arm_phase_timer(std::uint64_t ms) {
 // New handshakes are refused at once; the listener itself closes when those in flight are
 // done (net::Listener), and only then may the drain be over.
 void Server::close_listener() {
-  listener_.close_gracefully([this](int fd) { worker_.adopt(fd); }, [this](std::uint64_t taken) {
+  listener_.close_gracefully([this](int fd) { workers_.adopt(fd); }, [this](std::uint64_t taken) {
     from_backlog_ += taken;
     LOG_INFO("listener closed", {"propagation_s", seconds(lc_.listener_closed_ms() - lc_.drain_started_ms())},
              {"accepted_during_propagation", lc_.accepted_in_propagation() + from_backlog_},
-             {"in_flight", worker_.in_flight()}, {"connections", worker_.connections()});
+             {"in_flight", workers_.sum().requests_in_flight}, {"connections", workers_.connections()});
     check_drained();
   });
 }
@@ -271,8 +294,8 @@ void Server::exit_now() {
   listener_.close();
   check_.close();
   watch_.close();
-  worker_.close_all();
   admin_.close_all();
+  workers_.stop();
 }
 
 // ---- probes, metrics, reload ------------------------------------------------------------
@@ -291,17 +314,25 @@ bool Server::probe(std::string_view path, int& status, std::string& body) {
     return true;
   }
   if (path == "/readyz") {
-    status = readiness(body);
+    // Asked on a worker's thread: the reason lc_ gave at its last step, never lc_ itself.
+    const char* why = readiness_reason_.load(std::memory_order_acquire);
+    status = std::strcmp(why, "ready") == 0 ? 200 : 503;
+    body = why;
     body += '\n';
     return true;
   }
   return false;
 }
 
-std::uint64_t Server::requests_total() const {
+std::uint64_t Server::requests_total(const Metrics& m) {
   std::uint64_t n = 0;
-  for (auto v : const_cast<Worker&>(worker_).metrics().requests_by_code) n += v;
+  for (auto v : m.requests_by_code) n += v;
   return n;
+}
+
+// Every worker at once, each on its own thread: the phase reaches them all before this returns.
+void Server::set_phase(Phase p) {
+  workers_.for_each([p](Worker& w) { w.set_phase(p); });
 }
 
 std::string Server::metrics_text() {
@@ -321,7 +352,10 @@ std::string Server::metrics_text() {
     p.last_propagation_seconds = seconds(lc_.listener_closed_ms() - lc_.drain_started_ms());
   if (lc_.state() == State::kDrained) p.last_drain_seconds = seconds(lc_.drained_ms() - lc_.listener_closed_ms());
   read_process_figures(p);
-  return render_prometheus(worker_.metrics(), p);
+  std::vector<Metrics> shards = workers_.shards();
+  Metrics total = workers_.sum_of(shards);
+  for (const Metrics& m : shards) p.worker_connections.push_back(m.connections_accepted);
+  return render_prometheus(total, p);
 }
 
 // One path for SIGHUP, POST /reload and the file watch: load, check, swap, log, count.
@@ -352,15 +386,22 @@ ReloadOutcome Server::apply_reload() {
   sockaddr_storage addr{};
   std::string host;
   if (!resolve_upstream(next, addr, host)) return {503, "cannot resolve upstream " + next.upstream.str()};
+  if (!(next.workers == cfg_->workers)) {
+    return {409, "workers cannot change without a restart (running " + std::to_string(workers_.size()) + ")"};
+  }
   auto fresh = std::make_unique<Config>(std::move(next));
-  worker_.set_config(fresh.get());
-  worker_.set_upstream(addr, host);
+  // Every worker has switched when this returns, so the old config may go.
+  workers_.for_each([&](Worker& w) {
+    w.set_config(fresh.get());
+    w.set_upstream(addr, host);
+  });
   upstream_addr_ = addr;
   upstream_host_ = host;
   cfg_ = std::move(fresh);
   apply_connection_cap();
   lc_.configure(LifecycleSettings::from(*cfg_));
   logger().configure(cfg_->log.format, cfg_->log.level);
+  publish_readiness();
   if (lc_.state() == State::kStarting || lc_.state() == State::kReady) {
     if (cfg_->readiness.upstream_check == UpstreamCheck::kNone) {
       check_.stop();

@@ -1,10 +1,11 @@
-// The process: the Server owns the loop, the listeners, the Worker, the admin endpoints, the
+// The process: the Server owns the loop, the listeners, the workers, the admin endpoints, the
 // signals and the timers. It turns their events into Lifecycle events and carries out the steps
 // the Lifecycle (src/lifecycle.hpp, where every lifecycle decision is made) returns.
 #pragma once
 
 #include <uv.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -14,7 +15,7 @@
 #include "config.hpp"
 #include "lifecycle.hpp"
 #include "net/listener.hpp"
-#include "proxy/worker.hpp"
+#include "proxy/worker_group.hpp"
 
 namespace ebb {
 
@@ -38,23 +39,27 @@ class Server final : public WorkerObserver, public AdminBackend {
   const Config& cfg() const override { return *cfg_; }
 
  private:
+  void publish_readiness();
   void on_signal(int signum);
   void on_accept();
   void apply_connection_cap();
   void on_check(bool ok, const char* why);
   void carry_out(Step step, const char* trigger = "");
+  void carry_out_step(Step step, const char* trigger);
+  void set_phase(Phase p);
   void close_listener();
   void arm_phase_timer(std::uint64_t ms);
   void check_drained();
   void exit_now();
   ReloadOutcome apply_reload();
-  std::uint64_t requests_total() const;
+  static std::uint64_t requests_total(const Metrics& m);
   bool resolve_upstream(const Config& c, sockaddr_storage& addr, std::string& host);
 
   std::unique_ptr<Config> cfg_;
   std::string config_path_;
   uv_loop_t loop_;
-  Worker worker_;
+  std::string workers_how_;  // how `workers` was resolved, for the start-up log
+  WorkerGroup workers_;
   net::Listener listener_;  // the proxy port
   AdminServer admin_;
   ReadinessCheck check_;
@@ -65,6 +70,8 @@ class Server final : public WorkerObserver, public AdminBackend {
   std::string upstream_host_;
 
   Lifecycle lc_;
+  // lc_'s readiness reason as of its last step, for probes answered on worker threads.
+  std::atomic<const char*> readiness_reason_{"starting"};
   std::uint64_t fd_limit_ = 0;             // RLIMIT_NOFILE, raised to its hard limit at start
   // Config reloads (SIGHUP, POST /reload, the file watch), for /metrics.
   bool last_reload_ok_ = true;

@@ -246,7 +246,7 @@ void AdminServer::answer_drain_waiters() {
 void AdminServer::close_all() {
   if (closing_) return;
   closing_ = true;
-  uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+  net::close_handle(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
   conns_.for_each([](AdminConn* c) { c->finish(); });
 }
 

@@ -84,7 +84,7 @@ void Conn::close_handles() {
     c->on_closed();
     delete c;
   };
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), cb);
+  close_handle(reinterpret_cast<uv_handle_t*>(&tcp_), cb);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), cb);
 }
 

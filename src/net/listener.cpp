@@ -56,6 +56,15 @@ void Listener::on_connection(int status) {
   }
 }
 
+// libuv 1.44 (src/unix/stream.c) keeps the descriptor it accepted in accepted_fd until
+// uv_accept opens it into a handle; emptying the field is all uv_accept does to the listener, and
+// the accept loop goes on as after a uv_accept.
+int Listener::take_accepted() {
+  int fd = tcp_.accepted_fd;
+  tcp_.accepted_fd = -1;
+  return fd;
+}
+
 void Listener::close_gracefully(std::function<void(int fd)> adopt, std::function<void(std::uint64_t)> closed) {
   if (closing_ || closed_) return;
   closing_ = true;
@@ -97,7 +106,7 @@ void Listener::close() {
   closed_ = true;
   uv_timer_stop(&grace_);
   uv_close(reinterpret_cast<uv_handle_t*>(&grace_), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
+  close_handle(reinterpret_cast<uv_handle_t*>(&tcp_), nullptr);
 }
 
 }  // namespace ebb::net

@@ -29,6 +29,9 @@ class Listener {
   int listen(const sockaddr_storage& addr);  // 0 or a negative errno
   std::string address() const;
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&tcp_); }
+  // In `on_connection`: the connection libuv accepted, as a descriptor for another loop's handle
+  // (what uv_accept does, without opening it into a handle of this loop). -1 if none.
+  int take_accepted();
   // Stops new handshakes at once; after kHandshakeGraceMs hands each connection still queued to
   // `adopt` as a descriptor, closes, and calls `closed` with how many it took. Once only.
   void close_gracefully(std::function<void(int fd)> adopt, std::function<void(std::uint64_t)> closed);

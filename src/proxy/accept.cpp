@@ -6,15 +6,30 @@
 #include <vector>
 
 #include "log.hpp"
+#include "net/io.hpp"
 #include "proxy/client.hpp"
 #include "proxy/h2_conn.hpp"
 #include "proxy/worker.hpp"
 
 namespace ebb {
 
-void Worker::link(Client* c) { conns_.push_front(c); }
+// load_ is written by the accepting thread too when workers > 1 (count_handed): an atomic add
+// then; alone (workers: 1) this thread is its only writer, and a plain store does, no lock prefix.
+void Worker::add_load(long n) {
+  if (count_ == 1) load_.store(load_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  else load_.fetch_add(n, std::memory_order_relaxed);
+}
 
-void Worker::unlink(Client* c) { conns_.remove(c); }
+void Worker::link(Client* c) {
+  conns_.push_front(c);
+  if (adopting_handed_) adopting_handed_ = false;
+  else add_load(1);
+}
+
+void Worker::unlink(Client* c) {
+  conns_.remove(c);
+  add_load(-1);
+}
 
 void Worker::on_accept(uv_stream_t* listener) {
   if (conns_.size() >= connection_cap_) {
@@ -23,11 +38,11 @@ void Worker::on_accept(uv_stream_t* listener) {
     auto* t = new uv_tcp_t;
     uv_tcp_init(loop_, t);
     if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(t)) == 0) ++metrics_.connections_rejected;
-    uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+    net::close_handle(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
     LOG_DEBUG("connection limit reached", {"limit", connection_cap_});
     return;
   }
-  auto* c = new ClientConn(*this, next_conn_id_++);
+  auto* c = new ClientConn(*this, take_conn_id());
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(c->tcp())) != 0) {
     c->close(Unanswered::kClientClosed);
     return;
@@ -36,7 +51,7 @@ void Worker::on_accept(uv_stream_t* listener) {
 }
 
 void Worker::adopt(int fd) {
-  auto* c = new ClientConn(*this, next_conn_id_++);
+  auto* c = new ClientConn(*this, take_conn_id());
   if (uv_tcp_open(c->tcp(), fd) != 0) {
     c->close(Unanswered::kClientClosed);
     return;
@@ -45,7 +60,7 @@ void Worker::adopt(int fd) {
 }
 
 void Worker::adopt_h2(int fd, std::string_view first_bytes) {
-  auto* c = new H2Conn(*this, next_conn_id_++);
+  auto* c = new H2Conn(*this, take_conn_id());
   if (uv_tcp_open(c->tcp(), fd) != 0) {
     ::close(fd);
     c->close(Unanswered::kClientClosed);

@@ -11,8 +11,15 @@
 
 namespace ebb {
 
-Worker::Worker(uv_loop_t* loop, const Config* cfg, WorkerObserver* observer)
-    : loop_(loop), cfg_(cfg), observer_(observer), pool_(*this), read_buf_(new char[kReadBufferSize]) {
+Worker::Worker(uv_loop_t* loop, const Config* cfg, WorkerObserver* observer, unsigned index, unsigned count)
+    : loop_(loop),
+      cfg_(cfg),
+      observer_(observer),
+      pool_(*this),
+      index_(index),
+      count_(count),
+      next_conn_id_(index + 1),
+      read_buf_(new char[kReadBufferSize]) {
   loop_->data = this;
   std::random_device rd;
   std::uint64_t r = (std::uint64_t{rd()} << 32) | rd();
@@ -26,9 +33,14 @@ Worker::Worker(uv_loop_t* loop, const Config* cfg, WorkerObserver* observer)
 
 void Worker::set_config(const Config* cfg) {
   cfg_ = cfg;
-  limiter_.configure(cfg->upstream_limits.max_concurrency, cfg->upstream_limits.queue_size);
+  // upstream_limits and limits.max_memory are per pod: each worker keeps its share (all of it at
+  // workers: 1). A fixed limit is never below the worker count (config.cpp), so every share is a
+  // slot or more; `auto` is learned by each worker from its own requests.
+  ConcurrencyLimit limit = cfg->upstream_limits.max_concurrency;
+  if (!limit.adaptive) limit.fixed = static_cast<std::uint32_t>(share(limit.fixed));
+  limiter_.configure(limit, static_cast<std::uint32_t>(share(cfg->upstream_limits.queue_size)));
   budget_ = ConnBudget::of(cfg->limits.connection_buffer);
-  memory_.configure(cfg->limits.max_memory);
+  memory_.configure(std::max(cfg->limits.max_memory / count_, 4 * cfg->limits.connection_buffer));
 }
 
 Worker::~Worker() { delete[] read_buf_; }

@@ -1,13 +1,15 @@
 // The per-event-loop context of the data path: the loop, the shared read buffer, the current
 // config, the upstream pool and the client connections. Nothing here is global, so a second
-// loop on a second thread is a second Worker.
+// loop on a second thread is a second Worker (proxy/worker_group.hpp runs them).
 #pragma once
 
 #include <uv.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "config.hpp"
 #include "lifecycle.hpp"
@@ -52,7 +54,9 @@ class Worker {
   // per-connection budget (budget().high / budget().low, proxy/budget.hpp).
   static constexpr size_t kReadBufferSize = ConnBudget::kReadBuffer;
 
-  Worker(uv_loop_t* loop, const Config* cfg, WorkerObserver* observer);
+  // Worker `index` of `count`: it takes that share of the pod's upstream_limits and
+  // limits.max_memory, and numbers its connections index+1, index+1+count, ... so ids stay unique.
+  Worker(uv_loop_t* loop, const Config* cfg, WorkerObserver* observer, unsigned index = 0, unsigned count = 1);
   ~Worker();
 
   // A reload: new upstream_limits apply to requests that ask for a slot from now on.
@@ -86,6 +90,17 @@ class Worker {
   const sockaddr_storage& upstream_addr() const { return upstream_addr_; }
   const std::string& upstream_host() const { return upstream_host_; }
   size_t connections() const { return conns_.size(); }
+  // Readable from any thread: the connections linked here plus those handed over by the
+  // accepting thread and not yet adopted (workers > 1). Exact at every moment, never a
+  // connection counted twice or not at all, so the accepting thread can cap and balance on it
+  // and the drain can end on it.
+  size_t load() const { return load_.load(std::memory_order_relaxed); }
+  void count_handed() { load_.fetch_add(1, std::memory_order_relaxed); }  // accepting thread
+  void adopt_handed(int fd) {  // this worker's thread: a connection counted by count_handed
+    adopting_handed_ = true;
+    adopt(fd);
+  }
+  unsigned index() const { return index_; }
   size_t in_flight() const { return metrics_.requests_in_flight; }
   // "<16 hex of random>-<counter>": unique without a syscall per request.
   std::string_view next_request_id();
@@ -115,6 +130,14 @@ class Worker {
   uv_timer_t shed_timer_;
   bool memory_pause_seen_ = false;  // some connection is paused for memory
   void shed();
+  // This worker's part of a per-pod figure: n split over the workers, the first n % count one more.
+  std::uint64_t share(std::uint64_t n) const { return n / count_ + (index_ < n % count_ ? 1 : 0); }
+  std::uint64_t take_conn_id() { return std::exchange(next_conn_id_, next_conn_id_ + count_); }
+  unsigned index_;
+  unsigned count_;
+  void add_load(long n);
+  std::atomic<size_t> load_{0};
+  bool adopting_handed_ = false;  // the next link() is a handed-over connection, counted already
   Phase phase_ = Phase::kServing;
   sockaddr_storage upstream_addr_{};
   std::string upstream_host_;

@@ -79,7 +79,7 @@ TEST_CASE("config: no file and no environment gives the SPEC defaults", "[config
   CHECK(c.upstream_pool.max_idle == 64);
   CHECK(c.upstream_retry.connect_retry_budget == 2000);
   CHECK(c.log.format == ebb::LogFormat::kJson);
-  CHECK(c.workers == 1);
+  CHECK(c.workers == ebb::WorkerCount{false, 1});
   CHECK(body(c) == body(Config{}));
 }
 
@@ -333,7 +333,7 @@ TEST_CASE("config: refusals name the file, the line and the key", "[config]") {
   CHECK(error_for("\nlisten:\n  host: x\n") == ":2: listen: expected host:port, got a map");
   CHECK(error_for("shutdown:\n  drain_timeout: [1, 2]\n") ==
         ":2: shutdown.drain_timeout: expected a duration like 250ms, 5s or 1m, got a list");
-  CHECK(error_for("workers:\n") == ":1: workers: expected a non-negative integer, got nothing");
+  CHECK(error_for("workers:\n") == ":1: workers: expected a positive integer or auto, got nothing");
   CHECK(error_for("- listen\n") == ":1: expected a map of keys at the top level, got a list");
 
   // Bad values.
@@ -393,8 +393,12 @@ TEST_CASE("config: refusals name the file, the line and the key", "[config]") {
   CHECK(error_for("readiness: {interval: 0s}\n") == ":1: readiness.interval: must be above 0");
   CHECK(error_for("readiness: {http_path: healthz}\n") ==
         ":1: readiness.http_path: must start with /, got \"healthz\"");
-  CHECK(error_for("workers: 4\n") ==
-        ":1: workers: workers above 1 come with the multi-core work; only 1 is supported");
+  CHECK(error_for("workers: 0\n") == ":1: workers: 0 workers would serve nothing; use 1 or more, or auto");
+  CHECK(error_for("workers: 65\n") == ":1: workers: must be at most 64, got \"65\"");
+  CHECK(error_for("workers: many\n") == ":1: workers: expected a positive integer or auto, got \"many\"");
+  CHECK(error_for("workers: 4\nupstream_limits: {max_concurrency: 3}\n") ==
+        ":2: upstream_limits.max_concurrency: workers (4) must not exceed upstream_limits.max_concurrency (3): each worker needs at "
+        "least one slot at the app");
   CHECK(error_for("limits: {max_header_bytes: 0}\n") == ":1: limits.max_header_bytes: must be above 0");
   CHECK(error_for("limits: {max_uri_bytes: 0}\n") == ":1: limits.max_uri_bytes: must be above 0");
   CHECK(error_for("limits: {max_connections: 0}\n") == ":1: limits.max_connections: must be above 0");
@@ -531,6 +535,7 @@ upstream_limits: {max_concurrency: auto, queue_size: 19, queue_timeout: 20s}
 probes: {on_proxy_listener: true}
 http2: {max_connection_age: 21s}
 log: {format: text, level: error, access: true}
+workers: auto
 )"));
   // Turn each "key: value" line of the dump into EBB_SECTION_KEY=value.
   Env env;
@@ -559,6 +564,7 @@ log: {format: text, level: error, access: true}
   CHECK(env["EBB_LIMITS_MAX_MEMORY"] == "33554432");
   CHECK(env["EBB_UPSTREAM_LIMITS_MAX_CONCURRENCY"] == "auto");
   CHECK(env["EBB_UPSTREAM_RETRY_CONNECT_RETRY_BUDGET"] == "18s");
+  CHECK(env["EBB_WORKERS"] == "auto");
   CHECK(body(load_ok("", env)) == body(from_file));
 }
 

@@ -22,6 +22,9 @@ from harness.wait import SANITIZED, HarnessError, WaitTimeout, dl
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 EBB_BIN = os.environ.get("EBB_BIN") or str(REPO_ROOT / "build" / "ebb")
+# EBB_TEST_WORKERS=N runs every ebb a test starts with `workers: N` unless the test sets its own
+# (the TSan suite and the multi-worker runs of the drain tests); unset, ebb's default applies.
+TEST_WORKERS = os.environ.get("EBB_TEST_WORKERS")
 
 # ebb's memory bound for streaming (SPEC §4: "a flat memory footprint"; issue 2: VmHWM under
 # 32 MiB). Under ASan+UBSan the same process keeps up to 256 MiB of freed blocks in ASan's
@@ -72,6 +75,8 @@ class Ebb:
         over = dict(config or {})
         if upstream is not None:
             over.setdefault("upstream", upstream)
+        if TEST_WORKERS:
+            over.setdefault("workers", int(TEST_WORKERS))
         self.config = deep_merge(DEFAULT_CONFIG, over)
         self.env = dict(env or {})
         self.binary = binary or EBB_BIN
