@@ -88,6 +88,9 @@ class RollingDeployTest(unittest.TestCase):
     def test_8_splitwrite_prestop_classic_sidecar(self):
         self.run_named("splitwrite-prestop-classic-sidecar")
 
+    def test_9_splitwrite_prestop_workers4(self):
+        self.run_named("splitwrite-prestop-workers4")
+
 
 def _interrupted(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")  # so that every finally stops what it started

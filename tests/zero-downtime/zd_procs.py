@@ -174,7 +174,7 @@ class Pod:
     own proxy and admin ports. The balancer sends traffic to serve_port and health-checks
     /readyz on check_port (ebb's admin port; the app's own port when there is no ebb)."""
 
-    def __init__(self, name, workdir, app_bin, app_args=(), ebb_bin=None, ebb_shutdown=None):
+    def __init__(self, name, workdir, app_bin, app_args=(), ebb_bin=None, ebb_shutdown=None, ebb_workers=1):
         self.name = name
         self.dir = Path(workdir) / name
         self.dir.mkdir(parents=True)
@@ -182,6 +182,7 @@ class Pod:
         self.app_args = list(app_args)
         self.ebb_bin = ebb_bin
         self.ebb_shutdown = ebb_shutdown or {}
+        self.ebb_workers = ebb_workers
         self.app = self.ebb = None
         self.app_port = self.serve_port = self.check_port = self.admin_port = None
         self.events = []  # (wall time, text)
@@ -208,7 +209,8 @@ class Pod:
                 "admin: {listen: 127.0.0.1:0}\n"
                 "readiness: {upstream_check: tcp, interval: 200ms, failure_threshold: 1}\n"
                 "shutdown: {" + ", ".join(f"{k}: {v}" for k, v in sd.items()) + "}\n"
-                "log: {format: json}\n")
+                "log: {format: json}\n"
+                f"workers: {self.ebb_workers}\n")
             self.ebb = Proc(f"{self.name}-ebb", [str(self.ebb_bin), "--config", str(cfg)], self.dir)
             line = self.ebb.wait_line(lambda t: _json_msg(t) == "listening", timeout, "'listening' log line")
             rec = json.loads(line)

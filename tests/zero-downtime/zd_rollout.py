@@ -47,6 +47,7 @@ class Scenario:
     # A control that must show failures in the keep-alive client itself, not only in wrk: proof
     # that this client sees a keep-alive request lost in flight.
     control_keepalive: bool = False
+    ebb_workers: int = 1           # ebb's event loops (issue 11)
 
 
 SCENARIOS = [
@@ -67,6 +68,8 @@ SCENARIOS = [
     Scenario("splitwrite-prestop", "splitwrite", ebb=True, prestop=True),
     Scenario("splitwrite-prestop-classic-sidecar", "splitwrite", ebb=True, prestop=True,
              classic_sidecar=True),
+    # The same with four event loops in each ebb: one drain over all of them.
+    Scenario("splitwrite-prestop-workers4", "splitwrite", ebb=True, prestop=True, ebb_workers=4),
 ]
 # By hand only, both expected to drop: a naive app signalled while ebb still routes to it (what
 # the seed warns of), and a balancer slower to notice /readyz than ebb's propagation_delay (every
@@ -190,7 +193,7 @@ def run_scenario(sc, restarts, bins, ebb_bin, workdir):
         counter[0] += 1
         pod = Pod(f"p{counter[0]}", wd, bins[sc.app],
                   GRACEFUL_ARGS if sc.app == "graceful" else [],
-                  ebb_bin if sc.ebb else None, sc.ebb_shutdown)
+                  ebb_bin if sc.ebb else None, sc.ebb_shutdown, sc.ebb_workers)
         res.pods.append(pod)
         pod.start()
         lb.add(pod.name, pod.serve_port, pod.check_port)
