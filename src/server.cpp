@@ -130,7 +130,7 @@ int Server::run() {
 // not hold that many clients with an app connection each: the proxy never takes the descriptors
 // that the admin port, probes and app connections need (an fd-exhausted proxy fails its probes).
 void Server::apply_connection_cap() {
-  std::uint64_t reserve = kReservedFds + cfg_->upstream_pool.max_idle;
+  std::uint64_t reserve = kReservedFds + std::uint64_t{cfg_->upstream_pool.max_idle} * workers_.size();  // a pool each
   std::uint64_t budget = fd_limit_ > reserve ? (fd_limit_ - reserve) / 2 : 1;
   std::uint64_t cap = std::max<std::uint64_t>(1, std::min<std::uint64_t>(cfg_->limits.max_connections, budget));
   // Said once in the `listening` line at start (nothing may be logged before it), and here when

@@ -95,6 +95,9 @@ class RollingDeployTest(unittest.TestCase):
     def test_9b_grpc_prestop(self):
         self.run_named("grpc-prestop")
 
+    def test_9c_splitwrite_prestop_workers4(self):
+        self.run_named("splitwrite-prestop-workers4")
+
 
 def _interrupted(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")  # so that every finally stops what it started

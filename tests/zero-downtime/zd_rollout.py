@@ -81,6 +81,8 @@ SCENARIOS = [
     # connection; the balancer checks the app with a TCP connect when there is no ebb.
     Scenario("control-grpc-direct", "grpc", ebb=False, prestop=False, control=True, control_grpc_kinds=True),
     Scenario("grpc-prestop", "grpc", ebb=True, prestop=True, ebb_extra={"upstream_protocol": "h2c"}),
+    # splitwrite-prestop with four event loops in each ebb: one drain over all of them.
+    Scenario("splitwrite-prestop-workers4", "splitwrite", ebb=True, prestop=True, ebb_extra={"workers": 4}),
 ]
 # By hand only, both expected to drop: a naive app signalled while ebb still routes to it (what
 # the seed warns of), and a balancer slower to notice /readyz than ebb's propagation_delay (every
