@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "http/h2.hpp"
 #include "log.hpp"
 #include "net/io.hpp"
 #include "proxy/pool.hpp"
@@ -105,22 +106,13 @@ void H2AppConn::become_ready() {
 void H2AppConn::flush() {
   if (in_session_ || state_ == State::kConnecting || state_ == State::kClosing) return;
   in_session_ = true;
-  for (;;) {
-    // Above one read buffer's worth the socket is the bottleneck: DATA waits in the streams
-    // (each within its budget) and on_write_done asks again.
-    if (queued() + out_.size() > Worker::kReadBufferSize) break;
-    const std::uint8_t* data = nullptr;
-    ssize_t n = nghttp2_session_mem_send(session_, &data);
-    if (n < 0) {
-      in_session_ = false;
-      LOG_WARN("HTTP/2 send to the app failed", {"upstream_conn", id_}, {"error", nghttp2_strerror(static_cast<int>(n))});
-      fail_all(UpstreamError::kClosedEarly, UV_EPROTO);
-      return;
-    }
-    if (n == 0) break;
-    out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
-  }
+  int rv = http::gather_frames(session_, out_, queued(), Worker::kReadBufferSize);
   in_session_ = false;
+  if (rv < 0) {
+    LOG_WARN("HTTP/2 send to the app failed", {"upstream_conn", id_}, {"error", nghttp2_strerror(rv)});
+    fail_all(UpstreamError::kClosedEarly, UV_EPROTO);
+    return;
+  }
   if (!out_.empty()) {
     uv_buf_t b = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
     int r = write(&b, 1, w_.memory().counter());

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "http/h2.hpp"
 #include "log.hpp"
 #include "net/io.hpp"
 
@@ -107,22 +108,13 @@ void H2Conn::uncork() {
 void H2Conn::flush() {
   if (in_session_ || corked_ > 0 || closing() || closing_gracefully_) return;
   in_session_ = true;
-  for (;;) {
-    // Above one read buffer's worth the socket is the bottleneck: frames wait inside nghttp2
-    // (its DATA waits in the streams, each within its budget), and on_write_done asks again.
-    if (queued() + out_.size() > Worker::kReadBufferSize) break;
-    const std::uint8_t* data = nullptr;
-    ssize_t n = nghttp2_session_mem_send(session_, &data);
-    if (n < 0) {
-      in_session_ = false;
-      LOG_WARN("HTTP/2 send failed", {"conn", id_}, {"error", nghttp2_strerror(static_cast<int>(n))});
-      close(Unanswered::kRequestError);
-      return;
-    }
-    if (n == 0) break;
-    out_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
-  }
+  int rv = http::gather_frames(session_, out_, queued(), Worker::kReadBufferSize);
   in_session_ = false;
+  if (rv < 0) {
+    LOG_WARN("HTTP/2 send failed", {"conn", id_}, {"error", nghttp2_strerror(rv)});
+    close(Unanswered::kRequestError);
+    return;
+  }
   if (!out_.empty()) {
     uv_buf_t b = uv_buf_init(out_.data(), static_cast<unsigned>(out_.size()));
     int r = write(&b, 1, w_.memory().counter());
