@@ -16,13 +16,11 @@ except ImportError:  # the CTest interpreter may be another Python than Debian's
     raise
 
 import hashlib
-import re
 import shutil
 import signal
 import socket
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 import unittest
@@ -33,11 +31,11 @@ from harness.case import LifecycleCase
 from harness.config import deep_merge, shutdown_config
 from harness.grpc_app import OPTIONS, GrpcApp
 from harness.h2app import H2App
+from harness.h2raw import NGHTTP, nghttp_fields
 from harness.http import build_request
 from harness.lifecycle import wait_exit, wait_ready
 from harness.wait import dl, wait_until
 
-NGHTTP = shutil.which("nghttp")
 H2LOAD = shutil.which("h2load")
 MIB = 1 << 20
 H2C = {"upstream_protocol": "h2c"}
@@ -45,25 +43,6 @@ H2C = {"upstream_protocol": "h2c"}
 
 def grpc_frame(message: bytes) -> bytes:
     return b"\x00" + struct.pack(">I", len(message)) + message
-
-
-def nghttp_fields(port: int, path: str, body: bytes | None = None, headers=()) -> dict:
-    """Every header and trailer field nghttp received for its one request (":status" included)."""
-    args = [NGHTTP, "-v", "-t", str(int(dl(20)))]
-    for h in headers:
-        args += ["-H", h]
-    with tempfile.NamedTemporaryFile() as f:
-        if body is not None:
-            f.write(body)
-            f.flush()
-            args += ["-d", f.name]
-        p = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=dl(30))
-    fields = {}
-    for m in re.finditer(r"recv \(stream_id=\d+\) ([^:\s][^:]*|:status): (.*)", p.stdout):
-        fields[m.group(1).strip()] = m.group(2).strip()
-    if ":status" not in fields:
-        raise AssertionError(f"nghttp got no answer ({p.returncode}): {p.stdout[-2000:]} {p.stderr}")
-    return fields
 
 
 class GrpcCase(LifecycleCase):
@@ -159,13 +138,14 @@ class GrpcCalls(GrpcCase):
         headers = [":method: POST", "content-type: application/grpc", "te: trailers"]
         t0 = time.monotonic()
         fields = nghttp_fields(ebb.proxy_port, "/test.Svc/Unary", grpc_frame(b"sleep:3000"),
-                               headers + ["grpc-timeout: 300m"])
+                               headers + ["grpc-timeout: 300m"], seconds=20)
         self.assertLess(time.monotonic() - t0, 2.5, "answered at the client's deadline, not the app's 3 s")
         self.assertEqual((fields[":status"], fields.get("grpc-status")), ("200", "4"), fields)
         app.wait_line(lambda l: l == "cancelled Unary", dl(10), "ebb to cancel the app's stream")
         self.assertEqual(scrape(ebb).value("ebb_grpc_requests_total", {"grpc_status": "4"}), 1)
         # Control: without grpc-timeout the same call waits for the app and succeeds.
-        fields = nghttp_fields(ebb.proxy_port, "/test.Svc/Unary", grpc_frame(b"sleep:500"), headers)
+        fields = nghttp_fields(ebb.proxy_port, "/test.Svc/Unary", grpc_frame(b"sleep:500"), headers,
+                               seconds=20)
         self.assertEqual(fields.get("grpc-status"), "0", fields)
         # A real client with a deadline gets DEADLINE_EXCEEDED.
         with self.assertRaises(grpc.RpcError) as cm:
@@ -347,7 +327,7 @@ class H2cApp(GrpcCase):
     def test_h2load_and_nghttp_through_ebb_respect_the_apps_stream_limit(self):
         app = H2App(max_streams=4)
         ebb = self.h2_proxy(app)
-        fields = nghttp_fields(ebb.proxy_port, "/x")
+        fields = nghttp_fields(ebb.proxy_port, "/x", seconds=20)
         self.assertEqual((fields[":status"], fields.get("x-app-trailer")), ("200", "done"), fields)
         p = subprocess.run([H2LOAD, "-n", "400", "-c", "2", "-m", "10", f"http://127.0.0.1:{ebb.proxy_port}/"],
                            capture_output=True, text=True, timeout=dl(120))

@@ -5,15 +5,14 @@ the rest at the deadline; errors ebb makes for a gRPC request are gRPC-shaped; t
 known floods end the offending connection, never ebb. Real peers (curl, nghttp's h2load) for
 requests, and a raw frame client (harness/h2raw.py) where the frames themselves are the point."""
 
-import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import unittest
 
 from harness import h2raw
+from harness.h2raw import NGHTTP, nghttp_fields
 from harness.admin import scrape, wait_metric
 from harness.case import LifecycleCase
 from harness.client import unused_port
@@ -26,7 +25,6 @@ from harness.wait import dl
 
 CURL = shutil.which("curl")
 H2LOAD = shutil.which("h2load")
-NGHTTP = shutil.which("nghttp")
 MAX_STREAM = 2**31 - 1
 
 
@@ -44,27 +42,6 @@ def curl_h2(port: int, path: str = "/", *args) -> tuple:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return int(lines[0].split()[1]), headers, body
-
-
-def nghttp(port: int, path: str, body: bytes | None = None, headers=()) -> dict:
-    """The response header fields (":status" included) of one request made by nghttp, which
-    takes an answer that comes before its upload ended (curl 7.88 hangs on that)."""
-    args = [NGHTTP, "-v", "-t", str(int(dl(10)))]
-    for h in headers:
-        args += ["-H", h]
-    with tempfile.NamedTemporaryFile() as f:
-        if body is not None:
-            f.write(body)
-            f.flush()
-            args += ["-d", f.name]
-        p = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
-                           timeout=dl(20))
-    fields = {}
-    for m in re.finditer(r"recv \(stream_id=\d+\) ([^:\s][^:]*|:status): (.*)", p.stdout):
-        fields[m.group(1).strip()] = m.group(2).strip()
-    if ":status" not in fields:
-        raise AssertionError(f"nghttp got no answer ({p.returncode}): {p.stdout[-2000:]} {p.stderr}")
-    return fields
 
 
 class Held:
@@ -205,8 +182,8 @@ class Http2(LifecycleCase):
         _, ebb = self.proxy(None, {"upstream": f"127.0.0.1:{dead}",
                                    "upstream_retry": {"connect_retry_budget": "0ms"},
                                    "readiness": {"upstream_check": "none"}})
-        headers = nghttp(ebb.proxy_port, "/pkg.Svc/Method", b"\x00\x00\x00\x00\x00",
-                         ["content-type: application/grpc", "te: trailers"])
+        headers = nghttp_fields(ebb.proxy_port, "/pkg.Svc/Method", b"\x00\x00\x00\x00\x00",
+                                ["content-type: application/grpc", "te: trailers"])
         self.assertEqual(headers.get(":status"), "200", headers)
         self.assertEqual(headers.get("grpc-status"), "14", headers)
         self.assertTrue(headers.get("grpc-message"), headers)

@@ -1,17 +1,48 @@
 """A raw HTTP/2 client for the tests that look at frames: the connection preface, requests with a
 hand-made HPACK block (no dynamic table, no Huffman), and every frame ebb sends, read as it comes.
 It answers PINGs and SETTINGS like a real client, unless told not to. Response header blocks are
-not decoded (nghttp and curl, real peers, check those); DATA, GOAWAY, RST_STREAM and PING are."""
+not decoded (nghttp and curl, real peers, check those); DATA, GOAWAY, RST_STREAM and PING are.
+`nghttp_fields` asks nghttp itself (a real peer) and reads every field it received."""
 
+import re
+import shutil
 import socket
 import struct
+import subprocess
+import tempfile
 import time
+
+from harness.wait import dl
+
+NGHTTP = shutil.which("nghttp")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
 END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
 NAMES = {0: "DATA", 1: "HEADERS", 2: "PRIORITY", 3: "RST_STREAM", 4: "SETTINGS", 5: "PUSH_PROMISE",
          6: "PING", 7: "GOAWAY", 8: "WINDOW_UPDATE", 9: "CONTINUATION"}
+
+
+def nghttp_fields(port: int, path: str, body: bytes | None = None, headers=(), seconds: float = 10) -> dict:
+    """Every header and trailer field nghttp received for its one request (":status" included).
+    nghttp takes an answer that comes before its upload ended (curl 7.88 hangs on that).
+    `seconds` is nghttp's own timeout; the process gets 10 s more (both stretched by dl)."""
+    args = [NGHTTP, "-v", "-t", str(int(dl(seconds)))]
+    for h in headers:
+        args += ["-H", h]
+    with tempfile.NamedTemporaryFile() as f:
+        if body is not None:
+            f.write(body)
+            f.flush()
+            args += ["-d", f.name]
+        p = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
+                           timeout=dl(seconds + 10))
+    fields = {}
+    for m in re.finditer(r"recv \(stream_id=\d+\) ([^:\s][^:]*|:status): (.*)", p.stdout):
+        fields[m.group(1).strip()] = m.group(2).strip()
+    if ":status" not in fields:
+        raise AssertionError(f"nghttp got no answer ({p.returncode}): {p.stdout[-2000:]} {p.stderr}")
+    return fields
 
 
 def frame(ftype: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
