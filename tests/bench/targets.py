@@ -323,8 +323,9 @@ class HaproxyProxy(Target):
     def capacity(self) -> int:
         return self.maxconn() - 16
 
-    def config(self, port):
-        return "haproxy.cfg", f"""global
+    def head(self) -> str:
+        """The global and defaults sections every HAProxy target of the bench shares."""
+        return f"""global
   nbthread {self.workers}
   maxconn {self.maxconn()}
 defaults
@@ -334,7 +335,10 @@ defaults
   timeout server 300s
   timeout http-keep-alive 300s
   option http-keep-alive
-  option forwardfor
+"""
+
+    def config(self, port):
+        return "haproxy.cfg", self.head() + f"""  option forwardfor
 frontend fe
   bind 127.0.0.1:{port}
   bind 127.0.0.1:{self.h2c_port} proto h2
@@ -513,17 +517,7 @@ class HaproxyGrpc(_GrpcFamily, HaproxyProxy):
         super().__init__(*args, **kw)
 
     def config(self, port):
-        return "haproxy.cfg", f"""global
-  nbthread {self.workers}
-  maxconn {self.maxconn()}
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
-  timeout http-keep-alive 300s
-  option http-keep-alive
-frontend fe
+        return "haproxy.cfg", self.head() + f"""frontend fe
   bind 127.0.0.1:{port} proto h2
   default_backend be
 backend be
