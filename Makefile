@@ -4,7 +4,6 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 TSAN_BUILD ?= build-tsan
-FUZZ_BUILD ?= build-fuzz
 # make fuzz: seconds per target; new inputs and crash files go to FUZZ_SCRATCH, never into the
 # committed corpus (tests/fuzz/corpus).
 FUZZ_SECONDS ?= 60
@@ -33,7 +32,7 @@ DEPS := /usr/bin/g++:g++ /usr/bin/cmake:cmake /usr/bin/make:make /usr/bin/pkg-co
         /usr/bin/setarch:util-linux
 DEPS_CHECK ?= $(foreach d,$(DEPS),$(firstword $(subst :, ,$(d))))
 
-.PHONY: all deps build asan tsan fuzz-build fuzz static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench slow-clients clean
+.PHONY: all deps build asan tsan fuzz static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench slow-clients clean
 
 all: build
 
@@ -62,9 +61,11 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DEBB_STATIC=ON $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
+# ASan+UBSan, built with clang: ebb, the unit tests and the libFuzzer targets of tests/fuzz in one
+# build dir (everything carries the fuzzer's coverage hooks; CMakeLists.txt, EBB_SANITIZE).
 asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DCMAKE_C_FLAGS="-O1 -g1" \
-	  -DEBB_SANITIZE=ON >/dev/null
+	  -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_C_COMPILER=clang-14 -DEBB_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j$(JOBS)
 
 # ThreadSanitizer: make test runs the e2e tests labelled tsan (data path, drains, metrics,
@@ -74,19 +75,13 @@ tsan: deps
 	  -DEBB_TSAN=ON >/dev/null
 	@cmake --build $(TSAN_BUILD) -j$(JOBS) --target ebb
 
-# The libFuzzer targets of tests/fuzz, built with clang against the real ebbcore (ASan+UBSan).
-fuzz-build: deps
-	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" -DCMAKE_C_FLAGS="-O1 -g1" \
-	  -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_C_COMPILER=clang-14 -DEBB_FUZZ=ON >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j$(JOBS) --target fuzz_targets
-
 # Each target in turn for FUZZ_SECONDS over its corpus; the first crash stops the run and its
-# reproducer's path is printed (replay: build-fuzz/fuzz_<target> <file>).
-fuzz: fuzz-build
+# reproducer's path is printed (replay: build-asan/fuzz_<target> <file>).
+fuzz: asan
 	@for t in $(FUZZ_TARGETS); do \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  python3 tests/fuzz/run_fuzz.py --seconds $(FUZZ_SECONDS) --scratch $(FUZZ_SCRATCH) \
-	    $(FUZZ_BUILD)/fuzz_$$t tests/fuzz/corpus/$$t || exit 1; done
+	    $(ASAN_BUILD)/fuzz_$$t tests/fuzz/corpus/$$t || exit 1; done
 
 static: build
 
@@ -96,15 +91,17 @@ run: build
 test-unit: build
 	cd $(BUILD) && ctest --output-on-failure -L unit $(CTEST_ARGS)
 
-# The whole suite, then the same suite under ASan+UBSan, then the threads under ThreadSanitizer
-# (a subset at workers: 4, label tsan), then each fuzz target: its corpus, then a fixed number of
-# executions from a fixed seed (repeatable; see tests/fuzz/README.md).
-test: build asan tsan fuzz-build
-	cd $(BUILD) && ctest --output-on-failure -j2 -LE bench $(CTEST_ARGS)
+# The whole suite, then the same suite and each fuzz target (its corpus, then a fixed number of
+# executions from a fixed seed: repeatable, see tests/fuzz/README.md) under ASan+UBSan, then the
+# threads under ThreadSanitizer (a subset at workers: 4, label tsan). The e2e tests spend most of
+# their time waiting on the processes they drive, so six run at once on two cores; the
+# zero-downtime proof, which loads both cores, runs alone (RUN_SERIAL).
+CTEST_JOBS ?= 6
+test: build asan tsan
+	cd $(BUILD) && ctest --output-on-failure -j$(CTEST_JOBS) -LE bench $(CTEST_ARGS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --output-on-failure -j2 -L 'unit|e2e' $(CTEST_ARGS)
-	cd $(TSAN_BUILD) && ctest --output-on-failure -j2 -L tsan $(CTEST_ARGS)
-	cd $(FUZZ_BUILD) && ctest --output-on-failure -j2 -L fuzz $(CTEST_ARGS)
+	  ctest --output-on-failure -j$(CTEST_JOBS) -L 'unit|e2e|fuzz' $(CTEST_ARGS)
+	cd $(TSAN_BUILD) && ctest --output-on-failure -j$(CTEST_JOBS) -L tsan $(CTEST_ARGS)
 
 # Run directly, not through CTest, so that every scenario's lines are printed as it ends.
 zero-downtime: build
@@ -138,4 +135,4 @@ slow-clients: build
 	python3 -u tests/bench/slow_clients.py $(abspath $(BUILD))/ebb $(SLOW_ARGS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)

@@ -57,6 +57,12 @@ class Flood:
                 refused_in_a_row += 1
                 self.count("refused")
                 continue
+            except OSError as e:
+                # A reset that lands between the handshake and connect's return (SO_ERROR is
+                # ECONNRESET) is a connection lost after its handshake too.
+                s.close()
+                self.count("reset", f"at connect: {e!r}")
+                continue
             refused_in_a_row = 0
             got = b""
             try:

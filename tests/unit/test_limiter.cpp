@@ -19,7 +19,7 @@ using Admit = ConcurrencyLimiter::Admit;
 
 constexpr std::uint64_t kMs = 1'000'000;
 
-struct Waiter : SlotWaiter {
+struct Waiter final : SlotWaiter {
   int id = 0;
   std::vector<int>* granted = nullptr;
   std::function<void()> on_grant;  // what the exchange does once it has its slot
