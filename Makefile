@@ -29,7 +29,7 @@ DEPS := /usr/bin/g++:g++ /usr/bin/cmake:cmake /usr/bin/make:make /usr/bin/pkg-co
         /usr/lib/python3/dist-packages/h2/__init__.py:python3-h2 \
         /usr/lib/python3/dist-packages/grpc/__init__.py:python3-grpcio \
         /usr/bin/slowhttptest:slowhttptest \
-        /usr/bin/setarch:util-linux
+        /usr/bin/setarch:util-linux /usr/sbin/ip:iproute2
 DEPS_CHECK ?= $(foreach d,$(DEPS),$(firstword $(subst :, ,$(d))))
 
 .PHONY: all deps build asan tsan fuzz static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench slow-clients clean

@@ -256,7 +256,16 @@ def main():
     ap.add_argument("--max-memory", help="limits.max_memory for ebb (default: ebb's own)")
     ap.add_argument("--explain-ms", type=float, default=0,
                     help="turn ebb's access log on and print its lines for normal requests this slow")
+    ap.add_argument("--mtu", type=int, default=0,
+                    help="run everything in a network namespace of its own whose loopback has this MTU "
+                         "(1500: a real network's 1460-byte segments, not loopback's 64 KiB); root only")
     args = ap.parse_args()
+    if args.mtu and os.environ.get("EBB_SLOW_NETNS") != str(args.mtu):
+        # The namespace lives as long as this command: nothing to clean up afterwards.
+        sys.exit(subprocess.call(
+            ["unshare", "--net", "--", "sh", "-c", f'ip link set lo mtu {args.mtu} up && exec "$@"', "sh",
+             sys.executable, "-u", os.path.abspath(__file__), *sys.argv[1:]],
+            env=dict(os.environ, EBB_SLOW_NETNS=str(args.mtu))))
     args.ebb = os.path.abspath(args.ebb)  # ebb runs in a directory of its own
     for tool in ("slowhttptest", "nginx"):
         if not shutil.which(tool):
