@@ -106,6 +106,15 @@ def kernel_counters() -> dict:
     return out
 
 
+def tcp_pressure_pages() -> int:
+    """The kernel's TCP memory pressure mark in pages (net.ipv4.tcp_mem, global; a network
+    namespace of our own does not show it, so --mtu reads it before entering one)."""
+    if "EBB_SLOW_TCP_MEM" in os.environ:
+        return int(os.environ["EBB_SLOW_TCP_MEM"])
+    with open("/proc/sys/net/ipv4/tcp_mem") as f:
+        return int(f.read().split()[1])
+
+
 def tcp_mem_pages() -> int:
     """Pages the kernel's TCP stack holds now (all sockets), from /proc/net/sockstat."""
     with open("/proc/net/sockstat") as f:
@@ -209,8 +218,7 @@ def run_mode(mode: str, proxy_name: str, ebb_bin: str, conns: int, seconds: int,
         app_cpu = (measure.cpu_seconds(up.pids()) - app0) / wall
         k1 = kernel_counters()
         kernel = ", ".join(f"{k} {k1.get(k, 0) - v}" for k, v in k0.items())
-        with open("/proc/sys/net/ipv4/tcp_mem") as f:
-            pressure = int(f.read().split()[1])
+        pressure = tcp_pressure_pages()
         kernel += f", TCP memory peak {tcp_pages * 4 // 1024} MiB (pressure at {pressure * 4 // 1024} MiB)"
         out.close()
         with open(out.name, errors="replace") as f:
@@ -265,7 +273,7 @@ def main():
         sys.exit(subprocess.call(
             ["unshare", "--net", "--", "sh", "-c", f'ip link set lo mtu {args.mtu} up && exec "$@"', "sh",
              sys.executable, "-u", os.path.abspath(__file__), *sys.argv[1:]],
-            env=dict(os.environ, EBB_SLOW_NETNS=str(args.mtu))))
+            env=dict(os.environ, EBB_SLOW_NETNS=str(args.mtu), EBB_SLOW_TCP_MEM=str(tcp_pressure_pages()))))
     args.ebb = os.path.abspath(args.ebb)  # ebb runs in a directory of its own
     for tool in ("slowhttptest", "nginx"):
         if not shutil.which(tool):

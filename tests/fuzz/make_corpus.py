@@ -168,7 +168,7 @@ def websocket_corpus():
 
 
 def main():
-    for target, items in (("config", config_corpus()), ("k8s", k8s_corpus()), ("request", request_corpus()),
+    for target, items in (("config", config_corpus()), ("k8s", k8s_corpus()), ("inject", k8s_corpus()), ("request", request_corpus()),
                           ("response", response_corpus()), ("websocket", websocket_corpus())):
         print(f"{target}: {write_all(target, items)} files")
 

@@ -12,7 +12,7 @@ import sys
 # Longest input each target is given. The YAML targets parse several times per input under ASan,
 # at a cost that grows with the input: config files and manifests that exercise every rule fit
 # in these (a Deployment with its ebb sidecar is 2-3 KB), and a larger seed is cut to the limit.
-MAX_LEN = {"config": 2048, "k8s": 4096, "request": 4096, "response": 4096, "websocket": 4096, "h2": 4096}
+MAX_LEN = {"config": 2048, "k8s": 4096, "inject": 4096, "request": 4096, "response": 4096, "websocket": 4096, "h2": 4096}
 
 
 def main():
