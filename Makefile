@@ -130,6 +130,7 @@ bench: build
 # connections each) against ebb in front of nginx, while a normal client times its requests; prints
 # ebb's peak RSS and that client's p50/p99/failures per mode.
 # Options: make slow-clients SLOW_ARGS="--conns 500 --seconds 20 --modes slow-read --max-memory N"
+# (--mtu 1500: all of it in a network namespace of its own with a real network's MTU; root only).
 SLOW_ARGS ?=
 slow-clients: build
 	python3 -u tests/bench/slow_clients.py $(abspath $(BUILD))/ebb $(SLOW_ARGS)
