@@ -32,7 +32,7 @@ DEPS := /usr/bin/g++:g++ /usr/bin/cmake:cmake /usr/bin/make:make /usr/bin/pkg-co
         /usr/bin/setarch:util-linux /usr/sbin/ip:iproute2
 DEPS_CHECK ?= $(foreach d,$(DEPS),$(firstword $(subst :, ,$(d))))
 
-.PHONY: all deps build asan tsan fuzz static run test test-unit test-e2e test-asan zero-downtime k8s-proof k8s-proof-clean bench slow-clients clean
+.PHONY: all deps npm-deps build asan tsan fuzz static run test test-unit zero-downtime k8s-proof k8s-proof-clean bench slow-clients clean
 
 all: build
 
