@@ -217,19 +217,34 @@ class Target:
             self.daemon.stop()
 
 
-def _nginx_head(workers: int, workdir: str, max_conns: int) -> str:
-    # worker_connections counts upstream connections too; the descriptor limit must hold both.
-    return (f"worker_processes {workers};\ndaemon off;\nmaster_process on;\n"
-            f"error_log {workdir}/error.log warn;\npid {workdir}/nginx.pid;\n"
-            f"worker_rlimit_nofile {min(2 * max_conns + 256, _hard_nofile())};\n"
-            f"events {{ worker_connections {max_conns + 512}; }}\n")
-
-
 def _hard_nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
 
-class Upstream(Target):
+class NginxTarget(Target):
+    """An nginx process: the bench's apps, and nginx as the proxy compared. `conf` puts the
+    shared head (processes, limits, logs) and `http` block preamble around a target's own part."""
+
+    def conf(self, http_body: str) -> tuple[str, str]:
+        # worker_connections counts upstream connections too; the descriptor limit must hold both.
+        return "nginx.conf", (
+            f"worker_processes {self.workers};\ndaemon off;\nmaster_process on;\n"
+            f"error_log {self.workdir}/error.log warn;\npid {self.workdir}/nginx.pid;\n"
+            f"worker_rlimit_nofile {min(2 * self.max_conns + 256, _hard_nofile())};\n"
+            f"events {{ worker_connections {self.max_conns + 512}; }}\n"
+            "\nhttp {\n  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;\n"
+            + http_body + "}\n")
+
+    def upstream_app(self) -> str:
+        """The kept-alive pool to the app, as the nginx proxies name it (`app`)."""
+        return (f"  upstream app {{ server 127.0.0.1:{self.upstream_port}; keepalive 64; "
+                "keepalive_requests 100000000; }\n")
+
+    def command(self, conf):
+        return ["nginx", "-p", self.workdir + "/", "-c", conf]
+
+
+class Upstream(NginxTarget):
     """The app: nginx, 1 worker by default, keep-alive, answering from memory or the page cache."""
     name = "upstream"
     families = ("http1",)
@@ -247,21 +262,14 @@ class Upstream(Target):
             f.truncate(self.stream_bytes)  # sparse: no disk used, served as zeros
         for p in (big, stream):
             os.chmod(p, 0o644)
-        return "nginx.conf", _nginx_head(self.workers, self.workdir, self.max_conns) + f"""
-http {{
-  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
-  default_type application/octet-stream; open_file_cache max=16;
+        return self.conf(f"""  default_type application/octet-stream; open_file_cache max=16;
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     location = /small {{ return 200 "{SMALL_BODY.decode().rstrip()}\\n"; }}
     location = /16k {{ alias {big}; }}
     location = /stream {{ alias {stream}; }}
   }}
-}}
-"""
-
-    def command(self, conf):
-        return ["nginx", "-p", self.workdir + "/", "-c", conf]
+""")
 
 
 class Direct(Target):
@@ -285,17 +293,13 @@ class Direct(Target):
         pass
 
 
-class NginxProxy(Target):
+class NginxProxy(NginxTarget):
     name = "nginx"
 
     def config(self, port):
         # proxy_max_temp_file_size 0: a 1 GiB response streams through memory buffers instead of
         # being spooled to disk, as ebb and HAProxy stream it.
-        return "nginx.conf", _nginx_head(self.workers, self.workdir, self.max_conns) + f"""
-http {{
-  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
-  upstream app {{ server 127.0.0.1:{self.upstream_port}; keepalive 64; keepalive_requests 100000000; }}
-  server {{
+        return self.conf(self.upstream_app() + f"""  server {{
     listen 127.0.0.1:{port} backlog=4096;
     listen 127.0.0.1:{self.h2c_port} http2 backlog=4096;
     location / {{
@@ -304,11 +308,7 @@ http {{
       proxy_max_temp_file_size 0;
     }}
   }}
-}}
-"""
-
-    def command(self, conf):
-        return ["nginx", "-p", self.workdir + "/", "-c", conf]
+""")
 
 
 class HaproxyProxy(Target):
@@ -426,7 +426,7 @@ class EbbProxy(Target):
 
 # -- the gRPC family: h2c end to end ------------------------------------------------------------
 
-class GrpcUpstream(Target):
+class GrpcUpstream(NginxTarget):
     """The gRPC-shaped app: nginx, 1 worker, h2c (prior knowledge) only, answering every call
     with status 200, `content-type: application/grpc`, the framed message from memory or the page
     cache, and the trailer `grpc-status: 0`. A POST to a static file is 405 in nginx, so the 405
@@ -446,10 +446,7 @@ class GrpcUpstream(Target):
         with open(self.message_path, "wb") as f:
             f.write(GRPC_MESSAGE)
         os.chmod(self.message_path, 0o644)
-        return "nginx.conf", _nginx_head(self.workers, self.workdir, self.max_conns) + f"""
-http {{
-  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
-  server {{
+        return self.conf(f"""  server {{
     listen 127.0.0.1:{port} http2 backlog=4096;
     location = {GRPC_PATH} {{
       mirror /read-body; mirror_request_body on;
@@ -460,11 +457,7 @@ http {{
     }}
     location = /read-body {{ internal; return 204; }}
   }}
-}}
-"""
-
-    def command(self, conf):
-        return ["nginx", "-p", self.workdir + "/", "-c", conf]
+""")
 
 
 class _GrpcFamily:
@@ -485,7 +478,7 @@ class DirectGrpc(_GrpcFamily, Direct):
         self.message_path = upstream.message_path
 
 
-class NginxGrpc(_GrpcFamily, Target):
+class NginxGrpc(_GrpcFamily, NginxTarget):
     """nginx's gRPC proxy: `listen ... http2` and `grpc_pass` with upstream keepalive."""
     name = "nginx"
 
@@ -494,19 +487,11 @@ class NginxGrpc(_GrpcFamily, Target):
         super().__init__(*args, **kw)
 
     def config(self, port):
-        return "nginx.conf", _nginx_head(self.workers, self.workdir, self.max_conns) + f"""
-http {{
-  access_log off; keepalive_requests 100000000; keepalive_timeout 300s;
-  upstream app {{ server 127.0.0.1:{self.upstream_port}; keepalive 64; keepalive_requests 100000000; }}
-  server {{
+        return self.conf(self.upstream_app() + f"""  server {{
     listen 127.0.0.1:{port} http2 backlog=4096;
     location / {{ grpc_pass grpc://app; }}
   }}
-}}
-"""
-
-    def command(self, conf):
-        return ["nginx", "-p", self.workdir + "/", "-c", conf]
+""")
 
 
 class HaproxyGrpc(_GrpcFamily, HaproxyProxy):
