@@ -10,7 +10,7 @@ FROM debian:bookworm AS build
 # Only what `make static` needs; the test tools of `make deps` (node, Go, nginx...) stay out.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      g++ cmake make pkg-config libuv1-dev node-llhttp libyaml-cpp-dev python3 \
+      g++ cmake make pkg-config libuv1-dev node-llhttp libyaml-cpp-dev libnghttp2-dev python3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -19,10 +19,10 @@ COPY . .
 # The context has no .git: the commit for ebb_build_info and --version comes in as REVISION.
 ARG REVISION=unknown
 RUN make static CMAKE_ARGS="-DEBB_COMMIT=${REVISION}" DEPS_CHECK="/usr/bin/g++ /usr/bin/cmake /usr/bin/pkg-config /usr/include/uv.h \
-      /usr/share/llhttp/llhttp.c /usr/include/yaml-cpp/yaml.h /usr/bin/python3" \
+      /usr/share/llhttp/llhttp.c /usr/include/yaml-cpp/yaml.h /usr/include/nghttp2/nghttp2.h /usr/bin/python3" \
  && strip build/ebb
 
-# The static build links libuv, yaml-cpp, libstdc++ and libgcc in; what it still loads is glibc
+# The static build links libuv, llhttp, nghttp2, yaml-cpp, libstdc++ and libgcc in; what it still loads is glibc
 # (libc.so.6 and the loader: the smoke test fails on anything else). glibc stays dynamic because
 # a fully static glibc cannot load NSS, which getaddrinfo needs to resolve an upstream host name.
 # So the base is the smallest image with glibc: distroless base without OpenSSL (ebb speaks

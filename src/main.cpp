@@ -20,13 +20,13 @@ constexpr const char* kDefaultConfig = "/etc/ebb/ebb.yaml";
 
 void usage(FILE* to) {
   std::fprintf(to,
-               "ebb %s: a drain-aware HTTP/1.1 reverse-proxy sidecar\n\n"
+               "ebb %s: a drain-aware reverse-proxy sidecar (HTTP/1.1, WebSocket, HTTP/2, gRPC)\n\n"
                "usage:\n"
                "  ebb [--config FILE]                  run (default %s if present, else built-in defaults)\n"
                "  ebb --check-config [--config FILE]   validate, print the effective config, exit 0 or 2\n"
                "  ebb drain [--admin HOST:PORT] [--wait] [--token T] [--config FILE]\n"
                "                                       start a drain through the admin port (preStop.exec)\n"
-               "  ebb check-k8s FILE.yaml|DIR|- [--config FILE] [--json]\n"
+               "  ebb check-k8s FILE.yaml|DIR|- [...] [--config FILE] [--json]\n"
                "                                       lint Kubernetes manifests for settings that drop requests\n"
                "  ebb inject [FILE|-] [--native] [--config FILE] [--image IMAGE]\n"
                "                                       add ebb to Deployments/StatefulSets/Rollouts, print them\n"
