@@ -43,7 +43,7 @@ void ClientConn::start() {
 void ClientConn::update_read() {
   bool want;
   if (closing()) return;
-  if (lingering_) want = true;
+  if (lingering_) want = !client_eof_;  // drained until the client's FIN (a read after it is EOF again)
   else if (read_refused_) want = false;  // budget: until a queue drains or memory frees
   else if (tunnel_) want = ex_.has_app() && !ex_.app_backed_up();
   else if (!ex_.active()) want = pending_in_.empty();
@@ -72,6 +72,12 @@ void ClientConn::on_read(ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   if (nread < 0) {
+    if (lingering_ && nread == UV_EOF && queued() > 0) {
+      // The client is done sending, as the close allows; the answer's tail still goes out.
+      client_eof_ = true;
+      update_read();
+      return;
+    }
     if (ex_.slot_state() == SlotWaiter::State::kQueued) {
       // Gone, or half-closed, while it waits for the app (HAProxy's abortonclose): a client that
       // gave up must not take a slot at the app when its turn comes.
@@ -254,13 +260,7 @@ void ClientConn::shed() {
   if (closing()) return;
   LOG_WARN("connection shed: buffers at limits.max_memory", {"conn", id_}, {"client", client_ip_},
            {"held_bytes", held_bytes()}, {"buffered_bytes", w_.memory().held()}, {"max_memory", w_.memory().max()});
-  // An answer fully read from the app but not yet delivered is as unanswered as one in flight
-  // (close() counts only the latter).
-  bool counted_by_close = ex_.active() && ex_.head_done() && !tunnel_;
-  if (!counted_by_close && queued() > 0) {
-    count_unanswered(Unanswered::kMemoryShed, "answer cut: connection shed at limits.max_memory");
-  }
-  close(Unanswered::kMemoryShed);
+  close(Unanswered::kMemoryShed);  // counts an answer in flight or not yet delivered
 }
 
 // Requests that were pipelined behind the one just answered.
@@ -304,12 +304,16 @@ void ClientConn::on_phase() {
 
 void ClientConn::cut() {
   if (closing()) return;
-  if (!ex_.active() || lingering_) {
-    close(Unanswered::kDrainTimeout);
+  bool in_flight = ex_.active() && !lingering_;
+  if (in_flight || delivering_) {
+    w_.metrics().drain_cut_requests += (in_flight ? 1 : 0) + (delivering_ ? 1 : 0);
+    LOG_WARN("request cut at drain timeout", {"conn", id_}, {"tunnel", tunnel_ && in_flight},
+             {"undelivered_bytes", queued()});
+  }
+  if (!in_flight) {
+    close(Unanswered::kDrainTimeout);  // counts an answer not yet delivered
     return;
   }
-  ++w_.metrics().drain_cut_requests;
-  LOG_WARN("request cut at drain timeout", {"conn", id_}, {"tunnel", tunnel_});
   if (tunnel_ && websocket_) {
     ws_close_pending_ = true;
     if (ws_.at_boundary()) {
@@ -329,6 +333,8 @@ void ClientConn::send_ws_close_and_close() {
   ex_.abandon();
   ws_close_pending_ = false;
   graceful_close(false);
+  // Past the drain's deadline: the close frame gets the linger's time to go out, no more.
+  if (!closing() && timer_for_ == TimerFor::kSend) arm(TimerFor::kLinger, kLingerMs);
 }
 
 // ---- timers -----------------------------------------------------------------------------

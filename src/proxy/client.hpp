@@ -36,6 +36,8 @@ class ClientConn final : public Client, private http::RequestSink, private Downs
 
  private:
   enum class TimerFor { kNone, kHeader, kIdle, kBody, kSend, kExchange, kLinger, kWsClose };
+  // After the FIN, how long the client's last bytes are read and dropped before the close.
+  static constexpr std::uint64_t kLingerMs = 2000;
 
   // The socket.
   void on_read(ssize_t nread, const uv_buf_t* buf) override;
@@ -108,6 +110,9 @@ class ClientConn final : public Client, private http::RequestSink, private Downs
   bool ws_close_pending_ = false;
   bool resume_pending_ = false;
   bool client_eof_ = false;  // the client finished sending; close once the exchange ends
+  // The last answer is whole from the app but not all written to the client yet: a close now
+  // cuts an answered request, and counts as unanswered (close()).
+  bool delivering_ = false;
   // Closed between requests: bytes that still arrive are a request ebb will not answer.
   bool boundary_close_ = false;
   bool read_refused_ = false;        // a read found no room (budget or limits.max_memory)

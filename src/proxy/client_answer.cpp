@@ -11,10 +11,6 @@
 
 namespace ebb {
 
-namespace {
-constexpr std::uint64_t kLingerMs = 2000;
-}  // namespace
-
 // ---- answering --------------------------------------------------------------------------
 
 bool ClientConn::send_informational(const http::MessageHead& head, int status) {
@@ -179,6 +175,7 @@ void ClientConn::finish_exchange() {
   if (!ex_.active()) return;
   flush_batch();
   bool close_now = may_close_after_answer();
+  delivering_ = !tunnel_ && queued() > 0;
   ex_.finish();
   ++requests_;
   idle_since_ms_ = w_.now_ms();
@@ -250,8 +247,10 @@ void ClientConn::on_write_done(int status) {
       update_read();
     }
   }
-  if (lingering_ && q == 0 && !shutdown_sent()) {
-    graceful_close(boundary_close_);  // the last bytes are out: now the FIN
+  if (q == 0) delivering_ = false;
+  if (lingering_) {
+    if (q == 0) graceful_close(boundary_close_);  // the last bytes are out: now the FIN
+    else if (timer_for_ == TimerFor::kSend) arm(TimerFor::kSend, w_.cfg().timeouts.client_send);
     return;
   }
   refresh_timer(true);
@@ -281,13 +280,17 @@ void ClientConn::graceful_close(bool at_boundary) {
   }
   flush_batch();
   ex_.drop_app();
-  if (!lingering_) {
-    lingering_ = true;
-    tunnel_ = false;
-    arm(TimerFor::kLinger, kLingerMs);
-  }
+  lingering_ = true;
+  tunnel_ = false;
   update_read();
-  if (queued() > 0 || shutdown_sent()) return;
+  if (closing() || shutdown_sent()) return;
+  if (queued() > 0) {
+    // The answer's tail is still going out, at the client's pace: the send timeout guards it
+    // (restarted by progress, as for any answer); the linger starts with the FIN.
+    if (timer_for_ != TimerFor::kSend) arm(TimerFor::kSend, w_.cfg().timeouts.client_send);
+    return;
+  }
+  arm(TimerFor::kLinger, kLingerMs);
   if (shutdown() < 0) close(Unanswered::kClientClosed);
 }
 
@@ -297,6 +300,13 @@ void ClientConn::on_shutdown(int status) {
 
 void ClientConn::close(Unanswered why) {
   if (closing()) return;
+  // An answer read whole from the app but not yet written to the client is as unanswered as one
+  // in flight: the client never gets all of it.
+  if (delivering_) {
+    delivering_ = false;
+    count_unanswered(why, why == Unanswered::kClientClosed ? "client left before its whole answer arrived"
+                                                           : "answer cut before it was delivered");
+  }
   // A tunnel's request was answered (101); a cut tunnel is counted by cut().
   if (ex_.active() && ex_.head_done() && !tunnel_) {
     count_unanswered(why, why == Unanswered::kClientClosed ? "client left before its answer" : "request unanswered");

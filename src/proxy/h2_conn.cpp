@@ -234,8 +234,7 @@ void H2Conn::shed() {
   LOG_WARN("connection shed: buffers at limits.max_memory", {"conn", id_}, {"client", client_ip_},
            {"protocol", "HTTP/2"}, {"held_bytes", held_bytes()}, {"buffered_bytes", w_.memory().held()},
            {"max_memory", w_.memory().max()});
-  streams_.for_each([](H2Stream* s) { s->shed(); });
-  close(Unanswered::kMemoryShed);
+  close(Unanswered::kMemoryShed);  // counts the answers in flight or not yet delivered
 }
 
 void H2Conn::streams_hold(size_t before, size_t now) {

@@ -39,9 +39,9 @@ class H2Stream final : public net::Linked<H2Stream>, private Downstream {
   ssize_t read_answer(std::uint8_t* buf, size_t length, std::uint32_t* flags);
   void closed(std::uint32_t error_code);  // the stream is gone (answered, or reset)
   void cut();                             // the drain deadline
-  void abort_quietly(Unanswered why);     // the connection is closing: count and let go
-  // Shed at limits.max_memory: an answer read whole from the app but not delivered counts too.
-  void shed();
+  // The connection is closing: count what it leaves unanswered (in flight, or whole from the
+  // app but not yet delivered) and let go.
+  void abort_quietly(Unanswered why);
   void release_flow();                    // give back request body the app has taken since
 
  private:
@@ -88,6 +88,7 @@ class H2Stream final : public net::Linked<H2Stream>, private Downstream {
   bool head_sent_ = false;
   bool answer_done_ = false;   // the whole answer is with nghttp2
   bool stream_closed_ = false;
+  bool delivering_ = false;    // the exchange finished, but flow control still holds answer bytes
   const char* bad_ = nullptr;  // why a header broke the rules: the request is refused
   int bad_status_ = 400;       // ...and the status that says so
   http::MessageHead trailers_;  // the app's trailers, sent once the body is out

@@ -331,6 +331,7 @@ void H2Stream::send_error(int status, const char* reason) {
     local_answer(status, "text/plain; charset=utf-8", body, reason);
   }
   ex_.finish();
+  delivering_ = !stream_closed_;
   // The rest of the request, if any, is read and dropped (release_flow keeps its window open):
   // a RST_STREAM(NO_ERROR) after the answer, which RFC 9113 §8.1 allows, makes some clients
   // (curl 7.88) discard the answer they already have.
@@ -350,6 +351,7 @@ void H2Stream::uncork() {
 
 void H2Stream::answer_complete() {
   ex_.finish();
+  delivering_ = !stream_closed_;
   conn_.flush();
 }
 
@@ -371,18 +373,19 @@ void H2Stream::abort(Unanswered why) {
 }
 
 void H2Stream::abort_quietly(Unanswered why) {
-  if (ex_.active() && req_.head_done) count_unanswered(why, "request unanswered");
-  ex_.abandon();
-}
-
-void H2Stream::shed() {
-  if (!ex_.active() && req_.head_done && !stream_closed_) {
-    count_unanswered(Unanswered::kMemoryShed, "answer cut: connection shed at limits.max_memory");
+  if (ex_.active() && req_.head_done) {
+    count_unanswered(why, "request unanswered");
+  } else if (delivering_) {
+    count_unanswered(why, why == Unanswered::kClientClosed ? "client left before its whole answer arrived"
+                                                           : "answer cut before it was delivered");
   }
+  delivering_ = false;
+  ex_.abandon();
 }
 
 void H2Stream::closed(std::uint32_t error_code) {
   stream_closed_ = true;
+  delivering_ = false;
   if (ex_.active() && answer_done_ && error_code == NGHTTP2_NO_ERROR && out_.size() == out_off_) {
     ex_.finish();  // the whole answer went out before the exchange heard of its end
     return;
@@ -395,9 +398,13 @@ void H2Stream::closed(std::uint32_t error_code) {
 }
 
 void H2Stream::cut() {
-  if (!ex_.active()) return;
+  if (!ex_.active() && !delivering_) return;
   ++conn_.worker().metrics().drain_cut_requests;
-  LOG_WARN("request cut at drain timeout", {"conn", conn_.id()}, {"stream", id_});
+  LOG_WARN("request cut at drain timeout", {"conn", conn_.id()}, {"stream", id_}, {"undelivered_bytes", send_queued()});
+  if (!ex_.active()) {  // whole from the app, but the client's flow control holds the rest
+    abort_quietly(Unanswered::kDrainTimeout);
+    return;
+  }
   count_unanswered(Unanswered::kDrainTimeout, "request unanswered");
   ex_.abandon();
   if (stream_closed_) return;

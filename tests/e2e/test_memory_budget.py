@@ -3,10 +3,8 @@ ebb's RSS under N slow readers; limits.max_memory stops reading and sheds the la
 while a normal client is still answered; and proxy buffering: an answer that fits in the budget
 frees the app (its slot and connection) however slowly its client reads.
 
-A stalled reader here is a raw socket with the smallest receive buffer and a 536-byte MSS that
-asks for a large answer and never reads it. The small MSS matters: on loopback the 64 KiB MSS
-makes the kernel give ebb's socket a send buffer of megabytes at once, which would hide what ebb
-itself holds; with a phone-sized MSS the kernel takes about 100 KiB and the rest is ebb's."""
+A stalled reader here is harness.client.stalled_socket (the smallest receive buffer, a 536-byte
+MSS) asking for a large answer and never reading it."""
 
 import socket
 import struct
@@ -15,6 +13,7 @@ import unittest
 
 from harness.admin import scrape, wait_metric
 from harness.case import EbbTestCase
+from harness.client import stalled_socket
 from harness.data import KIB, MIB
 from harness.h2raw import END_HEADERS, END_STREAM, HEADERS, PREFACE, SETTINGS, WINDOW_UPDATE, frame, header_block
 from harness.handlers import ok, route, send_huge
@@ -26,23 +25,13 @@ BUDGET = 32 * KIB  # limits.connection_buffer's default
 
 
 def stalled_get(port: int, target: str) -> socket.socket:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
-    s.settimeout(dl(3))
-    s.connect(("127.0.0.1", port))
-    s.sendall(build_request("GET", target))
-    return s
+    return stalled_socket(port, build_request("GET", target))
 
 
 def stalled_h2(port: int, streams: int, target: str = "/big") -> socket.socket:
     """An HTTP/2 client as small as stalled_get that grants ebb every window (so flow control
     holds nothing back) and opens `streams` streams for `target`, then never reads."""
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
-    s.settimeout(dl(3))
-    s.connect(("127.0.0.1", port))
+    s = stalled_socket(port)
     top = 2**31 - 1
     s.sendall(PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, top))  # INITIAL_WINDOW_SIZE
               + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", top - 65535)))

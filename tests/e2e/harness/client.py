@@ -16,6 +16,22 @@ from harness.http import Headers, build_request, parse_fields
 from harness.wait import ConnectionClosed, HarnessError, WaitTimeout, dl
 
 
+def stalled_socket(port: int, first: bytes = b"") -> socket.socket:
+    """A client as slow as a reader gets, connected to `port`, having sent `first`: the smallest
+    receive buffer and a 536-byte MSS, and nothing read until the test reads. The small MSS
+    matters: on loopback the 64 KiB MSS makes the kernel give ebb's socket a send buffer of
+    megabytes at once, which would hide what ebb itself holds; with a phone-sized MSS the kernel
+    takes about 100 KiB and the rest is ebb's."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    s.settimeout(dl(3))
+    s.connect(("127.0.0.1", port))
+    if first:
+        s.sendall(first)
+    return s
+
+
 def unused_port() -> int:
     """A loopback port on which nothing listens (bound, then released)."""
     s = socket.socket()
