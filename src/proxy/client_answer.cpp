@@ -175,6 +175,9 @@ void ClientConn::finish_exchange() {
   if (!ex_.active()) return;
   flush_batch();
   bool close_now = may_close_after_answer();
+  // Answered before its body ended (a 413, an app that answers early): what the client still
+  // sends is that body, not a request ebb failed to answer.
+  bool at_boundary = ex_.request_is_complete();
   delivering_ = !tunnel_ && queued() > 0;
   ex_.finish();
   ++requests_;
@@ -182,7 +185,7 @@ void ClientConn::finish_exchange() {
   response_chunked_ = false;
   reader_.next();
   if (close_now) {
-    graceful_close(true);
+    graceful_close(at_boundary);
     return;
   }
   if (reader_.in_callback()) {

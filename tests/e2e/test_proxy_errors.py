@@ -6,6 +6,7 @@ malformed requests in test_proxy_malformed.py."""
 import time
 import unittest
 
+from harness.admin import scrape, wait_metric
 from harness.case import EbbTestCase
 from harness.handlers import answer_target, ok
 from harness.http import build_request, chunked_body
@@ -34,7 +35,8 @@ class Limits(EbbTestCase):
 
     def test_content_length_over_max_body_bytes_gets_413_before_upload(self):
         fake, ebb = self.proxy(answer_target, {"limits": {"max_body_bytes": 1000}})
-        self.assertOk(self.connect(ebb).request("POST", "/fits", body=b"x" * 1000), b"/fits")
+        fits = self.connect(ebb)
+        self.assertOk(fits.request("POST", "/fits", body=b"x" * 1000), b"/fits")
         c = self.connect(ebb)
         # Only the head: the answer must come before any of the body is sent.
         c.send(build_request("POST", "/too-big", [("Content-Length", "2000")]))
@@ -42,6 +44,13 @@ class Limits(EbbTestCase):
         self.assertEbbError(r, 413)
         self.assertEqual([q.target for q in fake.requests], ["/fits"],
                          "nothing of the oversized request may reach the app")
+        # The client sends its body anyway, as one without `Expect: 100-continue` does: that is the
+        # answered request's body, read and dropped, not a request ebb failed to answer.
+        c.send(b"z" * 2000)
+        c.close()
+        wait_metric(ebb, "ebb_connections_active", None, lambda v: v == 1, dl(5), "the 413's connection closed")
+        self.assertEqual(sum(v for _, v in scrape(ebb).labelled("ebb_requests_unanswered_total")), 0,
+                         ebb.logs("request arrived after the connection was closed"))
 
     def test_chunked_body_over_max_body_bytes_gets_413(self):
         fake, ebb = self.proxy(answer_target, {"limits": {"max_body_bytes": 1000}})
