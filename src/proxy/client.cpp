@@ -276,6 +276,9 @@ void ClientConn::on_request_begin() {
   ex_.begin(&reader_.request());
   close_after_ = false;
   response_chunked_ = false;
+  // In the drain, a connection waiting for its first request had only the idle grace; once the
+  // request begins, its head gets client_header like any other.
+  if (w_.phase() == Phase::kDrain && timer_for_ == TimerFor::kHeader) timer_for_ = TimerFor::kNone;
   refresh_timer(false);
 }
 
@@ -383,7 +386,9 @@ void ClientConn::on_timer() {
   switch (t) {
     case TimerFor::kHeader:
       if (ex_.active()) send_error(408, "request head not received in time");
-      else close(Unanswered::kClientClosed);  // nothing ever arrived
+      // Nothing arrived yet: a FIN and the linger, like an idle close, so that a request already
+      // on its way is read and counted rather than met with a reset.
+      else graceful_close(true);
       break;
     case TimerFor::kIdle:
       graceful_close(true);

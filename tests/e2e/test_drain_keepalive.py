@@ -13,9 +13,10 @@ keep-alive client at every deploy."""
 
 import signal
 import threading
+import time
 import unittest
 
-from harness.admin import admin_request, scrape
+from harness.admin import admin_request, scrape, wait_metric
 from harness.case import LifecycleCase
 from harness.config import shutdown_config
 from harness.handlers import close_mid_body, never_answer, ok, route
@@ -121,6 +122,46 @@ class KeepAliveDrain(LifecycleCase):
         ebb.wait_log("request arrived after the connection was closed", dl(5), reason="after_close")
         self.assertEqual(unanswered(ebb)["after_close"], 1)
         wait_exit(ebb, dl(10))
+
+    def test_request_racing_the_close_of_a_fresh_connection_is_counted_and_logged(self):
+        # The same race on a connection that never sent a request: it gets the drain's grace,
+        # then a FIN and the linger like an idle one, not a reset that would lose its request
+        # without a trace.
+        fake, ebb = self.proxy(ok(b"x"))
+        c = self.connect(ebb)
+        wait_metric(ebb, "ebb_connections_active", None, lambda v: v == 1, dl(5), "the connection accepted")
+        ebb.signal(signal.SIGTERM)
+        self.assertClosed(c, dl(5), "a connection that sent nothing is closed after the drain's grace")
+        try:
+            c.sock.sendall(build_request("GET", "/late"))
+        except OSError:
+            self.fail("ebb reset the connection instead of lingering after its FIN")
+        ebb.wait_log("request arrived after the connection was closed", dl(5), reason="after_close")
+        self.assertEqual(unanswered(ebb)["after_close"], 1)
+        wait_exit(ebb, dl(10))
+
+    def test_a_first_request_begun_in_the_drain_grace_gets_its_whole_head_time(self):
+        # A connection opened before the drain sends its first request slowly, starting within
+        # the drain's 1 s grace: once begun, its head has client_header to arrive, not what was
+        # left of the grace (before, it got a 408 at the grace's end).
+        fake, ebb = self.proxy(ok(b"slow head"), shutdown_config(1.0, 0.3, 2.5, 5.0))
+        c = self.connect(ebb)
+        wait_metric(ebb, "ebb_connections_active", None, lambda v: v == 1, dl(5), "the connection accepted")
+        ebb.signal(signal.SIGTERM)
+        ebb.wait_log("listener closed", dl(5))
+        req = build_request("GET", "/slow-head")
+        c.send(req[:5])
+        t0 = time.monotonic()
+        for b in req[5:-1]:  # the rest a byte at a time, over more than the grace
+            time.sleep(1.5 / len(req))  # the pace of the trickle, not a wait for a condition
+            c.send(bytes([b]))
+        self.assertGreater(time.monotonic() - t0, 1.2)
+        c.send(req[-1:])
+        r = c.read_response(timeout=dl(5))
+        self.assertOk(r, b"slow head", "a request begun in the drain's grace must be answered")
+        self.assertIn("close", r.header_tokens("Connection"))
+        self.assertEqual(unanswered(ebb), dict.fromkeys(REASONS, 0))
+        self.assertEqual(wait_exit(ebb, dl(10)), 0)
 
     def test_client_leaving_before_its_answer_is_counted_and_logged(self):
         gate = self.gate(ok(b"late"))
