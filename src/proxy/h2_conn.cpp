@@ -258,6 +258,7 @@ void H2Conn::resume_memory() {
 void H2Conn::stream_gone(H2Stream* s) {
   streams_.remove(s);
   dead_.push_front(s);
+  if (streams_.empty()) refresh_timer();  // the last stream ended: the idle timeout runs again
 }
 
 void H2Conn::reap() {
@@ -285,7 +286,7 @@ int H2Conn::on_begin_headers(nghttp2_session*, const nghttp2_frame* f, void* sel
   auto* s = new H2Stream(*c, f->hd.stream_id);
   c->streams_.push_front(s);
   nghttp2_session_set_stream_user_data(c->session_, f->hd.stream_id, s);
-  c->stop_timer();
+  c->refresh_timer();  // a stream is open: no idle timeout (the PING wait and the age still run)
   return 0;
 }
 

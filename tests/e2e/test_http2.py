@@ -177,6 +177,20 @@ class Http2(LifecycleCase):
         self.assertEqual(curl_h2(ebb.proxy_port, "/")[0], 200, "ebb is not draining: a new connection is served")
         self.assertGreaterEqual(scrape(ebb).value("ebb_http2_goaway_total"), 1)
 
+    def test_a_connection_idle_after_its_last_stream_is_closed_at_client_idle(self):
+        # One request, its answer read, then silence: no WINDOW_UPDATE, no PING. client_idle
+        # counts from the end of the last stream, and ends the connection with a GOAWAY.
+        _, ebb = self.proxy(ok(b"once"), {"timeouts": {"client_idle": "500ms"}})
+        c = self.raw(ebb)
+        # ebb's SETTINGS read and acknowledged first, so that nothing follows the request.
+        c.wait_for(lambda f: f.type == h2raw.SETTINGS and not f.flags & h2raw.ACK, dl(5), "ebb's SETTINGS")
+        c.request(1, path="/")
+        c.wait_for(lambda f: f.type == h2raw.DATA and f.stream == 1 and f.flags & h2raw.END_STREAM, dl(5), "the answer")
+        c.wait_for(lambda f: f.type == h2raw.GOAWAY, dl(5), "the idle GOAWAY")
+        self.assertEqual(c.goaways()[-1], (1, 0), "NO_ERROR, and stream 1 was processed")
+        c.read_until_closed(dl(5))
+        wait_metric(ebb, "ebb_connections_active", None, lambda v: v == 0, dl(5), "the connection closed")
+
     def test_errors_for_grpc_requests_are_grpc_shaped(self):
         dead = unused_port()
         _, ebb = self.proxy(None, {"upstream": f"127.0.0.1:{dead}",
