@@ -69,7 +69,14 @@ void UpstreamConn::enter_pool() {
   update_read();
 }
 
-int UpstreamConn::send(const uv_buf_t* bufs, unsigned n) { return write(bufs, n, w_.memory().counter()); }
+int UpstreamConn::send(const uv_buf_t* bufs, unsigned n) {
+  int r = write(bufs, n, w_.memory().counter());
+  // The request waits in the queue: an app that stops reading its body gets upstream_response
+  // to take more, as it has to answer (nginx's proxy_send_timeout); the client is held back
+  // meanwhile (Exchange::app_can_take), so nothing else would ever end the wait.
+  if (r == 0 && !tunnel_ && timer_for_ == TimerFor::kNone && queued() > 0) arm(TimerFor::kSend, response_ms_);
+  return r;
+}
 
 // The head, and what the client sent before the app could take it, in one write.
 int UpstreamConn::send_head(const http::Request& r, const http::ForwardContext& ctx, std::string_view early,
@@ -130,6 +137,10 @@ void UpstreamConn::on_write_done(int status) {
   if (status < 0) {
     fail(UpstreamError::kClosedEarly, status);
     return;
+  }
+  if (timer_for_ == TimerFor::kSend) {
+    if (queued() > 0) arm(TimerFor::kSend, response_ms_);  // progress: the app took some
+    else arm(TimerFor::kNone, 0);
   }
   if (owner_ && queued() <= w_.budget().low) owner_->upstream_writable();
 }
@@ -196,6 +207,7 @@ void UpstreamConn::arm(TimerFor t, std::uint64_t ms) {
 void UpstreamConn::on_timer() {
   switch (timer_for_) {
     case TimerFor::kConnect: fail(UpstreamError::kConnectTimeout, UV_ETIMEDOUT); break;
+    case TimerFor::kSend:  // the app took none of the request for upstream_response: no answer is coming
     case TimerFor::kResponse: fail(UpstreamError::kResponseTimeout, UV_ETIMEDOUT); break;
     case TimerFor::kIdle: close(); break;
     case TimerFor::kNone: break;

@@ -61,7 +61,8 @@ class UpstreamConn final : public AppLeg, public net::Conn, public net::Linked<U
 
  private:
   enum class State { kNew, kConnecting, kBusy, kIdle, kClosing };
-  enum class TimerFor { kNone, kConnect, kResponse, kIdle };
+  // kSend: the request's bytes wait in the queue (the app stopped reading its body).
+  enum class TimerFor { kNone, kConnect, kSend, kResponse, kIdle };
 
   void update_read();
   size_t read_allowance() const;  // budget.hpp: room left in the client's write queue

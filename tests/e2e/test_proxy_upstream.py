@@ -4,6 +4,7 @@ and hung apps, an app breaking mid-response, and Upgrade (101 tunnel, or decline
 
 import select
 import socket
+import threading
 import time
 import unittest
 
@@ -195,6 +196,39 @@ class AppFailures(EbbTestCase):
         self.assertGreaterEqual(elapsed, 0.48, f"504 after {elapsed:.3f}s < upstream_response")
         self.assertLess(elapsed, dl(5) if dl(5) > 5 else 5.0)
         fake.wait_conn_closed(0, dl(2))  # the hung upstream connection is released
+
+    def test_app_that_stops_reading_an_upload_gives_504_after_upstream_response(self):
+        # The app takes the head and then nothing: the upload fills the buffers between, ebb stops
+        # reading the client, and only a deadline on the app taking the body ends the wait.
+        stuck = threading.Event()
+        self.on_teardown(stuck.set)
+
+        def takes_no_body(req, conn):
+            stuck.wait(dl(30))
+            return CLOSE
+
+        fake, ebb = self.proxy(takes_no_body, {"timeouts": {"upstream_response": "500ms"}})
+        c = self.connect(ebb)
+        size = 64 * 1024 * 1024  # past every buffer on the way
+
+        def upload():
+            try:
+                c.sock.sendall(build_request("POST", "/upload", [("Content-Length", str(size))]))
+                chunk = b"u" * (1024 * 1024)
+                for _ in range(size // len(chunk)):
+                    c.sock.sendall(chunk)
+            except OSError:
+                pass  # ebb answered and closed: the rest of the upload has nowhere to go
+
+        t = threading.Thread(target=upload, daemon=True)
+        t.start()
+        self.on_teardown(lambda: t.join(dl(10)))
+        fake.wait_requests(1, dl(5))
+        t0 = time.monotonic()
+        r = c.read_response(timeout=dl(10))
+        self.assertEbbError(r, 504)
+        self.assertGreaterEqual(time.monotonic() - t0 + 0.05, 0.45)
+        self.assertEqual(scrape(ebb).value("ebb_upstream_errors_total", {"kind": "response_timeout"}), 1)
 
     def test_app_closing_mid_body_closes_client_promptly(self):
         fake, ebb = self.proxy(close_mid_body(1_000_000, 100_000),
