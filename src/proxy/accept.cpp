@@ -75,6 +75,7 @@ void Worker::set_phase(Phase p) {
 }
 
 void Worker::cut_all() {
+  limiter_.close();
   conns_.for_each([](Client* c) { c->cut(); });
 }
 

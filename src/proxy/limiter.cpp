@@ -124,7 +124,7 @@ void ConcurrencyLimiter::time_out(SlotWaiter& w, std::uint64_t now_ns) {
 void ConcurrencyLimiter::admit_waiting(std::uint64_t now_ns) {
   // A grant may end at once (the app refused the connection) and release again: that nested
   // release only counts, and this loop hands the slot on, so the stack never grows with the queue.
-  if (admitting_) return;
+  if (admitting_ || closed_) return;
   admitting_ = true;
   while (head_ != nullptr && has_room()) {
     SlotWaiter& w = *head_;

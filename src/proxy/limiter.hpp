@@ -95,6 +95,9 @@ class ConcurrencyLimiter {
   void release(SlotWaiter& w, std::uint64_t now_ns, bool latency_sample);
   // upstream_limits.queue_timeout: `w` leaves the queue, counted as a rejection.
   void time_out(SlotWaiter& w, std::uint64_t now_ns);
+  // The drain's deadline: every request is being cut, so a slot freed now goes to no one (it
+  // would send a request to the app only to cut it a moment later).
+  void close() { closed_ = true; }
 
   std::size_t in_use() const { return in_use_; }
   std::size_t queued() const { return queued_; }
@@ -119,6 +122,7 @@ class ConcurrencyLimiter {
   SlotWaiter* head_ = nullptr;
   SlotWaiter* tail_ = nullptr;
   bool admitting_ = false;
+  bool closed_ = false;
 };
 
 }  // namespace ebb

@@ -406,6 +406,41 @@ class Drain(LifecycleCase, LimitCase):
             self.assertClosed(c, dl(2))
         self.assertEqual(t.arrived, ["/held"], "a cut queued request never reaches the app")
 
+    def test_the_slot_freed_by_the_cut_goes_to_no_queued_request(self):
+        # The same with the queued requests on connections older than the one at the app: the cut
+        # reaches the request at the app first, and its freed slot must not send a queued one to
+        # the app only to cut it a moment later (a POST the app would run for a client told nothing).
+        t = Turnstile()
+        self.on_teardown(t.open)
+        drain = shutdown_config(0.3, 0.1, 1.0, 1.0)
+        fake, ebb = self.proxy(t, {**limits(2), **drain})
+        # Two app connections left idle in the pool, so that a freed slot could send a queued
+        # request on one at once; then the limit goes down to 1.
+        warm = [self.send(ebb, "/warm1"), self.send(ebb, "/warm2")]
+        t.wait_arrivals(2, dl(5))
+        t.let_through("/warm1")
+        t.let_through("/warm2")
+        for c in warm:
+            self.assertEqual(c.read_response(timeout=dl(5)).status, 200)
+        self.assertEqual(self.metric(ebb, "ebb_upstream_connections_opened_total"), 2)
+        rewrite_config(ebb, {**limits(1), **drain})
+        ebb.signal(signal.SIGHUP)
+        wait_metric(ebb, "ebb_upstream_concurrency_limit", None, lambda v: v == 1, dl(5), "reloaded limit")
+        queued = [self.connect(ebb) for _ in range(2)]
+        held = self.send(ebb, "/held")
+        t.wait_arrivals(3, dl(5))
+        for i, (c, target) in enumerate(zip(queued, ["/q1", "/q2"])):
+            c.send(build_request("POST", target, body=b"once"))
+            self.wait_queued(ebb, i + 1)
+        t0 = time.monotonic()
+        ebb.signal(signal.SIGTERM)
+        code, _ = exit_timed(ebb, t0, dl(10))
+        self.assertEqual(code, 1, "requests were cut at drain_timeout: exit 1")
+        self.assertEqual(ebb.logs("drained")[0].get("cut"), 3)
+        for c in [held] + queued:
+            self.assertClosed(c, dl(2))
+        self.assertEqual(t.arrived[2:], ["/held"], "a queued request reached the app at the cut")
+
 
 # --------------------------------------------------------------------------------------------
 # `max_concurrency: auto` against an app whose latency grows with the requests it holds.
