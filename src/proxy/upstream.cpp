@@ -20,6 +20,7 @@ void UpstreamConn::begin_exchange(UpstreamSink* owner, bool head_request) {
   read_refused_ = false;
   tunnel_ = false;
   trailing_bytes_ = false;
+  request_done_ = false;
 }
 
 int UpstreamConn::connect(UpstreamSink* owner, bool head_request) {
@@ -74,7 +75,9 @@ int UpstreamConn::send(const uv_buf_t* bufs, unsigned n) {
   // The request waits in the queue: an app that stops reading its body gets upstream_response
   // to take more, as it has to answer (nginx's proxy_send_timeout); the client is held back
   // meanwhile (Exchange::app_can_take), so nothing else would ever end the wait.
-  if (r == 0 && !tunnel_ && timer_for_ == TimerFor::kNone && queued() > 0) arm(TimerFor::kSend, response_ms_);
+  if (r == 0 && !tunnel_ && !request_done_ && timer_for_ == TimerFor::kNone && queued() > 0) {
+    arm(TimerFor::kSend, response_ms_);
+  }
   return r;
 }
 
@@ -82,6 +85,7 @@ int UpstreamConn::send(const uv_buf_t* bufs, unsigned n) {
 int UpstreamConn::send_head(const http::Request& r, const http::ForwardContext& ctx, std::string_view early,
                             bool end) {
   response_ms_ = owner_->response_timeout();  // asked once: a re-arm on every read costs nothing
+  request_done_ = end;
   out_.clear();
   http::write_request_head(out_, r.head, r.info, ctx);
   chunked_ = ctx.body_chunked;
@@ -111,9 +115,13 @@ int UpstreamConn::send_body(const char* at, size_t len) {
 }
 
 int UpstreamConn::end_body() {
-  if (!chunked_) return 0;
+  request_done_ = true;
   uv_buf_t b = uv_buf_init(const_cast<char*>("0\r\n\r\n"), 5);
-  return send(&b, 1);
+  int r = chunked_ ? send(&b, 1) : 0;
+  // An answer that began before the request ended (the app answered early): its deadline runs
+  // from here (the exchange arms it only for an answer not yet begun).
+  if (r == 0 && got_bytes()) arm_response_timer();
+  return r;
 }
 
 int UpstreamConn::send_raw(const char* at, size_t len) {
@@ -139,8 +147,12 @@ void UpstreamConn::on_write_done(int status) {
     return;
   }
   if (timer_for_ == TimerFor::kSend) {
-    if (queued() > 0) arm(TimerFor::kSend, response_ms_);  // progress: the app took some
-    else arm(TimerFor::kNone, 0);
+    if (queued() > 0) {
+      arm(TimerFor::kSend, response_ms_);  // progress: the app took some
+    } else {
+      arm(TimerFor::kNone, 0);
+      arm_response_timer();  // the request is all out (if it is): now its answer is waited for
+    }
   }
   if (owner_ && queued() <= w_.budget().low) owner_->upstream_writable();
 }
@@ -179,7 +191,9 @@ size_t UpstreamConn::read_allowance() const {
 
 void UpstreamConn::arm_response_timer() {
   // Held back by the client (its queue, or ebb's memory): the client's send timeout counts.
-  if (state_ != State::kBusy || tunnel_ || client_blocked_ || read_refused_) return;
+  // Request bytes still queued: kSend, until they are out.
+  if (state_ != State::kBusy || tunnel_ || client_blocked_ || read_refused_ || !request_done_) return;
+  if (timer_for_ == TimerFor::kSend) return;
   arm(TimerFor::kResponse, response_ms_);
 }
 

@@ -92,6 +92,10 @@ class UpstreamConn final : public AppLeg, public net::Conn, public net::Linked<U
   bool trailing_bytes_ = false;
   bool head_request_ = false;
   bool chunked_ = false;  // the request body goes chunked
+  // The whole request is written (or queued): from here the app's answer is what is waited for.
+  // Before, a 1xx or an early answer starts no response deadline; the app taking the body
+  // (kSend) and the client sending it (ClientConn) are the deadlines.
+  bool request_done_ = false;
   std::uint64_t response_ms_ = 0;  // the exchange's response timeout, taken with the head
   std::string out_;       // the request head, written in place (reused: no allocation per request)
 };

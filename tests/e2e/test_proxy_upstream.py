@@ -230,6 +230,50 @@ class AppFailures(EbbTestCase):
         self.assertGreaterEqual(time.monotonic() - t0 + 0.05, 0.45)
         self.assertEqual(scrape(ebb).value("ebb_upstream_errors_total", {"kind": "response_timeout"}), 1)
 
+    def test_an_upload_after_100_continue_may_outlast_upstream_response(self):
+        # The app says 100 Continue and reads the body as the client sends it, over longer than
+        # upstream_response: the 1xx starts no deadline (before, a 504 cut the upload at 0.5 s).
+        def reads_then_counts(req, conn):
+            if "100-continue" in req.header_tokens("Expect"):
+                conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return conn.respond(200, b"got %d" % len(req.read_body()))
+
+        fake, ebb = self.proxy(reads_then_counts, {"timeouts": {"upstream_response": "500ms"}})
+        c = self.connect(ebb)
+        parts = [b"p" * 1000] * 6
+        c.send(build_request("POST", "/upload", [("Expect", "100-continue"),
+                                                 ("Content-Length", str(sum(map(len, parts))))]))
+        self.assertEqual(c.read_response(skip_1xx=False, timeout=dl(3)).status, 100)
+        for part in parts:
+            time.sleep(0.25)  # the client's pace: 1.5 s in all, three times upstream_response
+            c.send(part)
+        self.assertOk(c.read_response(timeout=dl(5)), b"got 6000")
+
+    def test_an_answer_begun_before_the_upload_ended_still_has_a_deadline(self):
+        # The app answers early (head and a little body) while the upload waits in ebb's queue
+        # for it, then takes the whole body and goes silent: the answer's deadline runs from the
+        # end of the request, and the client is told (a cut answer) instead of waiting forever.
+        def early_then_silent(req, conn):
+            time.sleep(0.3)  # the app's pace: the upload fills the buffers and waits in ebb's queue
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"e" * 10)
+            req.read_body()
+            conn.wait_peer_close()
+            return CLOSE
+
+        fake, ebb = self.proxy(early_then_silent, {"timeouts": {"upstream_response": "500ms"}})
+        c = self.connect(ebb)
+        size = 16 * 1024 * 1024
+        t = threading.Thread(target=lambda: c.sock.sendall(
+            build_request("POST", "/upload", [("Content-Length", str(size))]) + b"u" * size), daemon=True)
+        t.start()
+        self.on_teardown(lambda: t.join(dl(10)))
+        head = c.read_head(timeout=dl(5))
+        self.assertEqual(head.status, 200)
+        self.assertClosed(c, dl(5), "the client of a stalled answer must not wait forever")
+        m = scrape(ebb)
+        self.assertEqual(m.value("ebb_upstream_errors_total", {"kind": "response_timeout"}), 1)
+        self.assertEqual(m.value("ebb_requests_unanswered_total", {"reason": "upstream_broken"}), 1)
+
     def test_app_closing_mid_body_closes_client_promptly(self):
         fake, ebb = self.proxy(close_mid_body(1_000_000, 100_000),
                                {"timeouts": {"upstream_response": "30s", "client_send": "30s",
