@@ -74,6 +74,7 @@ void ClientConn::on_read(ssize_t nread, const uv_buf_t* buf) {
   if (nread < 0) {
     if (lingering_ && nread == UV_EOF && queued() > 0) {
       // The client is done sending, as the close allows; the answer's tail still goes out.
+      LOG_DEBUG("client half-closed during the linger", {"conn", id_}, {"undelivered_bytes", queued()});
       client_eof_ = true;
       update_read();
       return;
@@ -307,6 +308,7 @@ void ClientConn::on_phase() {
 
 void ClientConn::cut() {
   if (closing()) return;
+  cut_ = true;
   bool in_flight = ex_.active() && !lingering_;
   if (in_flight || delivering_) {
     w_.metrics().drain_cut_requests += (in_flight ? 1 : 0) + (delivering_ ? 1 : 0);
@@ -336,8 +338,6 @@ void ClientConn::send_ws_close_and_close() {
   ex_.abandon();
   ws_close_pending_ = false;
   graceful_close(false);
-  // Past the drain's deadline: the close frame gets the linger's time to go out, no more.
-  if (!closing() && timer_for_ == TimerFor::kSend) arm(TimerFor::kLinger, kLingerMs);
 }
 
 // ---- timers -----------------------------------------------------------------------------

@@ -113,6 +113,7 @@ class ClientConn final : public Client, private http::RequestSink, private Downs
   // The last answer is whole from the app but not all written to the client yet: a close now
   // cuts an answered request, and counts as unanswered (close()).
   bool delivering_ = false;
+  bool cut_ = false;  // cut at the drain's deadline: what still goes out gets the linger, no more
   // Closed between requests: bytes that still arrive are a request ebb will not answer.
   bool boundary_close_ = false;
   bool read_refused_ = false;        // a read found no room (budget or limits.max_memory)

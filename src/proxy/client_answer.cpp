@@ -177,7 +177,7 @@ void ClientConn::finish_exchange() {
   bool close_now = may_close_after_answer();
   // Answered before its body ended (a 413, an app that answers early): what the client still
   // sends is that body, not a request ebb failed to answer.
-  bool at_boundary = ex_.request_is_complete();
+  bool at_boundary = ex_.request_is_complete() && !tunnel_;  // a tunnel's late bytes are no request
   delivering_ = !tunnel_ && queued() > 0;
   ex_.finish();
   ++requests_;
@@ -289,8 +289,13 @@ void ClientConn::graceful_close(bool at_boundary) {
   if (closing() || shutdown_sent()) return;
   if (queued() > 0) {
     // The answer's tail is still going out, at the client's pace: the send timeout guards it
-    // (restarted by progress, as for any answer); the linger starts with the FIN.
-    if (timer_for_ != TimerFor::kSend) arm(TimerFor::kSend, w_.cfg().timeouts.client_send);
+    // (restarted by progress, as for any answer); the linger starts with the FIN. Past the
+    // drain's deadline (a WebSocket's close frame, a tunnel the app ended): the linger only.
+    if (cut_) {
+      if (timer_for_ != TimerFor::kLinger) arm(TimerFor::kLinger, kLingerMs);
+    } else if (timer_for_ != TimerFor::kSend) {
+      arm(TimerFor::kSend, w_.cfg().timeouts.client_send);
+    }
     return;
   }
   arm(TimerFor::kLinger, kLingerMs);
@@ -299,6 +304,7 @@ void ClientConn::graceful_close(bool at_boundary) {
 
 void ClientConn::on_shutdown(int status) {
   if (status < 0) close(Unanswered::kClientClosed);
+  else if (client_eof_) close(Unanswered::kAfterClose);  // both sides are done: nothing to linger for
 }
 
 void ClientConn::close(Unanswered why) {

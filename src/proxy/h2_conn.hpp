@@ -88,7 +88,7 @@ class H2Stream final : public net::Linked<H2Stream>, private Downstream {
   bool head_sent_ = false;
   bool answer_done_ = false;   // the whole answer is with nghttp2
   bool stream_closed_ = false;
-  bool delivering_ = false;    // the exchange finished, but flow control still holds answer bytes
+  bool delivering_ = false;    // the exchange finished, but flow control still holds answer bytes in out_
   const char* bad_ = nullptr;  // why a header broke the rules: the request is refused
   int bad_status_ = 400;       // ...and the status that says so
   http::MessageHead trailers_;  // the app's trailers, sent once the body is out

@@ -269,6 +269,7 @@ ssize_t H2Stream::read_answer(std::uint8_t* buf, size_t length, std::uint32_t* f
     out_off_ = 0;
   }
   account_out();
+  if (send_queued() == 0) delivering_ = false;  // the rest is nghttp2's to send
   if (n > 0 && send_queued() <= conn_.worker().budget().low && ex_.active()) ex_.client_drained();
   if (send_queued() == 0 && answer_done_) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -331,7 +332,7 @@ void H2Stream::send_error(int status, const char* reason) {
     local_answer(status, "text/plain; charset=utf-8", body, reason);
   }
   ex_.finish();
-  delivering_ = !stream_closed_;
+  delivering_ = !stream_closed_ && send_queued() > 0;
   // The rest of the request, if any, is read and dropped (release_flow keeps its window open):
   // a RST_STREAM(NO_ERROR) after the answer, which RFC 9113 §8.1 allows, makes some clients
   // (curl 7.88) discard the answer they already have.
@@ -351,7 +352,7 @@ void H2Stream::uncork() {
 
 void H2Stream::answer_complete() {
   ex_.finish();
-  delivering_ = !stream_closed_;
+  delivering_ = !stream_closed_ && send_queued() > 0;
   conn_.flush();
 }
 

@@ -22,7 +22,7 @@ from harness.data import KIB, pattern_bytes
 from harness.h2raw import END_HEADERS, END_STREAM, HEADERS, PREFACE, SETTINGS, frame, header_block
 from harness.handlers import route, send_huge
 from harness.http import build_request
-from harness.wait import dl, wait_stable
+from harness.wait import dl, wait_stable, wait_until
 
 BODY = 192 * KIB
 LINGER = 2.0  # ClientConn::kLingerMs
@@ -86,14 +86,21 @@ class Delivery(LifecycleCase):
         self.assertEqual(sum(v for _, v in ex.labelled("ebb_requests_unanswered_total")), 0)
         self.assertEqual(ex.value("ebb_client_send_timeouts_total"), 0)
 
-    def test_a_half_closed_slow_reader_gets_its_whole_answer(self):
-        # A client that half-closes after its request (it has nothing more to send) and reads
-        # slowly: its FIN is no reason to drop the answer's tail (before the fix, the linger's
-        # reads met the FIN again and closed at once).
+    def assert_whole_after_half_close(self, half_close_first: bool):
+        # A client that half-closes (it has nothing more to send) and reads slowly: its FIN is no
+        # reason to drop the answer's tail. Before the fix, the linger's reads met the FIN (again)
+        # and closed at once.
         fake, ebb = self.start()
-        s = self.stall(ebb, build_request("GET", "/big"))
-        s.shutdown(socket.SHUT_WR)
+        close = [] if half_close_first else [("Connection", "close")]
+        s = self.stall(ebb, build_request("GET", "/big", close))
+        if half_close_first:
+            s.shutdown(socket.SHUT_WR)  # seen before the answer: the answer then closes
         self.held(fake, ebb)
+        if not half_close_first:
+            s.shutdown(socket.SHUT_WR)  # seen while ebb lingers with the tail queued
+            wait_until(lambda: ebb.logs("client half-closed during the linger")
+                       or scrape(ebb).value("ebb_buffered_bytes") == 0, dl(5), "ebb to see the FIN")
+            self.assertGreater(scrape(ebb).value("ebb_buffered_bytes"), 0, "ebb dropped the tail at the client's FIN")
         data = self.read_all(s)
         head, _, body = data.partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 200"), head[:100])
@@ -101,14 +108,21 @@ class Delivery(LifecycleCase):
         self.assertEqual(body, pattern_bytes(BODY), "the answer arrived corrupted")
         self.assertEqual(sum(v for _, v in scrape(ebb).labelled("ebb_requests_unanswered_total")), 0)
 
+    def test_a_client_half_closed_after_its_request_gets_its_whole_answer(self):
+        self.assert_whole_after_half_close(True)
+
+    def test_a_client_half_closing_while_ebb_lingers_gets_its_whole_answer(self):
+        self.assert_whole_after_half_close(False)
+
     def test_control_a_reader_stopped_past_client_send_is_cut_and_counted(self):
         # The same answer to a client that stops reading for longer than client_send: ebb cuts it,
         # and the cut answer is counted, logged, and visibly short at the client.
-        fake, ebb = self.start({"timeouts": {"client_send": "1s"}})
+        send_timeout = dl(2)  # long enough for held() to see the stall first, even under ASan
+        fake, ebb = self.start({"timeouts": {"client_send": f"{int(send_timeout * 1000)}ms"}})
         s = self.stall(ebb, build_request("GET", "/big", [("Connection", "close")]))
         self.held(fake, ebb)
         wait_metric(ebb, "ebb_requests_unanswered_total", {"reason": "client_send_timeout"},
-                    lambda v: v == 1, dl(5), "the cut answer counted")
+                    lambda v: v == 1, send_timeout + dl(5), "the cut answer counted")
         rec = ebb.wait_log("answer cut before it was delivered", dl(2))
         self.assertEqual((rec.get("level"), rec.get("reason"), rec.get("target")),
                          ("warn", "client_send_timeout", "/big"), rec)

@@ -26,7 +26,7 @@ from harness.handlers import (close_idle_when_next_request_arrives, close_mid_bo
                               close_without_answer, ok, route, upgrade_echo)
 from harness.http import build_request
 from harness.lifecycle import EARLY, exit_timed, wait_ready
-from harness.wait import dl
+from harness.wait import dl, wait_until
 
 
 class Turnstile:
@@ -439,6 +439,10 @@ class Drain(LifecycleCase, LimitCase):
         self.assertEqual(ebb.logs("drained")[0].get("cut"), 3)
         for c in [held] + queued:
             self.assertClosed(c, dl(2))
+        # ebb is gone: every app connection but the held request's reads its EOF, or a request
+        # sent at the cut first (the app records an arrival before it could see the EOF).
+        wait_until(lambda: len(t.arrived) > 3 or sum(c.peer_closed for c in fake.conns) >= len(fake.conns) - 1,
+                   dl(5), "the app to see every idle connection close")
         self.assertEqual(t.arrived[2:], ["/held"], "a queued request reached the app at the cut")
 
 
