@@ -20,7 +20,7 @@ from harness.case import LifecycleCase
 from harness.config import shutdown_config
 from harness.handlers import ok
 from harness.lifecycle import wait_exit
-from harness.wait import dl
+from harness.wait import dl, wait_until
 
 THREADS = 12
 REQUEST = b"GET /flood HTTP/1.1\r\nHost: flood\r\n\r\n"
@@ -114,9 +114,27 @@ class NaiveServer:
                     pass
 
     def close(self):
+        # It stops accepting (after the connection it may be taking), and closes its listener
+        # only once connections wait in the accept queue: those are what a naive close resets.
+        # Waiting for them, not for time, keeps the control from passing on a quiet queue.
         self.closing.set()
+        if self.sock.fileno() < 0:
+            return
+        wait_until(lambda: accept_queue(self.port) > 0, dl(10), "connections in the naive server's accept queue")
         self.sock.close()  # what waits in the queue is reset
         self.thread.join(dl(5))
+
+
+def accept_queue(port: int) -> int:
+    """Connections waiting in the accept queue of the listener on 127.0.0.1:`port` (for a
+    listening socket, /proc/net/tcp's rx_queue is that count)."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == want and fields[3] == "0A":
+                return int(fields[4].split(":")[1], 16)
+    return 0
 
 
 class ListenerClose(LifecycleCase):
